@@ -1,0 +1,13 @@
+//! OAuth 2.0 authorization server pieces and access-token verification (SPEC AC-1, AC-2, AC-4).
+//!
+//! Nothing here knows about HTTP: the server crate maps [`OAuthError`] and [`TokenError`]
+//! to responses. Client secrets are argon2id hashes; access tokens are ES256 JWTs.
+
+pub mod grant;
+pub mod scope;
+pub mod secret;
+pub mod token;
+
+pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials};
+pub use scope::{Context, Interaction, ScopeSet};
+pub use token::{Claims, IssuedToken, TokenError, TokenService};

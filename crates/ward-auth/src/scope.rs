@@ -1,0 +1,283 @@
+//! SMART on FHIR scopes: v2 `context/Type.cruds` and v1 `.read/.write/.*` (SPEC AC-4).
+//!
+//! Scopes are parsed into permission bit sets so that granting is an intersection and
+//! checking is a mask test. Anything that is not a clinical scope (`openid`, `launch`, ...)
+//! is kept aside and never confers access to FHIR data.
+
+use std::fmt;
+
+/// Which launch context a clinical scope belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Context {
+    Patient,
+    User,
+    System,
+}
+
+impl Context {
+    fn as_str(self) -> &'static str {
+        match self {
+            Context::Patient => "patient",
+            Context::User => "user",
+            Context::System => "system",
+        }
+    }
+}
+
+/// The FHIR interaction classes SMART v2 scopes distinguish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interaction {
+    Create,
+    /// read, vread and instance history
+    Read,
+    Update,
+    Delete,
+    /// search and type/system history
+    Search,
+}
+
+impl Interaction {
+    fn bit(self) -> u8 {
+        match self {
+            Interaction::Create => C,
+            Interaction::Read => R,
+            Interaction::Update => U,
+            Interaction::Delete => D,
+            Interaction::Search => S,
+        }
+    }
+}
+
+const C: u8 = 1;
+const R: u8 = 2;
+const U: u8 = 4;
+const D: u8 = 8;
+const S: u8 = 16;
+const LETTERS: [(u8, char); 5] = [(C, 'c'), (R, 'r'), (U, 'u'), (D, 'd'), (S, 's')];
+
+/// One clinical scope: context, resource type (`None` = `*`) and permission bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Scope {
+    context: Context,
+    resource: Option<String>,
+    perms: u8,
+}
+
+impl Scope {
+    fn covers_type(&self, rtype: &str) -> bool {
+        self.resource.as_deref().is_none_or(|r| r == rtype)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}.", self.context.as_str(), self.resource.as_deref().unwrap_or("*"))?;
+        for (bit, letter) in LETTERS {
+            if self.perms & bit != 0 {
+                write!(f, "{letter}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parse failure; names the offending scope (scopes are not PHI).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid scope: {0}")]
+pub struct ScopeError(pub String);
+
+/// A set of granted or requested scopes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeSet {
+    clinical: Vec<Scope>,
+    other: Vec<String>,
+}
+
+impl ScopeSet {
+    /// Parses a space-separated scope string. Unknown clinical forms are errors, so a typo
+    /// never silently grants or drops access.
+    pub fn parse(s: &str) -> Result<ScopeSet, ScopeError> {
+        let mut set = ScopeSet::default();
+        for token in s.split_whitespace() {
+            match parse_clinical(token)? {
+                Some(scope) => set.add(scope),
+                None => {
+                    if !set.other.iter().any(|o| o == token) {
+                        set.other.push(token.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    fn add(&mut self, scope: Scope) {
+        if scope.perms == 0 {
+            return;
+        }
+        if let Some(existing) = self
+            .clinical
+            .iter_mut()
+            .find(|s| s.context == scope.context && s.resource == scope.resource)
+        {
+            existing.perms |= scope.perms;
+        } else {
+            self.clinical.push(scope);
+        }
+    }
+
+    /// True when no scope at all is present.
+    pub fn is_empty(&self) -> bool {
+        self.clinical.is_empty() && self.other.is_empty()
+    }
+
+    /// The scopes both sets allow: for clinical scopes the permission bits common to a
+    /// requested scope and an allowed scope of the same context covering its type.
+    pub fn intersect(&self, allowed: &ScopeSet) -> ScopeSet {
+        let mut out = ScopeSet::default();
+        for req in &self.clinical {
+            for al in allowed.clinical.iter().filter(|a| a.context == req.context) {
+                let resource = match (&req.resource, &al.resource) {
+                    (Some(r), Some(a)) if r != a => continue,
+                    (Some(r), _) => Some(r.clone()),
+                    (None, a) => a.clone(),
+                };
+                out.add(Scope { context: req.context, resource, perms: req.perms & al.perms });
+            }
+        }
+        for o in &self.other {
+            if allowed.other.contains(o) && !out.other.contains(o) {
+                out.other.push(o.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether a scope of `context` allows `interaction` on `rtype`.
+    pub fn allows(&self, context: Context, rtype: &str, interaction: Interaction) -> bool {
+        self.clinical
+            .iter()
+            .any(|s| s.context == context && s.covers_type(rtype) && s.perms & interaction.bit() != 0)
+    }
+}
+
+impl fmt::Display for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        let mut sep = |f: &mut fmt::Formatter<'_>| {
+            let r = if first { Ok(()) } else { f.write_str(" ") };
+            first = false;
+            r
+        };
+        for s in &self.clinical {
+            sep(f)?;
+            write!(f, "{s}")?;
+        }
+        for o in &self.other {
+            sep(f)?;
+            f.write_str(o)?;
+        }
+        Ok(())
+    }
+}
+
+/// `Ok(None)` for a token that is not a clinical scope at all (no `/`).
+fn parse_clinical(token: &str) -> Result<Option<Scope>, ScopeError> {
+    let Some((ctx, rest)) = token.split_once('/') else {
+        return Ok(None);
+    };
+    let bad = || ScopeError(token.to_owned());
+    let context = match ctx {
+        "patient" => Context::Patient,
+        "user" => Context::User,
+        "system" => Context::System,
+        // e.g. `launch/patient`: a launch request, not a data scope
+        _ => return Ok(None),
+    };
+    // Granular v2 scopes (`?category=...`) are not supported yet: refuse rather than widen.
+    let (resource, perms) = rest.split_once('.').ok_or_else(bad)?;
+    let resource = match resource {
+        "*" => None,
+        r if ward_fhir_type_like(r) => Some(r.to_owned()),
+        _ => return Err(bad()),
+    };
+    let perms = match perms {
+        "read" => R | S,
+        "write" => C | U | D,
+        "*" => C | R | U | D | S,
+        letters => parse_letters(letters).ok_or_else(bad)?,
+    };
+    Ok(Some(Scope { context, resource, perms }))
+}
+
+/// v2 permission letters: a non-empty subsequence of `cruds`, in that order.
+fn parse_letters(letters: &str) -> Option<u8> {
+    let mut perms = 0u8;
+    let mut next = 0;
+    for ch in letters.chars() {
+        let pos = LETTERS[next..].iter().position(|&(_, l)| l == ch)? + next;
+        perms |= LETTERS[pos].0;
+        next = pos + 1;
+    }
+    (perms != 0).then_some(perms)
+}
+
+/// A resource type name is an ASCII identifier starting with an upper-case letter. Whether
+/// it names a real R4 type is the server's concern (an unknown type simply never matches).
+fn ward_fhir_type_like(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(s: &str) -> ScopeSet {
+        ScopeSet::parse(s).unwrap()
+    }
+
+    #[test]
+    fn v2_letters_and_v1_forms() {
+        let s = set("system/Patient.rs system/Observation.cruds user/*.read openid");
+        assert!(s.allows(Context::System, "Patient", Interaction::Read));
+        assert!(s.allows(Context::System, "Patient", Interaction::Search));
+        assert!(!s.allows(Context::System, "Patient", Interaction::Create));
+        assert!(s.allows(Context::System, "Observation", Interaction::Delete));
+        assert!(!s.allows(Context::System, "Condition", Interaction::Read));
+        assert!(s.allows(Context::User, "Condition", Interaction::Search));
+        assert!(!s.allows(Context::User, "Condition", Interaction::Update));
+        assert!(!s.allows(Context::Patient, "Condition", Interaction::Read));
+        assert_eq!(set("system/*.write").to_string(), "system/*.cud");
+        assert_eq!(set("system/*.*").to_string(), "system/*.cruds");
+    }
+
+    #[test]
+    fn malformed_scopes_are_refused() {
+        for bad in [
+            "system/Patient.rc",
+            "system/Patient.xyz",
+            "system/Patient.",
+            "system/Patient",
+            "system/patient.r",
+            "system/Patient.rr",
+            "system/Patient.r?category=x",
+        ] {
+            assert!(ScopeSet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn intersection_narrows_to_what_is_allowed() {
+        let allowed = set("system/Patient.rs system/Observation.cruds");
+        assert_eq!(set("system/Patient.cruds").intersect(&allowed).to_string(), "system/Patient.rs");
+        assert_eq!(
+            set("system/*.r").intersect(&allowed).to_string(),
+            "system/Patient.r system/Observation.r"
+        );
+        assert!(set("system/Condition.r").intersect(&allowed).is_empty());
+        assert!(set("user/Patient.r").intersect(&allowed).is_empty());
+        assert!(set("openid").intersect(&allowed).is_empty());
+        let wide = set("system/*.rs");
+        assert_eq!(set("system/Patient.cruds").intersect(&wide).to_string(), "system/Patient.rs");
+    }
+}

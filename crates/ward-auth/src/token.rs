@@ -1,0 +1,257 @@
+//! ES256 access tokens: issuing and strict verification (SPEC AC-2).
+//!
+//! Verification pins the algorithm to ES256, requires a known `kid`, and checks `iss`,
+//! `aud`, `exp`, `nbf` and `iat` with a small clock skew; `alg: none`, HMAC algorithms and
+//! foreign keys therefore never verify.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use ward_crypto::SigningKey;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 30;
+/// SPEC AC-2: access tokens live 5 to 15 minutes.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
+pub const MIN_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// The claims Ward puts in, and requires of, an access token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+    pub jti: String,
+    pub scope: String,
+    pub client_id: String,
+}
+
+/// Why a token was refused. Shown to clients only as a generic `invalid_token`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("token rejected: {0}")]
+    Rejected(String),
+    #[error("token signing failed")]
+    Signing,
+}
+
+/// A freshly issued access token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// Issues and verifies this server's access tokens.
+pub struct TokenService {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    jwks: serde_json::Value,
+    issuer: String,
+    audience: String,
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// `lifetime` is clamped to the 5-15 minute range of SPEC AC-2.
+    pub fn new(signing: &SigningKey, issuer: &str, audience: &str, lifetime: Duration) -> Result<Self, TokenError> {
+        let jwk = signing.public_jwk();
+        let coord = |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
+            return Err(TokenError::Signing);
+        };
+        let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|_| TokenError::Signing)?;
+        let kid = signing.kid();
+        Ok(TokenService {
+            encoding: EncodingKey::from_ec_der(signing.pkcs8_der()),
+            decoding: HashMap::from([(kid.clone(), decoding)]),
+            jwks: serde_json::json!({ "keys": [jwk] }),
+            kid,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            lifetime: lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME),
+        })
+    }
+
+    /// The public JWK Set served at `/oauth2/jwks`.
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Signs an access token for `sub` acting through `client_id` with `scope`.
+    pub fn issue(&self, sub: &str, client_id: &str, scope: &str) -> Result<IssuedToken, TokenError> {
+        let now = now_secs();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: self.audience.clone(),
+            exp: now + self.lifetime.as_secs(),
+            iat: now,
+            nbf: now,
+            jti: ward_crypto::random_token(16),
+            scope: scope.to_owned(),
+            client_id: client_id.to_owned(),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let access_token =
+            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|_| TokenError::Signing)?;
+        Ok(IssuedToken { access_token, expires_in: self.lifetime.as_secs(), scope: scope.to_owned() })
+    }
+
+    /// Verifies signature, algorithm, key id, issuer, audience and time claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::ES256 {
+            return Err(TokenError::Rejected("algorithm not allowed".into()));
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| TokenError::Rejected(format!("{:?}", e.kind())))?;
+        let claims = data.claims;
+        if claims.iat > now_secs() + LEEWAY_SECS {
+            return Err(TokenError::Rejected("issued in the future".into()));
+        }
+        if claims.exp.saturating_sub(claims.iat) > MAX_LIFETIME.as_secs() {
+            return Err(TokenError::Rejected("lifetime too long".into()));
+        }
+        Ok(claims)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+    fn service() -> TokenService {
+        let dir = tempfile_dir();
+        ward_crypto::keyfiles::create_key_dir(&dir.join("keys")).unwrap();
+        let key = ward_crypto::keyfiles::load_signing_key(&dir.join("keys")).unwrap();
+        TokenService::new(&key, "https://ward.test", "https://ward.test/fhir", MAX_LIFETIME).unwrap()
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ward-auth-test-{}", ward_crypto::random_token(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn tamper_payload(token: &str, f: impl FnOnce(&mut serde_json::Value)) -> String {
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut payload: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        f(&mut payload);
+        let payload = B64.encode(serde_json::to_vec(&payload).unwrap());
+        format!("{}.{}.{}", parts[0], payload, parts[2])
+    }
+
+    #[test]
+    fn round_trip_and_attacks() {
+        let svc = service();
+        let t = svc.issue("client-1", "client-1", "system/Patient.rs").unwrap();
+        let claims = svc.verify(&t.access_token).unwrap();
+        assert_eq!(claims.scope, "system/Patient.rs");
+        assert_eq!(claims.aud, "https://ward.test/fhir");
+        assert!(claims.exp - claims.iat <= 900);
+
+        // tampered payload
+        let forged = tamper_payload(&t.access_token, |p| p["scope"] = "system/*.cruds".into());
+        assert!(svc.verify(&forged).is_err());
+
+        // alg none
+        let parts: Vec<&str> = t.access_token.split('.').collect();
+        let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert!(svc.verify(&format!("{none_header}.{}.", parts[1])).is_err());
+
+        // HS256 with the public key as HMAC secret
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(svc.kid.clone());
+        let hs = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(b"x")).unwrap();
+        assert!(svc.verify(&hs).is_err());
+
+        // another server's key, same kid
+        let other = service();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(svc.kid.clone());
+        let foreign = jsonwebtoken::encode(&h, &claims, &other.encoding).unwrap();
+        assert!(svc.verify(&foreign).is_err());
+
+        // wrong audience / issuer via a service with other settings but the same key
+        let mut c2 = claims.clone();
+        c2.aud = "https://elsewhere/fhir".into();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(svc.kid.clone());
+        assert!(svc.verify(&jsonwebtoken::encode(&h, &c2, &svc.encoding).unwrap()).is_err());
+        let mut c3 = claims.clone();
+        c3.iss = "https://elsewhere".into();
+        assert!(svc.verify(&jsonwebtoken::encode(&h, &c3, &svc.encoding).unwrap()).is_err());
+
+        // expired and not yet valid
+        let mut c4 = claims.clone();
+        c4.exp = now_secs() - 120;
+        c4.iat = c4.exp - 600;
+        c4.nbf = c4.iat;
+        assert!(svc.verify(&jsonwebtoken::encode(&h, &c4, &svc.encoding).unwrap()).is_err());
+        let mut c5 = claims.clone();
+        c5.nbf = now_secs() + 600;
+        c5.iat = c5.nbf;
+        c5.exp = c5.nbf + 600;
+        assert!(svc.verify(&jsonwebtoken::encode(&h, &c5, &svc.encoding).unwrap()).is_err());
+
+        // unknown kid
+        let mut h2 = Header::new(Algorithm::ES256);
+        h2.kid = Some("nope".into());
+        assert_eq!(
+            svc.verify(&jsonwebtoken::encode(&h2, &claims, &svc.encoding).unwrap()),
+            Err(TokenError::UnknownKey)
+        );
+    }
+}

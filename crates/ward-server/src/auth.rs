@@ -1,0 +1,75 @@
+//! Authentication and authorization as types (SPEC §2 steps 4-7, AC-1, AC-4).
+//!
+//! A handler gets an [`Authenticated`] only from a verified bearer token of an active
+//! client, and an [`Authorized`] only from [`authorize`], which checks the token's scopes
+//! for the interaction and resource type. The FHIR operations in `fhir.rs` take an
+//! `&Authorized`, so a handler cannot reach data without both steps.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use ward_auth::{Claims, Context, Interaction, ScopeSet};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A caller whose access token verified and whose client is active.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub claims: Claims,
+    pub scopes: ScopeSet,
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::unauthorized(false));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .ok_or_else(|| ApiError::unauthorized(false))?;
+        let claims = state.tokens.verify(token).map_err(|e| {
+            tracing::info!(reason = %e, "access token refused");
+            ApiError::unauthorized(true)
+        })?;
+        if !state.client_active(&claims.client_id).await {
+            tracing::info!("access token of an inactive client refused");
+            return Err(ApiError::unauthorized(true));
+        }
+        let scopes = ScopeSet::parse(&claims.scope).map_err(|_| ApiError::unauthorized(true))?;
+        Ok(Authenticated { claims, scopes })
+    }
+}
+
+/// Proof that the caller may perform `interaction` on `rtype`. Only [`authorize`] makes one.
+#[derive(Debug)]
+pub struct Authorized {
+    rtype: String,
+    interaction: Interaction,
+}
+
+impl Authorized {
+    pub fn rtype(&self) -> &str {
+        &self.rtype
+    }
+
+    pub fn interaction(&self) -> Interaction {
+        self.interaction
+    }
+}
+
+/// Scope check. Only `system/` scopes are honoured until user and patient contexts exist
+/// (a `patient/` scope without a patient context must not open every patient's data).
+pub fn authorize(auth: &Authenticated, rtype: &str, interaction: Interaction) -> Result<Authorized, ApiError> {
+    if auth.scopes.allows(Context::System, rtype, interaction) {
+        Ok(Authorized { rtype: rtype.to_owned(), interaction })
+    } else {
+        Err(ApiError::forbidden())
+    }
+}

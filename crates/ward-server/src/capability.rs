@@ -1,0 +1,64 @@
+//! The CapabilityStatement (SPEC F-1): it lists exactly what this build implements.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::error::FHIR_JSON;
+use crate::state::AppState;
+
+/// Interactions every resource type supports today. Keep in step with `fhir::routes`.
+const TYPE_INTERACTIONS: [&str; 7] = ["read", "vread", "update", "delete", "history-instance", "history-type", "create"];
+
+pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) -> Value {
+    let resources: Vec<Value> = ward_fhir::types::RESOURCE_TYPES
+        .iter()
+        .map(|t| {
+            json!({
+                "type": t,
+                "interaction": TYPE_INTERACTIONS.iter().map(|i| json!({ "code": i })).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published,
+        "publisher": "Ward",
+        "kind": "instance",
+        "software": { "name": "Ward", "version": env!("CARGO_PKG_VERSION") },
+        "implementation": { "description": "Ward FHIR server", "url": fhir_base },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "security": {
+                "cors": false,
+                "service": [{
+                    "coding": [{
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR"
+                    }]
+                }],
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{ "url": "token", "valueUri": format!("{public_url}/oauth2/token") }]
+                }],
+                "description": "OAuth 2.0 bearer tokens (client_credentials) with SMART v2 system scopes"
+            },
+            "resource": resources,
+        }],
+    })
+}
+
+pub async fn metadata(State(st): State<AppState>) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], st.capability.clone()).into_response()
+}

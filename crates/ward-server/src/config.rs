@@ -1,0 +1,218 @@
+//! Typed configuration, loaded once from `DIR/ward.toml` plus `WARD_<SECTION>_<KEY>`
+//! environment overrides, validated before anything starts.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be used. Never carries secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// The directory everything relative is resolved against (the config file's directory).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    pub public_url: String,
+    /// Largest accepted request body (SEC-1).
+    pub max_body_bytes: usize,
+    /// Deepest accepted JSON nesting (SEC-1).
+    pub max_json_depth: usize,
+    /// Access-token lifetime, clamped to 5-15 minutes (AC-2).
+    pub token_lifetime_secs: u64,
+    /// Largest `_count` a history request may ask for.
+    pub max_page_size: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8443".into(),
+            public_url: "https://127.0.0.1:8443".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_json_depth: 64,
+            token_lifetime_secs: 900,
+            max_page_size: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sqlite:ward.db` (relative to DIR) or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { url: "sqlite:ward.db".into() }
+    }
+}
+
+/// A PostgreSQL URL may carry a password: print only the scheme.
+impl std::fmt::Debug for StoreSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.url.split(':').next().unwrap_or("");
+        f.debug_struct("StoreSection").field("url", &format_args!("{scheme}:***")).finish()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert: "tls/server.pem".into(),
+            key: "tls/server.key".into(),
+            ca: "tls/ca.pem".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("server", &self.server)
+            .field("store", &self.store)
+            .field("tls", &self.tls)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// The sections environment variables may override (`WARD_SERVER_LISTEN`, ...).
+const SECTIONS: [&str; 3] = ["server", "store", "tls"];
+
+impl Config {
+    /// Loads `file` (default `DIR/ward.toml`) and the environment overrides.
+    pub fn load(dir: Option<&Path>, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match (file, dir) {
+            (Some(f), _) => f.to_path_buf(),
+            (None, Some(d)) => d.join("ward.toml"),
+            (None, None) => return Err(ConfigError::Load("give --dir or --config".into())),
+        };
+        if !file.is_file() {
+            return Err(ConfigError::Load(format!("{} does not exist", file.display())));
+        }
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let env = Env::prefixed("WARD_")
+            .filter(|k| SECTIONS.iter().any(|s| k.as_str().starts_with(&format!("{s}_"))))
+            .map(|k| k.as_str().replacen('_', ".", 1).into());
+        let mut config: Config = Figment::new()
+            .merge(Toml::file_exact(&file))
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        s.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| ConfigError::Invalid("server.listen must be HOST:PORT with an IP address".into()))?;
+        if !s.public_url.starts_with("https://") || s.public_url.ends_with('/') {
+            return Err(ConfigError::Invalid(
+                "server.public_url must start with https:// and have no trailing slash".into(),
+            ));
+        }
+        if s.max_body_bytes < 1024 || s.max_json_depth < 8 || s.max_page_size == 0 {
+            return Err(ConfigError::Invalid("server limits are too small".into()));
+        }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://")
+            || self.store.url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid("store.url must be sqlite:PATH or postgres://...".into()));
+        }
+        Ok(())
+    }
+
+    /// `public_url + "/fhir"`: the FHIR base and the access-token audience.
+    pub fn fhir_base(&self) -> String {
+        format!("{}/fhir", self.server.public_url)
+    }
+
+    /// The store URL with a relative SQLite path resolved against DIR.
+    pub fn store_url(&self) -> String {
+        let url = &self.store.url;
+        let Some(rest) = url.strip_prefix("sqlite:") else {
+            return url.clone();
+        };
+        let rest = rest.trim_start_matches("//");
+        let path = rest.split('?').next().unwrap_or(rest);
+        let path = if Path::new(path).is_absolute() { PathBuf::from(path) } else { self.dir.join(path) };
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dir.join("keys")
+    }
+
+    /// Renders the file `ward init` writes.
+    pub fn to_toml(&self) -> String {
+        let s = &self.server;
+        format!(
+            "# Ward configuration. Environment variables WARD_<SECTION>_<KEY> override these.\n\
+             [server]\nlisten = {:?}\npublic_url = {:?}\nmax_body_bytes = {}\nmax_json_depth = {}\n\
+             token_lifetime_secs = {}\nmax_page_size = {}\n\n[store]\nurl = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",
+            s.listen,
+            s.public_url,
+            s.max_body_bytes,
+            s.max_json_depth,
+            s.token_lifetime_secs,
+            s.max_page_size,
+            self.store.url,
+            self.tls.cert.display().to_string(),
+            self.tls.key.display().to_string(),
+            self.tls.ca.display().to_string(),
+        )
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSection::default(),
+            store: StoreSection::default(),
+            tls: TlsSection::default(),
+            dir: PathBuf::from("."),
+        }
+    }
+}

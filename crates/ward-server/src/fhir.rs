@@ -1,0 +1,471 @@
+//! FHIR R4 REST interactions (SPEC F-1, IN-1, IN-2, SEC-1): create, read, vread, update,
+//! delete and instance/type history. Every handler authenticates, authorizes, validates,
+//! then calls the store through [`DataAccess`], which needs an [`Authorized`].
+
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use ward_auth::Interaction;
+use ward_fhir::outcome::IssueType;
+use ward_store::{Store, Stored};
+
+use crate::auth::{Authenticated, Authorized, authorize};
+use crate::error::{ApiError, FHIR_JSON};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/metadata", get(crate::capability::metadata))
+        .route("/{rtype}", post(create))
+        .route("/{rtype}/_history", get(history_type))
+        .route("/{rtype}/{id}", get(read).put(update).delete(delete))
+        .route("/{rtype}/{id}/_history", get(history_instance))
+        .route("/{rtype}/{id}/_history/{vid}", get(vread))
+}
+
+/// The store, reachable only with an authorization for the matching interaction.
+struct DataAccess<'a> {
+    store: &'a Store,
+    authz: &'a Authorized,
+}
+
+impl<'a> DataAccess<'a> {
+    fn new(state: &'a AppState, authz: &'a Authorized) -> Self {
+        DataAccess { store: &state.store, authz }
+    }
+
+    fn require(&self, interaction: Interaction) -> Result<&str, ApiError> {
+        if self.authz.interaction() == interaction {
+            Ok(self.authz.rtype())
+        } else {
+            Err(ApiError::internal("authorization does not match the interaction"))
+        }
+    }
+}
+
+async fn create(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rtype = resource_type(&rtype)?;
+    let authz = authorize(&auth, rtype, Interaction::Create)?;
+    let conditional = match headers.get("if-none-exist") {
+        Some(v) => {
+            // A conditional create answers "does a match exist?": that is a search.
+            authorize(&auth, rtype, Interaction::Search)?;
+            Some(parse_criteria(v)?)
+        }
+        None => None,
+    };
+    let prefer = Prefer::from_headers(&headers);
+    let resource = read_resource(&st, &headers, body, rtype).await?;
+    let data = DataAccess::new(&st, &authz);
+    let rtype = data.require(Interaction::Create)?;
+    if let Some(criteria) = conditional {
+        let matches = data.store.find_matching(rtype, &criteria).await?;
+        match matches.as_slice() {
+            [] => {}
+            [id] => {
+                let stored = data.store.read(rtype, id).await?;
+                return Ok(resource_response(&st, StatusCode::OK, &stored, prefer, false));
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    IssueType::Duplicate,
+                    "If-None-Exist criteria match more than one resource",
+                ));
+            }
+        }
+    }
+    let stored = data.store.create(rtype, resource).await?;
+    Ok(resource_response(&st, StatusCode::CREATED, &stored, prefer, true))
+}
+
+async fn read(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    check_accept(&headers)?;
+    let authz = authorize(&auth, rtype, Interaction::Read)?;
+    let data = DataAccess::new(&st, &authz);
+    let stored = data.store.read(data.require(Interaction::Read)?, id).await?;
+    Ok(resource_response(&st, StatusCode::OK, &stored, Prefer::Representation, false))
+}
+
+async fn vread(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path((rtype, id, vid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    check_accept(&headers)?;
+    let version = vid
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| ApiError::bad_request(IssueType::Value, "version id must be a positive integer"))?;
+    let authz = authorize(&auth, rtype, Interaction::Read)?;
+    let data = DataAccess::new(&st, &authz);
+    let stored = data.store.vread(data.require(Interaction::Read)?, id, version).await?;
+    if stored.deleted {
+        return Err(ApiError::from(ward_store::StoreError::Gone {
+            version: stored.version,
+            last_updated: stored.last_updated,
+        }));
+    }
+    Ok(resource_response(&st, StatusCode::OK, &stored, Prefer::Representation, false))
+}
+
+async fn update(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    let authz = authorize(&auth, rtype, Interaction::Update)?;
+    // Update-as-create also creates: it needs the create permission as well.
+    let if_match = parse_if_match(&headers)?;
+    let prefer = Prefer::from_headers(&headers);
+    let resource = read_resource(&st, &headers, body, rtype).await?;
+    match resource.get("id").and_then(Value::as_str) {
+        Some(body_id) if body_id == id => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(IssueType::Value, "resource id does not match the id in the URL")
+                .at(format!("{rtype}.id")));
+        }
+        None => {
+            return Err(ApiError::bad_request(IssueType::Required, "resource id is required for update")
+                .at(format!("{rtype}.id")));
+        }
+    }
+    let data = DataAccess::new(&st, &authz);
+    let rtype = data.require(Interaction::Update)?;
+    if if_match.is_none() && !auth.scopes.allows(ward_auth::Context::System, rtype, Interaction::Create) {
+        match data.store.read(rtype, id).await {
+            Err(ward_store::StoreError::NotFound) => return Err(ApiError::forbidden()),
+            Err(ward_store::StoreError::Gone { .. }) | Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (stored, created) = data.store.update(rtype, id, resource, if_match).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(resource_response(&st, status, &stored, prefer, created))
+}
+
+async fn delete(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    let authz = authorize(&auth, rtype, Interaction::Delete)?;
+    let if_match = parse_if_match(&headers)?;
+    let data = DataAccess::new(&st, &authz);
+    match data.store.delete(data.require(Interaction::Delete)?, id, if_match).await? {
+        Some(tombstone) => {
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            version_headers(resp.headers_mut(), &tombstone);
+            Ok(resp)
+        }
+        None => Err(ApiError::not_found()),
+    }
+}
+
+async fn history_instance(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path((rtype, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    check_accept(&headers)?;
+    let authz = authorize(&auth, rtype, Interaction::Read)?;
+    let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
+    let data = DataAccess::new(&st, &authz);
+    let rtype = data.require(Interaction::Read)?;
+    // History of a resource that never existed is a 404, not an empty bundle.
+    match data.store.read(rtype, id).await {
+        Ok(_) | Err(ward_store::StoreError::Gone { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let versions = data.store.history(Some(rtype), Some(id), params.since, params.count).await?;
+    Ok(history_bundle(&st, &format!("{rtype}/{id}/_history"), &versions))
+}
+
+async fn history_type(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rtype = resource_type(&rtype)?;
+    check_accept(&headers)?;
+    let authz = authorize(&auth, rtype, Interaction::Search)?;
+    let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
+    let data = DataAccess::new(&st, &authz);
+    let rtype = data.require(Interaction::Search)?;
+    let versions = data.store.history(Some(rtype), None, params.since, params.count).await?;
+    Ok(history_bundle(&st, &format!("{rtype}/_history"), &versions))
+}
+
+/// A known R4 resource type from the path, else 404 (an unknown type is no endpoint).
+fn resource_type(s: &str) -> Result<&str, ApiError> {
+    if ward_fhir::types::is_resource_type(s) {
+        Ok(s)
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, IssueType::NotSupported, "unknown resource type"))
+    }
+}
+
+fn resource_id(s: &str) -> Result<&str, ApiError> {
+    if ward_fhir::id::is_valid_id(s) {
+        Ok(s)
+    } else {
+        Err(ApiError::bad_request(IssueType::Value, "malformed resource id"))
+    }
+}
+
+/// Accept must allow JSON when it is given at all.
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|part| {
+        let mime = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        matches!(mime.as_str(), "application/fhir+json" | "application/json" | "application/*" | "*/*" | "")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_ACCEPTABLE, IssueType::NotSupported, "only application/fhir+json is offered"))
+    }
+}
+
+/// Content type, size, strict JSON parse and schema validation, in that order; nothing is
+/// stored unless all pass.
+async fn read_resource(st: &AppState, headers: &HeaderMap, body: Body, rtype: &str) -> Result<Value, ApiError> {
+    check_accept(headers)?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut parts = content_type.split(';');
+    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let charset_ok = parts.all(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        p.is_empty() || p == "charset=utf-8" || p.starts_with("fhirversion=4.0")
+    });
+    if !matches!(mime.as_str(), "application/fhir+json" | "application/json") || !charset_ok {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "Content-Type must be application/fhir+json or application/json (UTF-8)",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, "request body exceeds the configured limit")
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.limits.max_bytes) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, st.limits.max_bytes).await.map_err(|_| too_large())?;
+    let value = ward_fhir::json::parse_strict(&bytes, &st.limits)?;
+    st.validator.validate(&value, rtype)?;
+    Ok(value)
+}
+
+fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request(IssueType::Value, "If-Match must be an ETag like W/\"3\"");
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    let n = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(bad)?;
+    Ok(Some(n))
+}
+
+/// `If-None-Exist: identifier=sys|123&family=x` as (param, value) pairs.
+fn parse_criteria(v: &HeaderValue) -> Result<Vec<(String, String)>, ApiError> {
+    let s = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request(IssueType::Value, "If-None-Exist must be a search query"))?;
+    let s = s.trim_start_matches('?');
+    let criteria: Vec<(String, String)> = form_urlencoded::parse(s.as_bytes()).into_owned().collect();
+    if criteria.is_empty() || criteria.iter().any(|(k, v)| k.is_empty() || v.is_empty()) {
+        return Err(ApiError::bad_request(IssueType::Value, "If-None-Exist must be a non-empty search query"));
+    }
+    Ok(criteria)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefer {
+    Representation,
+    Minimal,
+    OperationOutcome,
+}
+
+impl Prefer {
+    fn from_headers(headers: &HeaderMap) -> Prefer {
+        let mut prefer = Prefer::Representation;
+        for v in headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()) {
+            for token in v.split(',').map(str::trim) {
+                match token {
+                    "return=minimal" => prefer = Prefer::Minimal,
+                    "return=representation" => prefer = Prefer::Representation,
+                    "return=OperationOutcome" => prefer = Prefer::OperationOutcome,
+                    _ => {}
+                }
+            }
+        }
+        prefer
+    }
+}
+
+fn version_headers(headers: &mut HeaderMap, stored: &Stored) {
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", stored.version)) {
+        headers.insert(header::ETAG, v);
+    }
+    let modified = httpdate::fmt_http_date(SystemTime::from(stored.last_updated));
+    if let Ok(v) = HeaderValue::from_str(&modified) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+}
+
+fn resource_response(st: &AppState, status: StatusCode, stored: &Stored, prefer: Prefer, location: bool) -> Response {
+    let body = match prefer {
+        Prefer::Representation => stored.resource.as_ref().map(|r| serde_json::to_vec(r).unwrap_or_default()),
+        Prefer::Minimal => None,
+        Prefer::OperationOutcome => Some(
+            serde_json::to_vec(&ward_fhir::outcome::operation_outcome(
+                &[ward_fhir::outcome::Issue {
+                    severity: ward_fhir::outcome::Severity::Information,
+                    code: IssueType::Informational,
+                    diagnostics: "ok".into(),
+                    expression: None,
+                }],
+                crate::request_id::current().as_deref(),
+            ))
+            .unwrap_or_default(),
+        ),
+    };
+    let mut resp = match body {
+        Some(b) => (status, [(header::CONTENT_TYPE, FHIR_JSON)], b).into_response(),
+        None => status.into_response(),
+    };
+    version_headers(resp.headers_mut(), stored);
+    if location {
+        let url = format!("{}/{}/{}/_history/{}", st.fhir_base, stored.rtype, stored.id, stored.version);
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    resp
+}
+
+struct HistoryParams {
+    count: usize,
+    since: Option<OffsetDateTime>,
+}
+
+impl HistoryParams {
+    const DEFAULT_COUNT: usize = 50;
+
+    fn parse(query: Option<&str>, max: usize) -> Result<Self, ApiError> {
+        let mut p = HistoryParams { count: Self::DEFAULT_COUNT.min(max), since: None };
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "_count" => {
+                    p.count = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=max).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(IssueType::Value, format!("_count must be between 1 and {max}"))
+                                .at("_count")
+                        })?;
+                }
+                "_since" => {
+                    p.since = Some(OffsetDateTime::parse(&v, &Rfc3339).map_err(|_| {
+                        ApiError::bad_request(IssueType::Value, "_since must be an instant like 2026-01-01T00:00:00Z")
+                            .at("_since")
+                    })?);
+                }
+                "_format" if matches!(v.as_ref(), "json" | "application/fhir+json" | "application/json") => {}
+                other => {
+                    return Err(ApiError::bad_request(
+                        IssueType::NotSupported,
+                        format!("parameter '{other}' is not supported for history"),
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Response {
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let (method, status) = if v.deleted {
+                ("DELETE", "204 No Content")
+            } else if v.version == 1 {
+                ("POST", "201 Created")
+            } else {
+                ("PUT", "200 OK")
+            };
+            let url = if method == "POST" { v.rtype.clone() } else { format!("{}/{}", v.rtype, v.id) };
+            let mut entry = json!({
+                "fullUrl": format!("{}/{}/{}", st.fhir_base, v.rtype, v.id),
+                "request": { "method": method, "url": url },
+                "response": {
+                    "status": status,
+                    "etag": format!("W/\"{}\"", v.version),
+                    "lastModified": v.last_updated.format(&Rfc3339).unwrap_or_default(),
+                },
+            });
+            if let Some(r) = &v.resource {
+                entry["resource"] = r.clone();
+            }
+            entry
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": { "lastUpdated": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default() },
+        "type": "history",
+        "link": [{ "relation": "self", "url": format!("{}/{}", st.fhir_base, self_path) }],
+        "entry": entries,
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], serde_json::to_vec(&bundle).unwrap_or_default())
+        .into_response()
+}

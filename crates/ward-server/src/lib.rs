@@ -1,0 +1,20 @@
+//! Ward's HTTP layer: the axum application, the request pipeline and the TLS listener.
+//!
+//! Only this crate (and the binary) know about HTTP. Handlers are short lists of calls into
+//! `ward-auth`, `ward-fhir` and `ward-store`.
+
+pub mod app;
+pub mod auth;
+pub mod capability;
+pub mod config;
+pub mod error;
+mod fhir;
+pub mod middleware;
+mod oauth;
+pub mod request_id;
+pub mod serve;
+pub mod state;
+pub mod tls;
+
+pub use config::Config;
+pub use serve::{RunningServer, StartError, start};

@@ -1,0 +1,148 @@
+//! OAuth 2.0 endpoints (SPEC AC-2): token (client_credentials with client_secret_basic or
+//! client_secret_post), JWKS, and discovery metadata.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::json;
+use ward_auth::{ClientCredentialsRequest, OAuthError};
+use zeroize::Zeroizing;
+
+use crate::state::AppState;
+
+/// A token request is a few hundred bytes; refuse anything much larger early.
+const MAX_TOKEN_REQUEST: usize = 16 * 1024;
+
+fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = (status, Json(json!({ "error": err.code(), "error_description": err.to_string() }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if basic_used { r#"Basic realm="ward""# } else { r#"Bearer realm="ward""# };
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before base64.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Zeroizing<String>)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = OAuthError::InvalidClient;
+    let value = value.to_str().map_err(|_| bad.clone())?;
+    let Some((scheme, b64)) = value.split_once(' ') else {
+        return Err(bad);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad);
+    }
+    let decoded = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| bad.clone())?,
+    );
+    let decoded = std::str::from_utf8(&decoded).map_err(|_| bad.clone())?;
+    let (id, secret) = decoded.split_once(':').ok_or(bad)?;
+    let unescape = |s: &str| -> String {
+        form_urlencoded::parse(s.as_bytes()).next().map(|(k, _)| k.into_owned()).unwrap_or_default()
+    };
+    Ok(Some((unescape(id), Zeroizing::new(unescape(secret)))))
+}
+
+pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let basic = match basic_credentials(&headers) {
+        Ok(b) => b,
+        Err(e) => return oauth_error(&e, true),
+    };
+    let basic_used = basic.is_some();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return oauth_error(&OAuthError::InvalidRequest("Content-Type must be application/x-www-form-urlencoded"), basic_used);
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_TOKEN_REQUEST).await else {
+        return oauth_error(&OAuthError::InvalidRequest("request too large"), basic_used);
+    };
+    let mut grant_type = None;
+    let mut form_id = None;
+    let mut form_secret: Option<Zeroizing<String>> = None;
+    let mut scope = None;
+    for (k, v) in form_urlencoded::parse(&bytes) {
+        let slot_taken = match k.as_ref() {
+            "grant_type" => grant_type.replace(v.into_owned()).is_some(),
+            "client_id" => form_id.replace(v.into_owned()).is_some(),
+            "client_secret" => form_secret.replace(Zeroizing::new(v.into_owned())).is_some(),
+            "scope" => scope.replace(v.into_owned()).is_some(),
+            _ => false,
+        };
+        if slot_taken {
+            return oauth_error(&OAuthError::InvalidRequest("repeated parameter"), basic_used);
+        }
+    }
+    match grant_type.as_deref() {
+        Some("client_credentials") => {}
+        Some(_) => return oauth_error(&OAuthError::UnsupportedGrantType, basic_used),
+        None => return oauth_error(&OAuthError::InvalidRequest("grant_type is required"), basic_used),
+    }
+    let (client_id, client_secret) = match (basic, form_id, form_secret) {
+        (Some(_), _, Some(_)) => {
+            return oauth_error(&OAuthError::InvalidRequest("use one client authentication method"), basic_used);
+        }
+        (Some((id, secret)), form_id, None) => {
+            if form_id.is_some_and(|f| f != id) {
+                return oauth_error(&OAuthError::InvalidRequest("client_id does not match"), basic_used);
+            }
+            (id, secret)
+        }
+        (None, Some(id), Some(secret)) => (id, secret),
+        _ => return oauth_error(&OAuthError::InvalidClient, basic_used),
+    };
+    let req = ClientCredentialsRequest { client_id, client_secret, scope };
+    match ward_auth::client_credentials(&st.store, &st.tokens, req).await {
+        Ok(issued) => {
+            let mut resp = Json(json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+            }))
+            .into_response();
+            resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            resp
+        }
+        Err(e) => {
+            tracing::info!(error = e.code(), "token request refused");
+            oauth_error(&e, basic_used)
+        }
+    }
+}
+
+pub async fn jwks(State(st): State<AppState>) -> Response {
+    Json(st.tokens.jwks().clone()).into_response()
+}
+
+/// RFC 8414 authorization server metadata: only what is implemented.
+fn server_metadata(st: &AppState) -> serde_json::Value {
+    let base = &st.config.server.public_url;
+    json!({
+        "issuer": st.tokens.issuer(),
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "jwks_uri": format!("{base}/oauth2/jwks"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": ["system/*.cruds", "system/*.read", "system/*.write"],
+        "response_types_supported": [],
+    })
+}
+
+pub async fn openid_configuration(State(st): State<AppState>) -> Response {
+    Json(server_metadata(&st)).into_response()
+}
+
+pub async fn smart_configuration(State(st): State<AppState>) -> Response {
+    let mut doc = server_metadata(&st);
+    doc["capabilities"] = json!(["client-confidential-symmetric"]);
+    doc["code_challenge_methods_supported"] = json!([]);
+    Json(doc).into_response()
+}

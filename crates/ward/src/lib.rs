@@ -1,0 +1,8 @@
+//! The `ward` command line: set-up, serving and administration. `main.rs` only parses
+//! arguments and prints; the commands live here so tests can call them.
+
+pub mod certs;
+pub mod clients;
+pub mod demo;
+mod files;
+pub mod init;

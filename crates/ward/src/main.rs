@@ -1,0 +1,218 @@
+//! `ward`: the single binary (SPEC §1).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ward::{clients, demo, init};
+use ward_server::Config;
+
+#[derive(Parser)]
+#[command(name = "ward", version, about = "FHIR R4 server with HIPAA technical safeguards built in")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Location {
+    /// Deployment directory (holds ward.toml)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Configuration file (default DIR/ward.toml)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+impl Location {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(self.dir.as_deref(), self.config.as_deref())?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a deployment directory: config, local CA and certificate, keys, store, admin client
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// HOST:PORT to listen on; also sets the public URL
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store URL (default: SQLite file in DIR); postgres://... for PostgreSQL
+        #[arg(long)]
+        store_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve HTTPS
+    Serve(Location),
+    /// Init ./ward-demo if absent, load synthetic patients, serve
+    Demo {
+        #[arg(long, default_value = "ward-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        patients: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Manage OAuth clients
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; prints its secret once
+    Create {
+        #[command(flatten)]
+        at: Location,
+        #[arg(long)]
+        name: String,
+        /// Space-separated SMART scopes, e.g. "system/Patient.rs system/Observation.cruds"
+        #[arg(long)]
+        scopes: String,
+    },
+    /// List clients (never their secrets)
+    List {
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Disable a client: its token requests and tokens stop working
+    Disable {
+        #[command(flatten)]
+        at: Location,
+        client_id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    // No core dumps while keys and ePHI are in memory (EN-5).
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+    // Panic payloads can hold data: report only where it happened.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(location = at, "panic");
+    }));
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { dir, listen, store_url, json } => {
+            let out = init::init(&init::InitOptions { dir, listen, store_url }).await?;
+            if json {
+                print_json(&out)?;
+            } else {
+                println!(
+                    "Initialized {}\nFHIR base:           {}\nCA certificate:      {}\nadmin client_id:     {}\nadmin client_secret: {}\n\nThe secret is shown only now; store it safely.",
+                    out.dir, out.fhir_base, out.ca_cert, out.admin_client_id, out.admin_client_secret.as_str()
+                );
+            }
+        }
+        Command::Serve(at) => serve(at.load()?, None).await?,
+        Command::Demo { dir, patients, seed } => {
+            let (config, client) = demo::prepare(&demo::DemoOptions { dir: dir.clone(), patients, seed }).await?;
+            let text = demo::instructions(&config, &client, &dir);
+            serve(config, Some(text)).await?;
+        }
+        Command::Client { command } => match command {
+            ClientCommand::Create { at, name, scopes } => {
+                let created = clients::create(&at.load()?, clients::NewClient { name, scopes }).await?;
+                if at.json {
+                    print_json(&created)?;
+                } else {
+                    println!(
+                        "client_id:     {}\nclient_secret: {}\nscopes:        {}\n\nThe secret is shown only now; store it safely.",
+                        created.client_id, created.client_secret.as_str(), created.scopes
+                    );
+                }
+            }
+            ClientCommand::List { at } => {
+                let list = clients::list(&at.load()?).await?;
+                if at.json {
+                    print_json(&list)?;
+                } else {
+                    for c in list {
+                        let state = if c.disabled { "disabled" } else { "active" };
+                        println!("{}  {:8}  {}  {}  ({})", c.client_id, state, c.name, c.scopes, c.created_at);
+                    }
+                }
+            }
+            ClientCommand::Disable { at, client_id } => {
+                clients::disable(&at.load()?, &client_id).await?;
+                if at.json {
+                    print_json(&serde_json::json!({ "client_id": client_id, "disabled": true }))?;
+                } else {
+                    println!("client {client_id} disabled");
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {
+    let server = ward_server::start(config, None).await.context("cannot start")?;
+    if let Some(text) = banner {
+        println!("{text}");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,173 @@
+//! Test harness: a real Ward server on 127.0.0.1:0 over real TLS, made by `ward init`, and
+//! a real HTTPS client that trusts only the deployment's own CA.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::path::PathBuf;
+
+use reqwest::{Client, RequestBuilder};
+use serde_json::Value;
+use tempfile::TempDir;
+use ward_server::{Config, RunningServer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestServer {
+    pub backend: Backend,
+    pub url: String,
+    pub fhir: String,
+    pub client: Client,
+    pub dir: PathBuf,
+    pub config: Config,
+    pub admin_id: String,
+    pub admin_secret: String,
+    pub port: u16,
+    server: Option<RunningServer>,
+    _tmp: TempDir,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("deploy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let store_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(ward_store::testing::fresh_postgres_url().await),
+        };
+        let out = ward::init::init(&ward::init::InitOptions {
+            dir: dir.clone(),
+            listen: Some(addr.to_string()),
+            store_url,
+        })
+        .await
+        .expect("ward init");
+        let config = Config::load(Some(&dir), None).unwrap();
+        let server = ward_server::start(config.clone(), Some(listener)).await.expect("server start");
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&out.ca_cert).unwrap()).unwrap();
+        let client = Client::builder().tls_certs_only([ca]).https_only(true).build().unwrap();
+        TestServer {
+            backend,
+            url: config.server.public_url.clone(),
+            fhir: config.fhir_base(),
+            client,
+            dir,
+            config,
+            admin_id: out.admin_client_id.clone(),
+            admin_secret: out.admin_client_secret.to_string(),
+            port: addr.port(),
+            server: Some(server),
+            _tmp: tmp,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// Registers a client the way `ward client create` does.
+    pub async fn new_client(&self, scopes: &str) -> (String, String) {
+        let c = ward::clients::create(
+            &self.config,
+            ward::clients::NewClient { name: "test".into(), scopes: scopes.into() },
+        )
+        .await
+        .unwrap();
+        (c.client_id, c.client_secret.to_string())
+    }
+
+    /// A client-credentials token for (id, secret), asking for `scope` if given.
+    pub async fn token_for(&self, id: &str, secret: &str, scope: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let resp = self
+            .client
+            .post(format!("{}/oauth2/token", self.url))
+            .basic_auth(id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "token request failed");
+        let body: Value = resp.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A token of the admin client (system/*.cruds).
+    pub async fn admin_token(&self) -> String {
+        self.token_for(&self.admin_id, &self.admin_secret, None).await
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> RequestBuilder {
+        self.client.get(format!("{}/{}", self.fhir, path)).bearer_auth(token)
+    }
+
+    pub fn post_json(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
+        self.client
+            .post(format!("{}/{}", self.fhir, path))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+            .body(serde_json::to_vec(body).unwrap())
+    }
+
+    pub fn put_json(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
+        self.client
+            .put(format!("{}/{}", self.fhir, path))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+            .body(serde_json::to_vec(body).unwrap())
+    }
+
+    /// Creates a resource and returns the stored body.
+    pub async fn create(&self, token: &str, body: &Value) -> Value {
+        let rtype = body["resourceType"].as_str().unwrap();
+        let resp = self.post_json(rtype, token, body).send().await.unwrap();
+        assert_eq!(resp.status(), 201, "create {rtype}");
+        resp.json().await.unwrap()
+    }
+}
+
+/// Generates `#[tokio::test]`s running the given async fns on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A Patient full of distinctive, greppable identifying values.
+pub fn distinctive_patient(tag: &str) -> Value {
+    serde_json::json!({
+        "resourceType": "Patient",
+        "identifier": [{ "system": "urn:oid:1.2.36.146.595.217.0.1", "value": format!("MRN{tag}77421") }],
+        "name": [{ "family": format!("Zyxwarfield{tag}"), "given": [format!("Quillonia{tag}")] }],
+        "telecom": [{ "system": "phone", "value": format!("+1-555-01{tag}-8841") }],
+        "birthDate": "1937-04-19",
+        "_birthDate": { "extension": [{ "url": "http://example.org/birth-time", "valueDateTime": "1937-04-19T05:12:00Z" }] },
+        "address": [{ "line": [format!("{tag}77 Marrowgate Lane")], "city": "Quabbleton", "postalCode": "99501" }],
+    })
+}
