@@ -74,9 +74,9 @@ pub async fn client_credentials(
     let allowed = ScopeSet::parse(&client.scopes).map_err(|_| OAuthError::ServerError)?;
     let granted = match req.scope.as_deref() {
         None | Some("") => allowed,
-        Some(requested) => {
-            ScopeSet::parse(requested).map_err(|_| OAuthError::InvalidScope)?.intersect(&allowed)
-        }
+        Some(requested) => ScopeSet::parse(requested)
+            .map_err(|_| OAuthError::InvalidScope)?
+            .intersect(&allowed),
     };
     if granted.is_empty() {
         return Err(OAuthError::InvalidScope);

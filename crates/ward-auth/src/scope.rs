@@ -71,7 +71,12 @@ impl Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}.", self.context.as_str(), self.resource.as_deref().unwrap_or("*"))?;
+        write!(
+            f,
+            "{}/{}.",
+            self.context.as_str(),
+            self.resource.as_deref().unwrap_or("*")
+        )?;
         for (bit, letter) in LETTERS {
             if self.perms & bit != 0 {
                 write!(f, "{letter}")?;
@@ -142,7 +147,11 @@ impl ScopeSet {
                     (Some(r), _) => Some(r.clone()),
                     (None, a) => a.clone(),
                 };
-                out.add(Scope { context: req.context, resource, perms: req.perms & al.perms });
+                out.add(Scope {
+                    context: req.context,
+                    resource,
+                    perms: req.perms & al.perms,
+                });
             }
         }
         for o in &self.other {
@@ -207,7 +216,11 @@ fn parse_clinical(token: &str) -> Result<Option<Scope>, ScopeError> {
         "*" => C | R | U | D | S,
         letters => parse_letters(letters).ok_or_else(bad)?,
     };
-    Ok(Some(Scope { context, resource, perms }))
+    Ok(Some(Scope {
+        context,
+        resource,
+        perms,
+    }))
 }
 
 /// v2 permission letters: a non-empty subsequence of `cruds`, in that order.
@@ -269,7 +282,10 @@ mod tests {
     #[test]
     fn intersection_narrows_to_what_is_allowed() {
         let allowed = set("system/Patient.rs system/Observation.cruds");
-        assert_eq!(set("system/Patient.cruds").intersect(&allowed).to_string(), "system/Patient.rs");
+        assert_eq!(
+            set("system/Patient.cruds").intersect(&allowed).to_string(),
+            "system/Patient.rs"
+        );
         assert_eq!(
             set("system/*.r").intersect(&allowed).to_string(),
             "system/Patient.r system/Observation.r"
@@ -278,6 +294,9 @@ mod tests {
         assert!(set("user/Patient.r").intersect(&allowed).is_empty());
         assert!(set("openid").intersect(&allowed).is_empty());
         let wide = set("system/*.rs");
-        assert_eq!(set("system/Patient.cruds").intersect(&wide).to_string(), "system/Patient.rs");
+        assert_eq!(
+            set("system/Patient.cruds").intersect(&wide).to_string(),
+            "system/Patient.rs"
+        );
     }
 }

@@ -16,7 +16,9 @@ pub fn generate_secret() -> Zeroizing<String> {
 /// argon2id (v19, default parameters) PHC string of `secret`.
 pub async fn hash_secret(secret: Zeroizing<String>) -> Result<String, argon2::password_hash::Error> {
     tokio::task::spawn_blocking(move || {
-        Argon2::default().hash_password(secret.as_bytes()).map(|h| h.to_string())
+        Argon2::default()
+            .hash_password(secret.as_bytes())
+            .map(|h| h.to_string())
     })
     .await
     .unwrap_or(Err(argon2::password_hash::Error::Crypto))
@@ -40,7 +42,10 @@ pub async fn verify_secret(secret: Zeroizing<String>, phc: Option<String>) -> bo
         let Ok(parsed) = PasswordHash::new(&phc) else {
             return false;
         };
-        Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok() && known
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_ok()
+            && known
     })
     .await
     .unwrap_or(false)

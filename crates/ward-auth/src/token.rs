@@ -75,7 +75,12 @@ impl std::fmt::Debug for TokenService {
 
 impl TokenService {
     /// `lifetime` is clamped to the 5-15 minute range of SPEC AC-2.
-    pub fn new(signing: &SigningKey, issuer: &str, audience: &str, lifetime: Duration) -> Result<Self, TokenError> {
+    pub fn new(
+        signing: &SigningKey,
+        issuer: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> Result<Self, TokenError> {
         let jwk = signing.public_jwk();
         let coord = |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
@@ -125,7 +130,11 @@ impl TokenService {
         header.kid = Some(self.kid.clone());
         let access_token =
             jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|_| TokenError::Signing)?;
-        Ok(IssuedToken { access_token, expires_in: self.lifetime.as_secs(), scope: scope.to_owned() })
+        Ok(IssuedToken {
+            access_token,
+            expires_in: self.lifetime.as_secs(),
+            scope: scope.to_owned(),
+        })
     }
 
     /// Verifies signature, algorithm, key id, issuer, audience and time claims.
@@ -229,22 +238,34 @@ mod tests {
         c2.aud = "https://elsewhere/fhir".into();
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(svc.kid.clone());
-        assert!(svc.verify(&jsonwebtoken::encode(&h, &c2, &svc.encoding).unwrap()).is_err());
+        assert!(
+            svc.verify(&jsonwebtoken::encode(&h, &c2, &svc.encoding).unwrap())
+                .is_err()
+        );
         let mut c3 = claims.clone();
         c3.iss = "https://elsewhere".into();
-        assert!(svc.verify(&jsonwebtoken::encode(&h, &c3, &svc.encoding).unwrap()).is_err());
+        assert!(
+            svc.verify(&jsonwebtoken::encode(&h, &c3, &svc.encoding).unwrap())
+                .is_err()
+        );
 
         // expired and not yet valid
         let mut c4 = claims.clone();
         c4.exp = now_secs() - 120;
         c4.iat = c4.exp - 600;
         c4.nbf = c4.iat;
-        assert!(svc.verify(&jsonwebtoken::encode(&h, &c4, &svc.encoding).unwrap()).is_err());
+        assert!(
+            svc.verify(&jsonwebtoken::encode(&h, &c4, &svc.encoding).unwrap())
+                .is_err()
+        );
         let mut c5 = claims.clone();
         c5.nbf = now_secs() + 600;
         c5.iat = c5.nbf;
         c5.exp = c5.nbf + 600;
-        assert!(svc.verify(&jsonwebtoken::encode(&h, &c5, &svc.encoding).unwrap()).is_err());
+        assert!(
+            svc.verify(&jsonwebtoken::encode(&h, &c5, &svc.encoding).unwrap())
+                .is_err()
+        );
 
         // unknown kid
         let mut h2 = Header::new(Algorithm::ES256);

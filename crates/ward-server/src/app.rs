@@ -17,13 +17,18 @@ use crate::{fhir, middleware, oauth, request_id};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
-    let fhir = fhir::routes()
-        .route("/.well-known/smart-configuration", get(oauth::smart_configuration));
+    let fhir = fhir::routes().route(
+        "/.well-known/smart-configuration",
+        get(oauth::smart_configuration),
+    );
     let routes = Router::new()
         .nest("/fhir", fhir)
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/jwks", get(oauth::jwks))
-        .route("/.well-known/openid-configuration", get(oauth::openid_configuration))
+        .route(
+            "/.well-known/openid-configuration",
+            get(oauth::openid_configuration),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(middleware::not_found_fallback)
@@ -37,7 +42,10 @@ pub fn pipeline(routes: Router) -> Router {
     routes
         // Layers run outside-in from the last one added: request id first, then security
         // headers, the access log, the panic guard and the timeout around the handlers.
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::access_log))
         .layer(axum::middleware::from_fn(middleware::security_headers))
@@ -50,10 +58,16 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> impl IntoResponse {
     match st.store.ping().await {
-        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ready" }))),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ready" })),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "store not reachable");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "not ready" })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "status": "not ready" })),
+            )
         }
     }
 }
@@ -70,18 +84,36 @@ mod tests {
     async fn a_panicking_handler_gives_a_generic_500_and_the_service_goes_on() {
         let app = pipeline(
             Router::new()
-                .route("/boom", get(|| async { panic!("secret patient Zyxwarfield") }))
+                .route(
+                    "/boom",
+                    get(|| async {
+                        if true {
+                            panic!("secret patient Zyxwarfield");
+                        }
+                        "unreachable"
+                    }),
+                )
                 .route("/ok", get(|| async { "fine" })),
         );
-        let resp = app.clone().oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(resp.headers().contains_key("x-request-id"));
         assert_eq!(resp.headers()["cache-control"], "no-store");
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         let text = String::from_utf8_lossy(&body);
         assert!(text.contains("OperationOutcome"), "{text}");
-        assert!(!text.contains("Zyxwarfield") && !text.contains("panicked at"), "{text}");
-        let resp = app.oneshot(Request::get("/ok").body(Body::empty()).unwrap()).await.unwrap();
+        assert!(
+            !text.contains("Zyxwarfield") && !text.contains("panicked at"),
+            "{text}"
+        );
+        let resp = app
+            .oneshot(Request::get("/ok").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }
 }

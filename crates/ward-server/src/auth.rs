@@ -66,9 +66,16 @@ impl Authorized {
 
 /// Scope check. Only `system/` scopes are honoured until user and patient contexts exist
 /// (a `patient/` scope without a patient context must not open every patient's data).
-pub fn authorize(auth: &Authenticated, rtype: &str, interaction: Interaction) -> Result<Authorized, ApiError> {
+pub fn authorize(
+    auth: &Authenticated,
+    rtype: &str,
+    interaction: Interaction,
+) -> Result<Authorized, ApiError> {
     if auth.scopes.allows(Context::System, rtype, interaction) {
-        Ok(Authorized { rtype: rtype.to_owned(), interaction })
+        Ok(Authorized {
+            rtype: rtype.to_owned(),
+            interaction,
+        })
     } else {
         Err(ApiError::forbidden())
     }

@@ -9,7 +9,15 @@ use crate::error::FHIR_JSON;
 use crate::state::AppState;
 
 /// Interactions every resource type supports today. Keep in step with `fhir::routes`.
-const TYPE_INTERACTIONS: [&str; 7] = ["read", "vread", "update", "delete", "history-instance", "history-type", "create"];
+const TYPE_INTERACTIONS: [&str; 7] = [
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+];
 
 pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) -> Value {
     let resources: Vec<Value> = ward_fhir::types::RESOURCE_TYPES
@@ -60,5 +68,10 @@ pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) 
 }
 
 pub async fn metadata(State(st): State<AppState>) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], st.capability.clone()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        st.capability.clone(),
+    )
+        .into_response()
 }

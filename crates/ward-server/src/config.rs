@@ -67,7 +67,9 @@ pub struct StoreSection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { url: "sqlite:ward.db".into() }
+        StoreSection {
+            url: "sqlite:ward.db".into(),
+        }
     }
 }
 
@@ -75,7 +77,9 @@ impl Default for StoreSection {
 impl std::fmt::Debug for StoreSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = self.url.split(':').next().unwrap_or("");
-        f.debug_struct("StoreSection").field("url", &format_args!("{scheme}:***")).finish()
+        f.debug_struct("StoreSection")
+            .field("url", &format_args!("{scheme}:***"))
+            .finish()
     }
 }
 
@@ -152,10 +156,13 @@ impl Config {
         if s.max_body_bytes < 1024 || s.max_json_depth < 8 || s.max_page_size == 0 {
             return Err(ConfigError::Invalid("server limits are too small".into()));
         }
-        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://")
+        if !(self.store.url.starts_with("sqlite:")
+            || self.store.url.starts_with("postgres://")
             || self.store.url.starts_with("postgresql://"))
         {
-            return Err(ConfigError::Invalid("store.url must be sqlite:PATH or postgres://...".into()));
+            return Err(ConfigError::Invalid(
+                "store.url must be sqlite:PATH or postgres://...".into(),
+            ));
         }
         Ok(())
     }
@@ -173,12 +180,20 @@ impl Config {
         };
         let rest = rest.trim_start_matches("//");
         let path = rest.split('?').next().unwrap_or(rest);
-        let path = if Path::new(path).is_absolute() { PathBuf::from(path) } else { self.dir.join(path) };
+        let path = if Path::new(path).is_absolute() {
+            PathBuf::from(path)
+        } else {
+            self.dir.join(path)
+        };
         format!("sqlite://{}?mode=rwc", path.display())
     }
 
     pub fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     pub fn keys_dir(&self) -> PathBuf {

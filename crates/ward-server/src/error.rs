@@ -21,7 +21,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: IssueType, message: impl Into<String>) -> Self {
-        ApiError { status, issue: Issue::error(code, message), challenge: None, internal: None }
+        ApiError {
+            status,
+            issue: Issue::error(code, message),
+            challenge: None,
+            internal: None,
+        }
     }
 
     pub fn at(mut self, path: impl Into<String>) -> Self {
@@ -31,7 +36,11 @@ impl ApiError {
 
     /// Missing, malformed or unverifiable credentials.
     pub fn unauthorized(token_present: bool) -> Self {
-        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, IssueType::Login, "authentication required");
+        let mut e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            IssueType::Login,
+            "authentication required",
+        );
         e.challenge = Some(if token_present {
             r#"Bearer realm="ward", error="invalid_token""#
         } else {
@@ -41,7 +50,11 @@ impl ApiError {
     }
 
     pub fn forbidden() -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, IssueType::Forbidden, "the access token's scopes do not allow this interaction")
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "the access token's scopes do not allow this interaction",
+        )
     }
 
     pub fn not_found() -> Self {
@@ -54,7 +67,11 @@ impl ApiError {
 
     /// A 500 whose detail goes only to the log.
     pub fn internal(detail: impl Into<String>) -> Self {
-        let mut e = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, "internal server error");
+        let mut e = ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            "internal server error",
+        );
         e.internal = Some(detail.into());
         e
     }
@@ -82,7 +99,11 @@ impl From<StoreError> for ApiError {
                 IssueType::Conflict,
                 "version conflict: the resource has changed since the given version",
             ),
-            StoreError::Duplicate => ApiError::new(StatusCode::CONFLICT, IssueType::Duplicate, "resource already exists"),
+            StoreError::Duplicate => ApiError::new(
+                StatusCode::CONFLICT,
+                IssueType::Duplicate,
+                "resource already exists",
+            ),
             StoreError::UnsupportedCriteria(param) => ApiError::bad_request(
                 IssueType::NotSupported,
                 format!("search parameter '{param}' is not supported in this context"),
@@ -105,11 +126,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let rid = request_id::current();
         if let Some(detail) = &self.internal {
-            tracing::error!(request_id = rid.as_deref().unwrap_or("-"), status = self.status.as_u16(), "{detail}");
+            tracing::error!(
+                request_id = rid.as_deref().unwrap_or("-"),
+                status = self.status.as_u16(),
+                "{detail}"
+            );
         }
         let mut resp = outcome_response(self.status, &[self.issue], rid.as_deref());
         if let Some(challenge) = self.challenge {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         resp
     }

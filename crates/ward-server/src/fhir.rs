@@ -39,7 +39,10 @@ struct DataAccess<'a> {
 
 impl<'a> DataAccess<'a> {
     fn new(state: &'a AppState, authz: &'a Authorized) -> Self {
-        DataAccess { store: &state.store, authz }
+        DataAccess {
+            store: &state.store,
+            authz,
+        }
     }
 
     fn require(&self, interaction: Interaction) -> Result<&str, ApiError> {
@@ -104,7 +107,13 @@ async fn read(
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let data = DataAccess::new(&st, &authz);
     let stored = data.store.read(data.require(Interaction::Read)?, id).await?;
-    Ok(resource_response(&st, StatusCode::OK, &stored, Prefer::Representation, false))
+    Ok(resource_response(
+        &st,
+        StatusCode::OK,
+        &stored,
+        Prefer::Representation,
+        false,
+    ))
 }
 
 async fn vread(
@@ -115,21 +124,29 @@ async fn vread(
 ) -> Result<Response, ApiError> {
     let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
     check_accept(&headers)?;
-    let version = vid
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| ApiError::bad_request(IssueType::Value, "version id must be a positive integer"))?;
+    let version =
+        vid.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+            ApiError::bad_request(IssueType::Value, "version id must be a positive integer")
+        })?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let data = DataAccess::new(&st, &authz);
-    let stored = data.store.vread(data.require(Interaction::Read)?, id, version).await?;
+    let stored = data
+        .store
+        .vread(data.require(Interaction::Read)?, id, version)
+        .await?;
     if stored.deleted {
         return Err(ApiError::from(ward_store::StoreError::Gone {
             version: stored.version,
             last_updated: stored.last_updated,
         }));
     }
-    Ok(resource_response(&st, StatusCode::OK, &stored, Prefer::Representation, false))
+    Ok(resource_response(
+        &st,
+        StatusCode::OK,
+        &stored,
+        Prefer::Representation,
+        false,
+    ))
 }
 
 async fn update(
@@ -148,17 +165,26 @@ async fn update(
     match resource.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(_) => {
-            return Err(ApiError::bad_request(IssueType::Value, "resource id does not match the id in the URL")
-                .at(format!("{rtype}.id")));
+            return Err(ApiError::bad_request(
+                IssueType::Value,
+                "resource id does not match the id in the URL",
+            )
+            .at(format!("{rtype}.id")));
         }
         None => {
-            return Err(ApiError::bad_request(IssueType::Required, "resource id is required for update")
-                .at(format!("{rtype}.id")));
+            return Err(
+                ApiError::bad_request(IssueType::Required, "resource id is required for update")
+                    .at(format!("{rtype}.id")),
+            );
         }
     }
     let data = DataAccess::new(&st, &authz);
     let rtype = data.require(Interaction::Update)?;
-    if if_match.is_none() && !auth.scopes.allows(ward_auth::Context::System, rtype, Interaction::Create) {
+    if if_match.is_none()
+        && !auth
+            .scopes
+            .allows(ward_auth::Context::System, rtype, Interaction::Create)
+    {
         match data.store.read(rtype, id).await {
             Err(ward_store::StoreError::NotFound) => return Err(ApiError::forbidden()),
             Err(ward_store::StoreError::Gone { .. }) | Ok(_) => {}
@@ -166,7 +192,11 @@ async fn update(
         }
     }
     let (stored, created) = data.store.update(rtype, id, resource, if_match).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(resource_response(&st, status, &stored, prefer, created))
 }
 
@@ -180,7 +210,11 @@ async fn delete(
     let authz = authorize(&auth, rtype, Interaction::Delete)?;
     let if_match = parse_if_match(&headers)?;
     let data = DataAccess::new(&st, &authz);
-    match data.store.delete(data.require(Interaction::Delete)?, id, if_match).await? {
+    match data
+        .store
+        .delete(data.require(Interaction::Delete)?, id, if_match)
+        .await?
+    {
         Some(tombstone) => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
             version_headers(resp.headers_mut(), &tombstone);
@@ -208,7 +242,10 @@ async fn history_instance(
         Ok(_) | Err(ward_store::StoreError::Gone { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let versions = data.store.history(Some(rtype), Some(id), params.since, params.count).await?;
+    let versions = data
+        .store
+        .history(Some(rtype), Some(id), params.since, params.count)
+        .await?;
     Ok(history_bundle(&st, &format!("{rtype}/{id}/_history"), &versions))
 }
 
@@ -225,7 +262,10 @@ async fn history_type(
     let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
     let data = DataAccess::new(&st, &authz);
     let rtype = data.require(Interaction::Search)?;
-    let versions = data.store.history(Some(rtype), None, params.since, params.count).await?;
+    let versions = data
+        .store
+        .history(Some(rtype), None, params.since, params.count)
+        .await?;
     Ok(history_bundle(&st, &format!("{rtype}/_history"), &versions))
 }
 
@@ -234,7 +274,11 @@ fn resource_type(s: &str) -> Result<&str, ApiError> {
     if ward_fhir::types::is_resource_type(s) {
         Ok(s)
     } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, IssueType::NotSupported, "unknown resource type"))
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotSupported,
+            "unknown resource type",
+        ))
     }
 }
 
@@ -253,20 +297,35 @@ fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
     };
     let ok = accept.split(',').any(|part| {
         let mime = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        matches!(mime.as_str(), "application/fhir+json" | "application/json" | "application/*" | "*/*" | "")
+        matches!(
+            mime.as_str(),
+            "application/fhir+json" | "application/json" | "application/*" | "*/*" | ""
+        )
     });
     if ok {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::NOT_ACCEPTABLE, IssueType::NotSupported, "only application/fhir+json is offered"))
+        Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            IssueType::NotSupported,
+            "only application/fhir+json is offered",
+        ))
     }
 }
 
 /// Content type, size, strict JSON parse and schema validation, in that order; nothing is
 /// stored unless all pass.
-async fn read_resource(st: &AppState, headers: &HeaderMap, body: Body, rtype: &str) -> Result<Value, ApiError> {
+async fn read_resource(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    rtype: &str,
+) -> Result<Value, ApiError> {
     check_accept(headers)?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mut parts = content_type.split(';');
     let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
     let charset_ok = parts.all(|p| {
@@ -281,7 +340,11 @@ async fn read_resource(st: &AppState, headers: &HeaderMap, body: Body, rtype: &s
         ));
     }
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, "request body exceeds the configured limit")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooCostly,
+            "request body exceeds the configured limit",
+        )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -290,7 +353,9 @@ async fn read_resource(st: &AppState, headers: &HeaderMap, body: Body, rtype: &s
     if declared.is_some_and(|n| n > st.limits.max_bytes) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, st.limits.max_bytes).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, st.limits.max_bytes)
+        .await
+        .map_err(|_| too_large())?;
     let value = ward_fhir::json::parse_strict(&bytes, &st.limits)?;
     st.validator.validate(&value, rtype)?;
     Ok(value)
@@ -320,7 +385,10 @@ fn parse_criteria(v: &HeaderValue) -> Result<Vec<(String, String)>, ApiError> {
     let s = s.trim_start_matches('?');
     let criteria: Vec<(String, String)> = form_urlencoded::parse(s.as_bytes()).into_owned().collect();
     if criteria.is_empty() || criteria.iter().any(|(k, v)| k.is_empty() || v.is_empty()) {
-        return Err(ApiError::bad_request(IssueType::Value, "If-None-Exist must be a non-empty search query"));
+        return Err(ApiError::bad_request(
+            IssueType::Value,
+            "If-None-Exist must be a non-empty search query",
+        ));
     }
     Ok(criteria)
 }
@@ -359,9 +427,18 @@ fn version_headers(headers: &mut HeaderMap, stored: &Stored) {
     }
 }
 
-fn resource_response(st: &AppState, status: StatusCode, stored: &Stored, prefer: Prefer, location: bool) -> Response {
+fn resource_response(
+    st: &AppState,
+    status: StatusCode,
+    stored: &Stored,
+    prefer: Prefer,
+    location: bool,
+) -> Response {
     let body = match prefer {
-        Prefer::Representation => stored.resource.as_ref().map(|r| serde_json::to_vec(r).unwrap_or_default()),
+        Prefer::Representation => stored
+            .resource
+            .as_ref()
+            .map(|r| serde_json::to_vec(r).unwrap_or_default()),
         Prefer::Minimal => None,
         Prefer::OperationOutcome => Some(
             serde_json::to_vec(&ward_fhir::outcome::operation_outcome(
@@ -382,7 +459,10 @@ fn resource_response(st: &AppState, status: StatusCode, stored: &Stored, prefer:
     };
     version_headers(resp.headers_mut(), stored);
     if location {
-        let url = format!("{}/{}/{}/_history/{}", st.fhir_base, stored.rtype, stored.id, stored.version);
+        let url = format!(
+            "{}/{}/{}/_history/{}",
+            st.fhir_base, stored.rtype, stored.id, stored.version
+        );
         if let Ok(v) = HeaderValue::from_str(&url) {
             resp.headers_mut().insert(header::LOCATION, v);
         }
@@ -399,7 +479,10 @@ impl HistoryParams {
     const DEFAULT_COUNT: usize = 50;
 
     fn parse(query: Option<&str>, max: usize) -> Result<Self, ApiError> {
-        let mut p = HistoryParams { count: Self::DEFAULT_COUNT.min(max), since: None };
+        let mut p = HistoryParams {
+            count: Self::DEFAULT_COUNT.min(max),
+            since: None,
+        };
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match k.as_ref() {
                 "_count" => {
@@ -408,14 +491,20 @@ impl HistoryParams {
                         .ok()
                         .filter(|n| (1..=max).contains(n))
                         .ok_or_else(|| {
-                            ApiError::bad_request(IssueType::Value, format!("_count must be between 1 and {max}"))
-                                .at("_count")
+                            ApiError::bad_request(
+                                IssueType::Value,
+                                format!("_count must be between 1 and {max}"),
+                            )
+                            .at("_count")
                         })?;
                 }
                 "_since" => {
                     p.since = Some(OffsetDateTime::parse(&v, &Rfc3339).map_err(|_| {
-                        ApiError::bad_request(IssueType::Value, "_since must be an instant like 2026-01-01T00:00:00Z")
-                            .at("_since")
+                        ApiError::bad_request(
+                            IssueType::Value,
+                            "_since must be an instant like 2026-01-01T00:00:00Z",
+                        )
+                        .at("_since")
                     })?);
                 }
                 "_format" if matches!(v.as_ref(), "json" | "application/fhir+json" | "application/json") => {}
@@ -442,7 +531,11 @@ fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Respon
             } else {
                 ("PUT", "200 OK")
             };
-            let url = if method == "POST" { v.rtype.clone() } else { format!("{}/{}", v.rtype, v.id) };
+            let url = if method == "POST" {
+                v.rtype.clone()
+            } else {
+                format!("{}/{}", v.rtype, v.id)
+            };
             let mut entry = json!({
                 "fullUrl": format!("{}/{}/{}", st.fhir_base, v.rtype, v.id),
                 "request": { "method": method, "url": url },
@@ -466,6 +559,10 @@ fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Respon
         "link": [{ "relation": "self", "url": format!("{}/{}", st.fhir_base, self_path) }],
         "entry": entries,
     });
-    (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], serde_json::to_vec(&bundle).unwrap_or_default())
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    )
         .into_response()
 }

@@ -17,7 +17,10 @@ pub const SECURITY_HEADERS: [(&str, &str); 6] = [
     ("cache-control", "no-store"),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
     ("x-frame-options", "DENY"),
 ];
 
@@ -55,7 +58,10 @@ pub async fn access_log(req: Request, next: Next) -> Response {
 /// A handler panic becomes a generic 500; the panic payload (which might hold data) is
 /// neither logged nor sent.
 pub fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!(request_id = request_id::current().as_deref().unwrap_or("-"), "handler panicked");
+    tracing::error!(
+        request_id = request_id::current().as_deref().unwrap_or("-"),
+        "handler panicked"
+    );
     ApiError::internal("handler panicked").into_response()
 }
 
@@ -64,5 +70,9 @@ pub async fn not_found_fallback() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, IssueType::NotSupported, "method not allowed on this endpoint")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        IssueType::NotSupported,
+        "method not allowed on this endpoint",
+    )
 }

@@ -18,12 +18,22 @@ const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
 fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut resp = (status, Json(json!({ "error": err.code(), "error_description": err.to_string() }))).into_response();
+    let mut resp = (
+        status,
+        Json(json!({ "error": err.code(), "error_description": err.to_string() })),
+    )
+        .into_response();
     if status == StatusCode::UNAUTHORIZED {
-        let challenge = if basic_used { r#"Basic realm="ward""# } else { r#"Bearer realm="ward""# };
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        let challenge = if basic_used {
+            r#"Basic realm="ward""#
+        } else {
+            r#"Bearer realm="ward""#
+        };
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
-    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -41,12 +51,17 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Zeroizing<St
         return Err(bad);
     }
     let decoded = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| bad.clone())?,
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| bad.clone())?,
     );
     let decoded = std::str::from_utf8(&decoded).map_err(|_| bad.clone())?;
     let (id, secret) = decoded.split_once(':').ok_or(bad)?;
     let unescape = |s: &str| -> String {
-        form_urlencoded::parse(s.as_bytes()).next().map(|(k, _)| k.into_owned()).unwrap_or_default()
+        form_urlencoded::parse(s.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default()
     };
     Ok(Some((unescape(id), Zeroizing::new(unescape(secret)))))
 }
@@ -57,9 +72,18 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -
         Err(e) => return oauth_error(&e, true),
     };
     let basic_used = basic.is_some();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-        return oauth_error(&OAuthError::InvalidRequest("Content-Type must be application/x-www-form-urlencoded"), basic_used);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return oauth_error(
+            &OAuthError::InvalidRequest("Content-Type must be application/x-www-form-urlencoded"),
+            basic_used,
+        );
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_TOKEN_REQUEST).await else {
         return oauth_error(&OAuthError::InvalidRequest("request too large"), basic_used);
@@ -87,18 +111,28 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -
     }
     let (client_id, client_secret) = match (basic, form_id, form_secret) {
         (Some(_), _, Some(_)) => {
-            return oauth_error(&OAuthError::InvalidRequest("use one client authentication method"), basic_used);
+            return oauth_error(
+                &OAuthError::InvalidRequest("use one client authentication method"),
+                basic_used,
+            );
         }
         (Some((id, secret)), form_id, None) => {
             if form_id.is_some_and(|f| f != id) {
-                return oauth_error(&OAuthError::InvalidRequest("client_id does not match"), basic_used);
+                return oauth_error(
+                    &OAuthError::InvalidRequest("client_id does not match"),
+                    basic_used,
+                );
             }
             (id, secret)
         }
         (None, Some(id), Some(secret)) => (id, secret),
         _ => return oauth_error(&OAuthError::InvalidClient, basic_used),
     };
-    let req = ClientCredentialsRequest { client_id, client_secret, scope };
+    let req = ClientCredentialsRequest {
+        client_id,
+        client_secret,
+        scope,
+    };
     match ward_auth::client_credentials(&st.store, &st.tokens, req).await {
         Ok(issued) => {
             let mut resp = Json(json!({
@@ -108,7 +142,8 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -
                 "scope": issued.scope,
             }))
             .into_response();
-            resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            resp.headers_mut()
+                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             resp
         }
         Err(e) => {

@@ -20,7 +20,9 @@ pub fn current() -> Option<String> {
 /// A client-chosen id is kept only if it is short and plain, so it cannot smuggle PHI-sized
 /// text or control characters into logs.
 fn well_formed(v: &str) -> bool {
-    (8..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    (8..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// The request id of a request, available as an extension to handlers.

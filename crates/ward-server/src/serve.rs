@@ -81,22 +81,41 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     )?;
     let listener = match listener {
         Some(l) => l,
-        None => TcpListener::bind(&config.server.listen).await.map_err(StartError::Listen)?,
+        None => TcpListener::bind(&config.server.listen)
+            .await
+            .map_err(StartError::Listen)?,
     };
     let local_addr = listener.local_addr().map_err(StartError::Listen)?;
     let state = AppState::new(config, store, tokens);
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), state.clone(), stop_rx));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(tls),
+        state.clone(),
+        stop_rx,
+    ));
     tracing::info!(%local_addr, "ward listening (HTTPS)");
-    Ok(RunningServer { local_addr, state, stop, task })
+    Ok(RunningServer {
+        local_addr,
+        state,
+        stop,
+        task,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: AppState, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) {
     let router = crate::app::router(state);
     let graceful = GracefulShutdown::new();
     let builder = Arc::new({
         let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         b
     });
     loop {
@@ -121,16 +140,20 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: AppSta
                 // Refused handshakes (old protocol, weak suites, plain HTTP) end here.
                 _ => return,
             };
-            let service = router.map_request(move |mut req: axum::extract::Request| {
+            let service = router.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ClientAddr(peer));
                 req
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
+            let conn =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
             let _ = watcher.watch(conn.into_owned()).await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown: connections still open after the drain timeout");
     }
 }

@@ -40,11 +40,18 @@ const CLIENT_STATUS_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
     pub fn new(config: Config, store: Store, tokens: TokenService) -> Self {
-        let limits = Limits { max_depth: config.server.max_json_depth, max_bytes: config.server.max_body_bytes };
+        let limits = Limits {
+            max_depth: config.server.max_json_depth,
+            max_bytes: config.server.max_body_bytes,
+        };
         let published = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let capability = crate::capability::capability_statement(&config.fhir_base(), &config.server.public_url, &published);
+        let capability = crate::capability::capability_statement(
+            &config.fhir_base(),
+            &config.server.public_url,
+            &published,
+        );
         AppState(Arc::new(Inner {
             capability: serde_json::to_vec(&capability).unwrap_or_default().into(),
             fhir_base: config.fhir_base(),

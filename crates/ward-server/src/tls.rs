@@ -83,8 +83,14 @@ mod tests {
         assert!(!p.cipher_suites.is_empty());
         for s in &p.cipher_suites {
             let name = format!("{:?}", s.suite());
-            assert!(name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"), "{name}");
-            assert!(name.contains("GCM") || name.contains("CHACHA20_POLY1305"), "{name}");
+            assert!(
+                name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"),
+                "{name}"
+            );
+            assert!(
+                name.contains("GCM") || name.contains("CHACHA20_POLY1305"),
+                "{name}"
+            );
         }
     }
 }

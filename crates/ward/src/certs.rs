@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 /// PEM texts of the CA certificate, the server certificate and the server's private key.
@@ -18,7 +19,9 @@ pub struct LocalTls {
 pub fn generate(extra_host: &str) -> anyhow::Result<LocalTls> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.distinguished_name.push(DnType::CommonName, "Ward local CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Ward local CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().context("CA key")?;
     let ca_cert = ca_params.self_signed(&ca_key).context("CA certificate")?;

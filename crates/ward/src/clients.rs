@@ -32,8 +32,11 @@ pub struct ClientSummary {
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let kek = ward_crypto::keyfiles::load_kek(&config.keys_dir()).context("loading the key-encryption key")?;
-    Ok(Store::open(&config.store_url(), &kek).await.context("opening the store")?)
+    let kek =
+        ward_crypto::keyfiles::load_kek(&config.keys_dir()).context("loading the key-encryption key")?;
+    Store::open(&config.store_url(), &kek)
+        .await
+        .context("opening the store")
 }
 
 pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedClient> {
@@ -49,7 +52,9 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
     // Ids are fresh UUIDs, never reused (AC-1).
     let client_id = uuid::Uuid::new_v4().to_string();
     let secret = ward_auth::secret::generate_secret();
-    let secret_hash = ward_auth::secret::hash_secret(secret.clone()).await.context("hashing the secret")?;
+    let secret_hash = ward_auth::secret::hash_secret(secret.clone())
+        .await
+        .context("hashing the secret")?;
     let record = ClientRecord {
         client_id: client_id.clone(),
         name: name.to_owned(),
@@ -60,7 +65,12 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
     };
     store.insert_client(&record).await.context("storing the client")?;
     store.close().await;
-    Ok(CreatedClient { client_id, client_secret: secret, name: record.name, scopes: record.scopes })
+    Ok(CreatedClient {
+        client_id,
+        client_secret: secret,
+        name: record.name,
+        scopes: record.scopes,
+    })
 }
 
 pub async fn list(config: &Config) -> anyhow::Result<Vec<ClientSummary>> {

@@ -31,14 +31,25 @@ pub struct DemoOptions {
 /// and client.
 pub async fn prepare(opts: &DemoOptions) -> anyhow::Result<(Config, DemoClient)> {
     if !opts.dir.exists() {
-        init::init(&init::InitOptions { dir: opts.dir.clone(), listen: None, store_url: None }).await?;
+        init::init(&init::InitOptions {
+            dir: opts.dir.clone(),
+            listen: None,
+            store_url: None,
+        })
+        .await?;
         let config = Config::load(Some(&opts.dir), None)?;
         let created = clients::create(
             &config,
-            NewClient { name: "demo".into(), scopes: "system/*.cruds".into() },
+            NewClient {
+                name: "demo".into(),
+                scopes: "system/*.cruds".into(),
+            },
         )
         .await?;
-        let demo = DemoClient { client_id: created.client_id, client_secret: created.client_secret };
+        let demo = DemoClient {
+            client_id: created.client_id,
+            client_secret: created.client_secret,
+        };
         let json = Zeroizing::new(serde_json::to_vec_pretty(&demo)?);
         files::write_new(&opts.dir.join(DEMO_CLIENT_FILE), &json, 0o600)?;
         load_synthetic(&config, opts.patients, opts.seed).await?;
@@ -50,7 +61,8 @@ pub async fn prepare(opts: &DemoOptions) -> anyhow::Result<(Config, DemoClient)>
 
 fn read_demo_client(dir: &Path) -> anyhow::Result<DemoClient> {
     let path = dir.join(DEMO_CLIENT_FILE);
-    let bytes = Zeroizing::new(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?);
+    let bytes =
+        Zeroizing::new(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?);
     Ok(serde_json::from_slice(&bytes)?)
 }
 
@@ -60,8 +72,14 @@ pub async fn load_synthetic(config: &Config, patients: usize, seed: u64) -> anyh
     let resources = ward_fhir::synthetic::generate(seed, patients);
     let n = resources.len();
     for r in resources {
-        let rtype = r["resourceType"].as_str().context("synthetic resource without type")?.to_owned();
-        let id = r["id"].as_str().context("synthetic resource without id")?.to_owned();
+        let rtype = r["resourceType"]
+            .as_str()
+            .context("synthetic resource without type")?
+            .to_owned();
+        let id = r["id"]
+            .as_str()
+            .context("synthetic resource without id")?
+            .to_owned();
         store.update(&rtype, &id, r, None).await?;
     }
     store.close().await;

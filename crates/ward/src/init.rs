@@ -33,7 +33,10 @@ pub struct InitOutput {
 pub async fn init(opts: &InitOptions) -> anyhow::Result<InitOutput> {
     let dir = &opts.dir;
     if dir.exists() {
-        bail!("{} already exists; ward init never overwrites a directory", dir.display());
+        bail!(
+            "{} already exists; ward init never overwrites a directory",
+            dir.display()
+        );
     }
     files::create_dir(dir, 0o700)?;
     match populate(dir, opts).await {
@@ -49,14 +52,21 @@ pub async fn init(opts: &InitOptions) -> anyhow::Result<InitOutput> {
 async fn populate(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitOutput> {
     let mut config = Config::default();
     if let Some(listen) = &opts.listen {
-        let addr: std::net::SocketAddr = listen.parse().context("--listen must be HOST:PORT with an IP address")?;
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .context("--listen must be HOST:PORT with an IP address")?;
         config.server.listen = addr.to_string();
         config.server.public_url = format!("https://{addr}");
     }
     if let Some(url) = &opts.store_url {
         config.store.url = url.clone();
     }
-    let host = config.server.listen.parse::<std::net::SocketAddr>().map(|a| a.ip().to_string()).unwrap_or_default();
+    let host = config
+        .server
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
 
     let tls_dir = dir.join("tls");
     files::create_dir(&tls_dir, 0o700)?;
@@ -68,7 +78,14 @@ async fn populate(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitOutput> 
     files::write_new(&dir.join("ward.toml"), config.to_toml().as_bytes(), 0o600)?;
 
     let config = Config::load(Some(dir), None)?;
-    let admin = clients::create(&config, NewClient { name: "admin".into(), scopes: ADMIN_SCOPES.into() }).await?;
+    let admin = clients::create(
+        &config,
+        NewClient {
+            name: "admin".into(),
+            scopes: ADMIN_SCOPES.into(),
+        },
+    )
+    .await?;
     let dir = std::fs::canonicalize(dir)?;
     Ok(InitOutput {
         fhir_base: config.fhir_base(),

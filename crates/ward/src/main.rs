@@ -9,7 +9,11 @@ use ward::{clients, demo, init};
 use ward_server::Config;
 
 #[derive(Parser)]
-#[command(name = "ward", version, about = "FHIR R4 server with HIPAA technical safeguards built in")]
+#[command(
+    name = "ward",
+    version,
+    about = "FHIR R4 server with HIPAA technical safeguards built in"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +104,10 @@ fn main() -> ExitCode {
     }
     // Panic payloads can hold data: report only where it happened.
     std::panic::set_hook(Box::new(|info| {
-        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         tracing::error!(location = at, "panic");
     }));
     let cli = Cli::parse();
@@ -123,7 +130,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -133,20 +143,39 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { dir, listen, store_url, json } => {
-            let out = init::init(&init::InitOptions { dir, listen, store_url }).await?;
+        Command::Init {
+            dir,
+            listen,
+            store_url,
+            json,
+        } => {
+            let out = init::init(&init::InitOptions {
+                dir,
+                listen,
+                store_url,
+            })
+            .await?;
             if json {
                 print_json(&out)?;
             } else {
                 println!(
                     "Initialized {}\nFHIR base:           {}\nCA certificate:      {}\nadmin client_id:     {}\nadmin client_secret: {}\n\nThe secret is shown only now; store it safely.",
-                    out.dir, out.fhir_base, out.ca_cert, out.admin_client_id, out.admin_client_secret.as_str()
+                    out.dir,
+                    out.fhir_base,
+                    out.ca_cert,
+                    out.admin_client_id,
+                    out.admin_client_secret.as_str()
                 );
             }
         }
         Command::Serve(at) => serve(at.load()?, None).await?,
         Command::Demo { dir, patients, seed } => {
-            let (config, client) = demo::prepare(&demo::DemoOptions { dir: dir.clone(), patients, seed }).await?;
+            let (config, client) = demo::prepare(&demo::DemoOptions {
+                dir: dir.clone(),
+                patients,
+                seed,
+            })
+            .await?;
             let text = demo::instructions(&config, &client, &dir);
             serve(config, Some(text)).await?;
         }
@@ -158,7 +187,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     println!(
                         "client_id:     {}\nclient_secret: {}\nscopes:        {}\n\nThe secret is shown only now; store it safely.",
-                        created.client_id, created.client_secret.as_str(), created.scopes
+                        created.client_id,
+                        created.client_secret.as_str(),
+                        created.scopes
                     );
                 }
             }
@@ -169,7 +200,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     for c in list {
                         let state = if c.disabled { "disabled" } else { "active" };
-                        println!("{}  {:8}  {}  {}  ({})", c.client_id, state, c.name, c.scopes, c.created_at);
+                        println!(
+                            "{}  {:8}  {}  {}  ({})",
+                            c.client_id, state, c.name, c.scopes, c.created_at
+                        );
                     }
                 }
             }

@@ -8,10 +8,18 @@ use common::{Backend, TestServer, distinctive_patient};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-on_both_backends!(token_endpoint, bearer_token_attacks, scopes_are_enforced, disabled_client_loses_access);
+on_both_backends!(
+    token_endpoint,
+    bearer_token_attacks,
+    scopes_are_enforced,
+    disabled_client_loses_access
+);
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn decode_part(token: &str, i: usize) -> Value {
@@ -52,8 +60,22 @@ async fn token_endpoint(backend: Backend) {
     assert_eq!(claims["scope"], "system/Patient.rs system/Observation.cruds");
 
     // the JWKS publishes that kid
-    let jwks: Value = s.client.get(format!("{}/oauth2/jwks", s.url)).send().await.unwrap().json().await.unwrap();
-    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid && k.get("d").is_none()));
+    let jwks: Value = s
+        .client
+        .get(format!("{}/oauth2/jwks", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid && k.get("d").is_none())
+    );
 
     // client_secret_post, with a narrower scope: the intersection is granted
     let resp = s
@@ -77,7 +99,10 @@ async fn token_endpoint(backend: Backend) {
         .client
         .post(&token_url)
         .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", "system/Condition.r")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/Condition.r"),
+        ])
         .send()
         .await
         .unwrap();
@@ -117,7 +142,10 @@ async fn token_endpoint(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "unsupported_grant_type");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "unsupported_grant_type"
+    );
     s.stop().await;
 }
 
@@ -131,7 +159,12 @@ async fn bearer_token_attacks(backend: Backend) {
     // no token
     let resp = s.client.get(format!("{}/{path}", s.fhir)).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(resp.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["resourceType"], "OperationOutcome");
 
@@ -156,14 +189,73 @@ async fn bearer_token_attacks(backend: Backend) {
     };
     let t = now();
     let mut attacks: Vec<(&str, String)> = vec![
-        ("expired", sign(&with(&|c| { c["exp"] = json!(t - 300); c["iat"] = json!(t - 900); c["nbf"] = json!(t - 900); }), Algorithm::ES256, Some(&kid), &enc)),
-        ("not yet valid", sign(&with(&|c| { c["nbf"] = json!(t + 600); c["iat"] = json!(t + 600); c["exp"] = json!(t + 1200); }), Algorithm::ES256, Some(&kid), &enc)),
-        ("wrong aud", sign(&with(&|c| c["aud"] = json!("https://other.example/fhir")), Algorithm::ES256, Some(&kid), &enc)),
-        ("wrong iss", sign(&with(&|c| c["iss"] = json!("https://evil.example")), Algorithm::ES256, Some(&kid), &enc)),
-        ("unknown kid", sign(&claims, Algorithm::ES256, Some("unknown-kid"), &enc)),
+        (
+            "expired",
+            sign(
+                &with(&|c| {
+                    c["exp"] = json!(t - 300);
+                    c["iat"] = json!(t - 900);
+                    c["nbf"] = json!(t - 900);
+                }),
+                Algorithm::ES256,
+                Some(&kid),
+                &enc,
+            ),
+        ),
+        (
+            "not yet valid",
+            sign(
+                &with(&|c| {
+                    c["nbf"] = json!(t + 600);
+                    c["iat"] = json!(t + 600);
+                    c["exp"] = json!(t + 1200);
+                }),
+                Algorithm::ES256,
+                Some(&kid),
+                &enc,
+            ),
+        ),
+        (
+            "wrong aud",
+            sign(
+                &with(&|c| c["aud"] = json!("https://other.example/fhir")),
+                Algorithm::ES256,
+                Some(&kid),
+                &enc,
+            ),
+        ),
+        (
+            "wrong iss",
+            sign(
+                &with(&|c| c["iss"] = json!("https://evil.example")),
+                Algorithm::ES256,
+                Some(&kid),
+                &enc,
+            ),
+        ),
+        (
+            "unknown kid",
+            sign(&claims, Algorithm::ES256, Some("unknown-kid"), &enc),
+        ),
         ("no kid", sign(&claims, Algorithm::ES256, None, &enc)),
-        ("HS256 with public key", sign(&claims, Algorithm::HS256, Some(&kid), &EncodingKey::from_secret(key.public_key_uncompressed()))),
-        ("HS256 with jwk", sign(&claims, Algorithm::HS256, Some(&kid), &EncodingKey::from_secret(serde_json::to_string(&key.public_jwk()).unwrap().as_bytes()))),
+        (
+            "HS256 with public key",
+            sign(
+                &claims,
+                Algorithm::HS256,
+                Some(&kid),
+                &EncodingKey::from_secret(key.public_key_uncompressed()),
+            ),
+        ),
+        (
+            "HS256 with jwk",
+            sign(
+                &claims,
+                Algorithm::HS256,
+                Some(&kid),
+                &EncodingKey::from_secret(serde_json::to_string(&key.public_jwk()).unwrap().as_bytes()),
+            ),
+        ),
         ("garbage", "not.a.token".into()),
         ("empty", String::new()),
     ];
@@ -171,13 +263,27 @@ async fn bearer_token_attacks(backend: Backend) {
     let parts: Vec<&str> = good.split('.').collect();
     let none = B64.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
     attacks.push(("alg none", format!("{none}.{}.", parts[1])));
-    // payload tampered to widen the scope, original signature kept
-    let widened = B64.encode(serde_json::to_vec(&with(&|c| c["scope"] = json!("system/*.cruds"))).unwrap());
+    // payload tampered (another subject, a longer life), original signature kept
+    let widened = B64.encode(
+        serde_json::to_vec(&with(&|c| {
+            c["sub"] = json!("someone-else");
+            c["exp"] = json!(t + 850);
+        }))
+        .unwrap(),
+    );
     attacks.push(("tampered", format!("{}.{widened}.{}", parts[0], parts[2])));
     // a valid signature from another deployment's key
     let other = TestServer::start(Backend::Sqlite).await;
     let foreign_key = ward_crypto::keyfiles::load_signing_key(&other.dir.join("keys")).unwrap();
-    attacks.push(("foreign key", sign(&claims, Algorithm::ES256, Some(&kid), &EncodingKey::from_ec_der(foreign_key.pkcs8_der()))));
+    attacks.push((
+        "foreign key",
+        sign(
+            &claims,
+            Algorithm::ES256,
+            Some(&kid),
+            &EncodingKey::from_ec_der(foreign_key.pkcs8_der()),
+        ),
+    ));
     // a token of the other deployment, as is
     attacks.push(("other server's token", other.admin_token().await));
 
@@ -198,25 +304,77 @@ async fn scopes_are_enforced(backend: Backend) {
     let (id, secret) = s.new_client("system/Patient.rs system/Observation.c").await;
     let t = s.token_for(&id, &secret, None).await;
 
-    assert_eq!(s.get(&format!("Patient/{pid}"), &t).send().await.unwrap().status(), 200);
+    assert_eq!(
+        s.get(&format!("Patient/{pid}"), &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(s.get("Patient/_history", &t).send().await.unwrap().status(), 200);
     // no c/u/d on Patient
-    assert_eq!(s.post_json("Patient", &t, &distinctive_patient("X")).send().await.unwrap().status(), 403);
-    assert_eq!(s.put_json(&format!("Patient/{pid}"), &t, &p).send().await.unwrap().status(), 403);
-    let del = s.client.delete(format!("{}/Patient/{pid}", s.fhir)).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(
+        s.post_json("Patient", &t, &distinctive_patient("X"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        s.put_json(&format!("Patient/{pid}"), &t, &p)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let del = s
+        .client
+        .delete(format!("{}/Patient/{pid}", s.fhir))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 403);
     // other types: nothing
-    assert_eq!(s.get("Condition/_history", &t).send().await.unwrap().status(), 403);
+    assert_eq!(
+        s.get("Condition/_history", &t).send().await.unwrap().status(),
+        403
+    );
     // create-only on Observation: cannot read back, cannot use If-None-Exist as an oracle
     let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "t"}});
     let resp = s.post_json("Observation", &t, &obs).send().await.unwrap();
     assert_eq!(resp.status(), 201);
-    let oid = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    assert_eq!(s.get(&format!("Observation/{oid}"), &t).send().await.unwrap().status(), 403);
-    let resp = s.post_json("Observation", &t, &obs).header("if-none-exist", format!("_id={oid}")).send().await.unwrap();
+    let oid = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        s.get(&format!("Observation/{oid}"), &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let resp = s
+        .post_json("Observation", &t, &obs)
+        .header("if-none-exist", format!("_id={oid}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     // the 403 body says nothing about the data
-    let body = s.get(&format!("Condition/{pid}"), &t).send().await.unwrap().text().await.unwrap();
+    let body = s
+        .get(&format!("Condition/{pid}"), &t)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!body.contains("Zyxwarfield"));
     s.stop().await;
 }
@@ -230,7 +388,13 @@ async fn disabled_client_loses_access(backend: Backend) {
     // the status cache lives at most a few seconds
     let mut status = 200;
     for _ in 0..40 {
-        status = s.get("Patient/_history", &t).send().await.unwrap().status().as_u16();
+        status = s
+            .get("Patient/_history", &t)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
         if status == 401 {
             break;
         }

@@ -26,7 +26,12 @@ async fn crud_versions_and_headers(backend: Backend) {
     let h = resp.headers().clone();
     assert_eq!(h["etag"], "W/\"1\"");
     assert!(h.contains_key("last-modified"));
-    assert!(h["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/fhir+json")
+    );
     let created: Value = resp.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "server-assigned UUID");
@@ -47,7 +52,11 @@ async fn crud_versions_and_headers(backend: Backend) {
     // update
     let mut changed = created.clone();
     changed["gender"] = json!("female");
-    let resp = s.put_json(&format!("Patient/{id}"), &t, &changed).send().await.unwrap();
+    let resp = s
+        .put_json(&format!("Patient/{id}"), &t, &changed)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["etag"], "W/\"2\"");
     let v2: Value = resp.json().await.unwrap();
@@ -55,27 +64,74 @@ async fn crud_versions_and_headers(backend: Backend) {
     assert_eq!(v2["gender"], "female");
 
     // vread of both versions
-    let v1: Value = s.get(&format!("Patient/{id}/_history/1"), &t).send().await.unwrap().json().await.unwrap();
+    let v1: Value = s
+        .get(&format!("Patient/{id}/_history/1"), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(v1.get("gender").is_none());
-    let resp = s.get(&format!("Patient/{id}/_history/2"), &t).send().await.unwrap();
+    let resp = s
+        .get(&format!("Patient/{id}/_history/2"), &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(s.get(&format!("Patient/{id}/_history/9"), &t).send().await.unwrap().status(), 404);
+    assert_eq!(
+        s.get(&format!("Patient/{id}/_history/9"), &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     // delete makes a tombstone: read gives 410, history keeps every version
-    let resp = s.client.delete(format!("{}/Patient/{id}", s.fhir)).bearer_auth(&t).send().await.unwrap();
+    let resp = s
+        .client
+        .delete(format!("{}/Patient/{id}", s.fhir))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["etag"], "W/\"3\"");
     let resp = s.get(&format!("Patient/{id}"), &t).send().await.unwrap();
     assert_eq!(resp.status(), 410);
     let oo: Value = resp.json().await.unwrap();
     assert_eq!(oo["resourceType"], "OperationOutcome");
-    assert_eq!(s.get(&format!("Patient/{id}/_history/3"), &t).send().await.unwrap().status(), 410);
-    assert_eq!(s.get(&format!("Patient/{id}/_history/1"), &t).send().await.unwrap().status(), 200);
+    assert_eq!(
+        s.get(&format!("Patient/{id}/_history/3"), &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        410
+    );
+    assert_eq!(
+        s.get(&format!("Patient/{id}/_history/1"), &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // unknown id and unknown type
-    assert_eq!(s.get("Patient/does-not-exist", &t).send().await.unwrap().status(), 404);
+    assert_eq!(
+        s.get("Patient/does-not-exist", &t).send().await.unwrap().status(),
+        404
+    );
     assert_eq!(s.get("NotAType/x", &t).send().await.unwrap().status(), 404);
-    let resp = s.client.delete(format!("{}/Patient/never-was", s.fhir)).bearer_auth(&t).send().await.unwrap();
+    let resp = s
+        .client
+        .delete(format!("{}/Patient/never-was", s.fhir))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
 
     // update-as-create with a client-chosen id
@@ -107,13 +163,27 @@ async fn round_trip_is_exact(backend: Backend) {
     assert!(text.contains(r#""issued":"2026-01-02T03:04:05.678+01:00""#));
     let created: Value = serde_json::from_str(&text).unwrap();
     let id = created["id"].as_str().unwrap();
-    let read = s.get(&format!("Observation/{id}"), &t).send().await.unwrap().text().await.unwrap();
+    let read = s
+        .get(&format!("Observation/{id}"), &t)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(read.contains(r#""value":1.50"#));
 
     // primitive extensions survive
     let p = s.create(&t, &distinctive_patient("RT")).await;
     let id = p["id"].as_str().unwrap();
-    let back: Value = s.get(&format!("Patient/{id}"), &t).send().await.unwrap().json().await.unwrap();
+    let back: Value = s
+        .get(&format!("Patient/{id}"), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(back["_birthDate"], distinctive_patient("RT")["_birthDate"]);
     let mut expected = distinctive_patient("RT");
     expected["id"] = back["id"].clone();
@@ -127,23 +197,50 @@ async fn conditional_create(backend: Backend) {
     let t = s.admin_token().await;
     let body = distinctive_patient("CC");
     let criteria = "identifier=urn:oid:1.2.36.146.595.217.0.1|MRNCC77421";
-    let first = s.post_json("Patient", &t, &body).header("if-none-exist", criteria).send().await.unwrap();
+    let first = s
+        .post_json("Patient", &t, &body)
+        .header("if-none-exist", criteria)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
-    let again = s.post_json("Patient", &t, &body).header("if-none-exist", criteria).send().await.unwrap();
+    let again = s
+        .post_json("Patient", &t, &body)
+        .header("if-none-exist", criteria)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 200, "existing match returned, nothing created");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
-    let hist: Value = s.get("Patient/_history", &t).send().await.unwrap().json().await.unwrap();
+    let hist: Value = s
+        .get("Patient/_history", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(hist["entry"].as_array().unwrap().len(), 1);
 
     // two matches: 412
     s.create(&t, &body).await;
-    let resp = s.post_json("Patient", &t, &body).header("if-none-exist", criteria).send().await.unwrap();
+    let resp = s
+        .post_json("Patient", &t, &body)
+        .header("if-none-exist", criteria)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 412);
 
     // unsupported criteria are refused, not ignored
-    let resp = s.post_json("Patient", &t, &body).header("if-none-exist", "bogus-param=1").send().await.unwrap();
+    let resp = s
+        .post_json("Patient", &t, &body)
+        .header("if-none-exist", "bogus-param=1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     s.stop().await;
 }
@@ -162,15 +259,42 @@ async fn prefer_minimal_and_if_match(backend: Backend) {
     assert!(resp.bytes().await.unwrap().is_empty());
     let id = location.split('/').rev().nth(2).unwrap().to_owned();
 
-    let mut body: Value = s.get(&format!("Patient/{id}"), &t).send().await.unwrap().json().await.unwrap();
+    let mut body: Value = s
+        .get(&format!("Patient/{id}"), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     body["gender"] = json!("other");
-    let stale = s.put_json(&format!("Patient/{id}"), &t, &body).header("if-match", "W/\"7\"").send().await.unwrap();
+    let stale = s
+        .put_json(&format!("Patient/{id}"), &t, &body)
+        .header("if-match", "W/\"7\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stale.status(), 412);
-    let ok = s.put_json(&format!("Patient/{id}"), &t, &body).header("if-match", "W/\"1\"").send().await.unwrap();
+    let ok = s
+        .put_json(&format!("Patient/{id}"), &t, &body)
+        .header("if-match", "W/\"1\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let replay = s.put_json(&format!("Patient/{id}"), &t, &body).header("if-match", "W/\"1\"").send().await.unwrap();
+    let replay = s
+        .put_json(&format!("Patient/{id}"), &t, &body)
+        .header("if-match", "W/\"1\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replay.status(), 412, "a lost update is refused");
-    let bad = s.put_json(&format!("Patient/{id}"), &t, &body).header("if-match", "nonsense").send().await.unwrap();
+    let bad = s
+        .put_json(&format!("Patient/{id}"), &t, &body)
+        .header("if-match", "nonsense")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     let del = s
         .client
@@ -191,11 +315,30 @@ async fn history_bundles(backend: Backend) {
     let id = p["id"].as_str().unwrap().to_owned();
     let mut p2 = p.clone();
     p2["active"] = json!(true);
-    assert_eq!(s.put_json(&format!("Patient/{id}"), &t, &p2).send().await.unwrap().status(), 200);
-    s.client.delete(format!("{}/Patient/{id}", s.fhir)).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(
+        s.put_json(&format!("Patient/{id}"), &t, &p2)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    s.client
+        .delete(format!("{}/Patient/{id}", s.fhir))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     s.create(&t, &distinctive_patient("H2")).await;
 
-    let b: Value = s.get(&format!("Patient/{id}/_history"), &t).send().await.unwrap().json().await.unwrap();
+    let b: Value = s
+        .get(&format!("Patient/{id}/_history"), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b["resourceType"], "Bundle");
     assert_eq!(b["type"], "history");
     let e = b["entry"].as_array().unwrap();
@@ -206,16 +349,61 @@ async fn history_bundles(backend: Backend) {
     assert_eq!(e[2]["request"]["method"], "POST");
     assert_eq!(e[2]["response"]["etag"], "W/\"1\"");
 
-    let b: Value = s.get("Patient/_history?_count=2", &t).send().await.unwrap().json().await.unwrap();
+    let b: Value = s
+        .get("Patient/_history?_count=2", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b["entry"].as_array().unwrap().len(), 2);
-    let b: Value = s.get("Patient/_history", &t).send().await.unwrap().json().await.unwrap();
+    let b: Value = s
+        .get("Patient/_history", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b["entry"].as_array().unwrap().len(), 4);
-    let b: Value = s.get("Patient/_history?_since=2999-01-01T00:00:00Z", &t).send().await.unwrap().json().await.unwrap();
+    let b: Value = s
+        .get("Patient/_history?_since=2999-01-01T00:00:00Z", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(b["entry"].as_array().unwrap().is_empty());
-    assert_eq!(s.get("Patient/_history?_count=0", &t).send().await.unwrap().status(), 400);
-    assert_eq!(s.get("Patient/_history?_count=5000", &t).send().await.unwrap().status(), 400);
-    assert_eq!(s.get("Patient/_history?name=x", &t).send().await.unwrap().status(), 400);
-    assert_eq!(s.get("Patient/nope/_history", &t).send().await.unwrap().status(), 404);
+    assert_eq!(
+        s.get("Patient/_history?_count=0", &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        s.get("Patient/_history?_count=5000", &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        s.get("Patient/_history?name=x", &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        s.get("Patient/nope/_history", &t).send().await.unwrap().status(),
+        404
+    );
     s.stop().await;
 }
 
@@ -229,17 +417,32 @@ async fn metadata_is_public_and_truthful(backend: Backend) {
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
     assert_eq!(resources.len(), 146);
     for r in resources {
-        let codes: Vec<&str> = r["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
+        let codes: Vec<&str> = r["interaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
         // search is not implemented yet, so it must not be claimed
         assert!(!codes.contains(&"search-type"), "{codes:?}");
         assert!(r.get("searchParam").is_none());
     }
-    assert!(cs["rest"][0].get("interaction").is_none(), "no system-level interactions yet");
+    assert!(
+        cs["rest"][0].get("interaction").is_none(),
+        "no system-level interactions yet"
+    );
     // everything claimed works: spot-check every interaction on one type
     let t = s.admin_token().await;
-    let c = s.create(&t, &json!({"resourceType": "Basic", "code": {"text": "x"}})).await;
+    let c = s
+        .create(&t, &json!({"resourceType": "Basic", "code": {"text": "x"}}))
+        .await;
     let id = c["id"].as_str().unwrap();
-    for path in [format!("Basic/{id}"), format!("Basic/{id}/_history/1"), format!("Basic/{id}/_history"), "Basic/_history".into()] {
+    for path in [
+        format!("Basic/{id}"),
+        format!("Basic/{id}/_history/1"),
+        format!("Basic/{id}/_history"),
+        "Basic/_history".into(),
+    ] {
         assert_eq!(s.get(&path, &t).send().await.unwrap().status(), 200, "{path}");
     }
     // search is not claimed and answers 405, not an empty bundle that looks like "no results"

@@ -8,11 +8,20 @@ use std::process::{Command, Stdio};
 use common::{Backend, TestServer, distinctive_patient};
 use serde_json::{Value, json};
 
-on_both_backends!(invalid_input_is_refused_and_nothing_stored, security_headers_everywhere, no_plaintext_phi_at_rest);
+on_both_backends!(
+    invalid_input_is_refused_and_nothing_stored,
+    security_headers_everywhere,
+    no_plaintext_phi_at_rest
+);
 
 async fn expect_outcome(resp: reqwest::Response, status: u16, path: Option<&str>) -> Value {
     assert_eq!(resp.status(), status);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/fhir+json")
+    );
     let oo: Value = resp.json().await.unwrap();
     assert_eq!(oo["resourceType"], "OperationOutcome", "{oo}");
     if let Some(path) = path {
@@ -36,27 +45,56 @@ async fn invalid_input_is_refused_and_nothing_stored(backend: Backend) {
 
     let mut unknown = distinctive_patient("V1");
     unknown["favouriteColour"] = json!("blue");
-    expect_outcome(s.post_json("Patient", &t, &unknown).send().await.unwrap(), 400, Some("Patient.favouriteColour")).await;
+    expect_outcome(
+        s.post_json("Patient", &t, &unknown).send().await.unwrap(),
+        400,
+        Some("Patient.favouriteColour"),
+    )
+    .await;
 
     let mut wrong_type = distinctive_patient("V2");
     wrong_type["active"] = json!("yes");
-    expect_outcome(s.post_json("Patient", &t, &wrong_type).send().await.unwrap(), 400, Some("Patient.active")).await;
+    expect_outcome(
+        s.post_json("Patient", &t, &wrong_type).send().await.unwrap(),
+        400,
+        Some("Patient.active"),
+    )
+    .await;
 
     let mut nested = distinctive_patient("V3");
     nested["name"][0]["given"] = json!([42]);
-    expect_outcome(s.post_json("Patient", &t, &nested).send().await.unwrap(), 400, Some("Patient.name[0].given[0]")).await;
+    expect_outcome(
+        s.post_json("Patient", &t, &nested).send().await.unwrap(),
+        400,
+        Some("Patient.name[0].given[0]"),
+    )
+    .await;
 
     let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
-    expect_outcome(s.post_json("Patient", &t, &obs).send().await.unwrap(), 400, Some("resourceType")).await;
+    expect_outcome(
+        s.post_json("Patient", &t, &obs).send().await.unwrap(),
+        400,
+        Some("resourceType"),
+    )
+    .await;
 
     expect_outcome(
-        post_raw(r#"{"resourceType":"Patient","active":true,"active":false}"#, fhir).send().await.unwrap(),
+        post_raw(r#"{"resourceType":"Patient","active":true,"active":false}"#, fhir)
+            .send()
+            .await
+            .unwrap(),
         400,
         Some("Patient.active"),
     )
     .await;
     expect_outcome(
-        post_raw(r#"{"resourceType":"Patient","name":[{"family":"a","family":"b"}]}"#, fhir).send().await.unwrap(),
+        post_raw(
+            r#"{"resourceType":"Patient","name":[{"family":"a","family":"b"}]}"#,
+            fhir,
+        )
+        .send()
+        .await
+        .unwrap(),
         400,
         Some("Patient.name[0].family"),
     )
@@ -70,42 +108,128 @@ async fn invalid_input_is_refused_and_nothing_stored(backend: Backend) {
     let resp = post_raw(&deep, fhir).send().await.unwrap();
     assert_eq!(resp.status(), 400);
 
-    let big = format!(r#"{{"resourceType":"Patient","text":{{"status":"generated","div":"<div>{}</div>"}}}}"#, "a".repeat(5 << 20));
+    let big = format!(
+        r#"{{"resourceType":"Patient","text":{{"status":"generated","div":"<div>{}</div>"}}}}"#,
+        "a".repeat(5 << 20)
+    );
     expect_outcome(post_raw(&big, fhir).send().await.unwrap(), 413, None).await;
 
-    expect_outcome(post_raw(r#"{"resourceType":"Patient"}"#, "application/xml").send().await.unwrap(), 415, None).await;
-    expect_outcome(post_raw(r#"{"resourceType":"Patient"}"#, "text/plain").send().await.unwrap(), 415, None).await;
+    expect_outcome(
+        post_raw(r#"{"resourceType":"Patient"}"#, "application/xml")
+            .send()
+            .await
+            .unwrap(),
+        415,
+        None,
+    )
+    .await;
+    expect_outcome(
+        post_raw(r#"{"resourceType":"Patient"}"#, "text/plain")
+            .send()
+            .await
+            .unwrap(),
+        415,
+        None,
+    )
+    .await;
     // plain application/json is accepted
-    assert_eq!(post_raw(r#"{"resourceType":"Patient","active":true}"#, "application/json").send().await.unwrap().status(), 201);
+    assert_eq!(
+        post_raw(r#"{"resourceType":"Patient","active":true}"#, "application/json")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
     expect_outcome(post_raw("{not json", fhir).send().await.unwrap(), 400, None).await;
-    expect_outcome(post_raw(r#"{"resourceType":"Patient"} trailing"#, fhir).send().await.unwrap(), 400, None).await;
+    expect_outcome(
+        post_raw(r#"{"resourceType":"Patient"} trailing"#, fhir)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        None,
+    )
+    .await;
 
     // update: body id must match the URL, ids must be well-formed
     let created = s.create(&t, &distinctive_patient("V4")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let mut other_id = created.clone();
     other_id["id"] = json!("someone-else");
-    expect_outcome(s.put_json(&format!("Patient/{id}"), &t, &other_id).send().await.unwrap(), 400, Some("Patient.id")).await;
+    expect_outcome(
+        s.put_json(&format!("Patient/{id}"), &t, &other_id)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        Some("Patient.id"),
+    )
+    .await;
     let mut no_id = created.clone();
     no_id.as_object_mut().unwrap().remove("id");
-    expect_outcome(s.put_json(&format!("Patient/{id}"), &t, &no_id).send().await.unwrap(), 400, Some("Patient.id")).await;
+    expect_outcome(
+        s.put_json(&format!("Patient/{id}"), &t, &no_id)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        Some("Patient.id"),
+    )
+    .await;
     let bad_id = "a".repeat(65);
-    expect_outcome(s.get(&format!("Patient/{bad_id}"), &t).send().await.unwrap(), 400, None).await;
+    expect_outcome(
+        s.get(&format!("Patient/{bad_id}"), &t).send().await.unwrap(),
+        400,
+        None,
+    )
+    .await;
     expect_outcome(s.get("Patient/bad$id", &t).send().await.unwrap(), 400, None).await;
 
     // nothing but the two good creates was stored
-    let hist: Value = s.get("Patient/_history", &t).send().await.unwrap().json().await.unwrap();
+    let hist: Value = s
+        .get("Patient/_history", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(hist["entry"].as_array().unwrap().len(), 2);
-    let v: Value = s.get(&format!("Patient/{id}"), &t).send().await.unwrap().json().await.unwrap();
+    let v: Value = s
+        .get(&format!("Patient/{id}"), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["meta"]["versionId"], "1");
 
     // error bodies carry no internals and no submitted values
-    let oo = expect_outcome(s.post_json("Patient", &t, &unknown).send().await.unwrap(), 400, None).await;
+    let oo = expect_outcome(
+        s.post_json("Patient", &t, &unknown).send().await.unwrap(),
+        400,
+        None,
+    )
+    .await;
     let text = oo.to_string();
-    for leak in ["blue", "Zyxwarfield", "SELECT", "sqlite", "postgres", "/tmp", ".rs:", "panicked"] {
+    for leak in [
+        "blue",
+        "Zyxwarfield",
+        "SELECT",
+        "sqlite",
+        "postgres",
+        "/tmp",
+        ".rs:",
+        "panicked",
+    ] {
         assert!(!text.contains(leak), "error body leaks {leak}: {text}");
     }
-    assert!(oo["extension"][0]["valueString"].is_string(), "request id in the outcome");
+    assert!(
+        oo["extension"][0]["valueString"].is_string(),
+        "request id in the outcome"
+    );
     s.stop().await;
 }
 
@@ -117,29 +241,57 @@ async fn security_headers_everywhere(backend: Backend) {
         s.client.get(format!("{}/healthz", s.url)),
         s.client.get(format!("{}/readyz", s.url)),
         s.client.get(format!("{}/oauth2/jwks", s.url)),
-        s.client.get(format!("{}/.well-known/openid-configuration", s.url)),
-        s.client.get(format!("{}/.well-known/smart-configuration", s.fhir)),
+        s.client
+            .get(format!("{}/.well-known/openid-configuration", s.url)),
+        s.client
+            .get(format!("{}/.well-known/smart-configuration", s.fhir)),
         s.client.get(format!("{}/Patient/x", s.fhir)),
         s.get("Patient/_history", &t),
         s.get("Patient/missing", &t),
         s.client.get(format!("{}/no/such/route", s.url)),
-        s.client.post(format!("{}/oauth2/token", s.url)).form(&[("grant_type", "client_credentials")]),
+        s.client
+            .post(format!("{}/oauth2/token", s.url))
+            .form(&[("grant_type", "client_credentials")]),
     ];
     for req in requests {
-        let resp = req.header("x-request-id", "client-chosen-1234").send().await.unwrap();
+        let resp = req
+            .header("x-request-id", "client-chosen-1234")
+            .send()
+            .await
+            .unwrap();
         let h = resp.headers();
         let url = resp.url().to_string();
         let hsts = h["strict-transport-security"].to_str().unwrap();
-        let max_age: u64 = hsts.split(';').next().unwrap().trim().strip_prefix("max-age=").unwrap().parse().unwrap();
+        let max_age: u64 = hsts
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .strip_prefix("max-age=")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(max_age >= 31_536_000, "{url}");
         assert_eq!(h["cache-control"], "no-store", "{url}");
         assert_eq!(h["x-content-type-options"], "nosniff", "{url}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{url}");
-        assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'none'"), "{url}");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'"),
+            "{url}"
+        );
         assert_eq!(h["x-request-id"], "client-chosen-1234", "{url}");
     }
     // a malformed request id is replaced, not echoed
-    let resp = s.client.get(format!("{}/healthz", s.url)).header("x-request-id", "bad id\twith junk").send().await.unwrap();
+    let resp = s
+        .client
+        .get(format!("{}/healthz", s.url))
+        .header("x-request-id", "bad id\twith junk")
+        .send()
+        .await
+        .unwrap();
     let rid = resp.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(rid).is_ok());
     s.stop().await;
@@ -152,8 +304,19 @@ async fn no_plaintext_phi_at_rest(backend: Backend) {
         s.create(&t, &distinctive_patient(tag)).await;
     }
     let planted = [
-        "Zyxwarfield", "zyxwarfield", "ZYXWARFIELD", "Quillonia", "quillonia", "MRNP177421", "555-01P1-8841",
-        "1937-04-19", "19370419", "Marrowgate", "marrowgate", "Quabbleton", "quabbleton",
+        "Zyxwarfield",
+        "zyxwarfield",
+        "ZYXWARFIELD",
+        "Quillonia",
+        "quillonia",
+        "MRNP177421",
+        "555-01P1-8841",
+        "1937-04-19",
+        "19370419",
+        "Marrowgate",
+        "marrowgate",
+        "Quabbleton",
+        "quabbleton",
     ];
     let dump: Vec<u8> = match backend {
         Backend::Sqlite => {
@@ -171,17 +334,21 @@ async fn no_plaintext_phi_at_rest(backend: Backend) {
         Backend::Postgres => {
             use sqlx::Row;
             let pool = sqlx::PgPool::connect(&s.config.store.url).await.unwrap();
-            let tables: Vec<String> = sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect();
+            let tables: Vec<String> =
+                sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.get::<String, _>(0))
+                    .collect();
             assert!(tables.len() >= 3, "{tables:?}");
             let mut text = String::new();
             for table in tables {
-                let rows = sqlx::query(&format!("SELECT t::text FROM \"{table}\" t")).fetch_all(&pool).await.unwrap();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{table}\" t")))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
                 for r in rows {
                     text.push_str(&r.get::<String, _>(0));
                     text.push('\n');
@@ -193,7 +360,11 @@ async fn no_plaintext_phi_at_rest(backend: Backend) {
     };
     let hay = String::from_utf8_lossy(&dump).to_string();
     for needle in planted {
-        assert!(!hay.contains(needle), "plaintext {needle} found at rest ({:?})", s.backend);
+        assert!(
+            !hay.contains(needle),
+            "plaintext {needle} found at rest ({:?})",
+            s.backend
+        );
     }
     // control: the same scan finds a value we know is stored in clear (a resource type)
     assert!(hay.contains("Patient"));
@@ -203,12 +374,22 @@ async fn no_plaintext_phi_at_rest(backend: Backend) {
 /// TS-1: run the system's OpenSSL client against the server.
 fn openssl(port: u16, args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("openssl is installed");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let connected = out.status.success() && text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
     (connected, text)
 }
@@ -240,7 +421,10 @@ async fn tls_versions_and_suites() {
         assert_eq!(*connected, expected, "{name}: {text}");
     }
     // plain HTTP on the TLS port gets no HTTP answer
-    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
     s.stop().await;
 }
@@ -250,7 +434,12 @@ async fn init_output_and_refusal_and_client_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("w");
     let bin = env!("CARGO_BIN_EXE_ward");
-    let out = Command::new(bin).args(["init", "--dir"]).arg(&dir).args(["--json", "--listen", "127.0.0.1:18443"]).output().unwrap();
+    let out = Command::new(bin)
+        .args(["init", "--dir"])
+        .arg(&dir)
+        .args(["--json", "--listen", "127.0.0.1:18443"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     for field in ["fhir_base", "ca_cert", "admin_client_id", "admin_client_secret"] {
@@ -269,7 +458,11 @@ async fn init_output_and_refusal_and_client_cli() {
     assert_eq!(mode(&dir.join("tls/server.key")), 0o600);
 
     // refuses to overwrite
-    let again = Command::new(bin).args(["init", "--dir"]).arg(&dir).output().unwrap();
+    let again = Command::new(bin)
+        .args(["init", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
@@ -277,22 +470,49 @@ async fn init_output_and_refusal_and_client_cli() {
     let out = Command::new(bin)
         .args(["client", "create", "--dir"])
         .arg(&dir)
-        .args(["--name", "lab", "--scopes", "system/Patient.rs system/Observation.cruds", "--json"])
+        .args([
+            "--name",
+            "lab",
+            "--scopes",
+            "system/Patient.rs system/Observation.cruds",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let c: Value = serde_json::from_slice(&out.stdout).unwrap();
     let cid = c["client_id"].as_str().unwrap().to_owned();
     let csecret = c["client_secret"].as_str().unwrap().to_owned();
-    let out = Command::new(bin).args(["client", "list", "--json", "--dir"]).arg(&dir).output().unwrap();
+    let out = Command::new(bin)
+        .args(["client", "list", "--json", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     let list = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(list.contains(&cid));
-    assert!(!list.contains(&csecret) && !list.contains("argon2"), "list never shows secrets or hashes");
-    let out = Command::new(bin).args(["client", "disable", "--dir"]).arg(&dir).arg(&cid).output().unwrap();
+    assert!(
+        !list.contains(&csecret) && !list.contains("argon2"),
+        "list never shows secrets or hashes"
+    );
+    let out = Command::new(bin)
+        .args(["client", "disable", "--dir"])
+        .arg(&dir)
+        .arg(&cid)
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let out = Command::new(bin).args(["client", "list", "--json", "--dir"]).arg(&dir).output().unwrap();
+    let out = Command::new(bin)
+        .args(["client", "list", "--json", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(list.as_array().unwrap().iter().any(|c| c["client_id"] == cid.as_str() && c["disabled"] == true));
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_id"] == cid.as_str() && c["disabled"] == true)
+    );
 
     // secrets are stored only as argon2id hashes
     let mut db = Vec::new();
@@ -308,12 +528,20 @@ async fn init_output_and_refusal_and_client_cli() {
 
     // the server refuses to start when the key directory is readable by others
     std::fs::set_permissions(dir.join("keys"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(bin).args(["serve", "--dir"]).arg(&dir).output().unwrap();
+    let out = Command::new(bin)
+        .args(["serve", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     std::fs::set_permissions(dir.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
     let kek = dir.join("keys/kek.key");
     std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let out = Command::new(bin).args(["serve", "--dir"]).arg(&dir).output().unwrap();
+    let out = Command::new(bin)
+        .args(["serve", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kek.key"));
 }

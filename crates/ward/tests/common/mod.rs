@@ -48,9 +48,15 @@ impl TestServer {
         .await
         .expect("ward init");
         let config = Config::load(Some(&dir), None).unwrap();
-        let server = ward_server::start(config.clone(), Some(listener)).await.expect("server start");
+        let server = ward_server::start(config.clone(), Some(listener))
+            .await
+            .expect("server start");
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&out.ca_cert).unwrap()).unwrap();
-        let client = Client::builder().tls_certs_only([ca]).https_only(true).build().unwrap();
+        let client = Client::builder()
+            .tls_certs_only([ca])
+            .https_only(true)
+            .build()
+            .unwrap();
         TestServer {
             backend,
             url: config.server.public_url.clone(),
@@ -76,7 +82,10 @@ impl TestServer {
     pub async fn new_client(&self, scopes: &str) -> (String, String) {
         let c = ward::clients::create(
             &self.config,
-            ward::clients::NewClient { name: "test".into(), scopes: scopes.into() },
+            ward::clients::NewClient {
+                name: "test".into(),
+                scopes: scopes.into(),
+            },
         )
         .await
         .unwrap();
@@ -108,7 +117,9 @@ impl TestServer {
     }
 
     pub fn get(&self, path: &str, token: &str) -> RequestBuilder {
-        self.client.get(format!("{}/{}", self.fhir, path)).bearer_auth(token)
+        self.client
+            .get(format!("{}/{}", self.fhir, path))
+            .bearer_auth(token)
     }
 
     pub fn post_json(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {

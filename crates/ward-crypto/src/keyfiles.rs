@@ -1,0 +1,234 @@
+//! The local key-file provider: a directory (mode 0700) holding `kek.key` (the KEK, base64 of
+//! 32 random bytes) and `jwt-es256.p8` (the ES256 signing key, PKCS#8 DER), both mode 0600.
+//! Loading refuses a directory or file that group or others can access.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
+
+use crate::{Error, Kek, Result, SigningKey};
+
+pub const KEK_FILE: &str = "kek.key";
+pub const SIGNING_KEY_FILE: &str = "jwt-es256.p8";
+const DIR_LABEL: &str = "key directory";
+
+/// Creates `keys_dir` (mode 0700) with a new KEK and a new ES256 signing key (files mode 0600,
+/// created exclusively with their mode set at open time). Refuses to overwrite either file.
+pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(keys_dir) {
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(Error::Io {
+                    name: DIR_LABEL.into(),
+                    kind: std::io::ErrorKind::NotADirectory,
+                });
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(Error::InsecurePermissions {
+                    name: DIR_LABEL.into(),
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(keys_dir)
+                .map_err(|e| Error::io(DIR_LABEL, &e))?;
+        }
+        Err(e) => return Err(Error::io(DIR_LABEL, &e)),
+    }
+    for name in [KEK_FILE, SIGNING_KEY_FILE] {
+        if fs::symlink_metadata(keys_dir.join(name)).is_ok() {
+            return Err(Error::AlreadyExists { name: name.into() });
+        }
+    }
+
+    let kek = Zeroizing::new(crate::random_bytes(Kek::LEN));
+    let mut kek_text = Zeroizing::new(STANDARD.encode(&*kek));
+    kek_text.push('\n');
+    write_new(keys_dir, KEK_FILE, kek_text.as_bytes())?;
+
+    let signing = SigningKey::generate()?;
+    write_new(keys_dir, SIGNING_KEY_FILE, signing.pkcs8_der())?;
+
+    if let Ok(dir) = fs::File::open(keys_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn write_new(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(name))
+        .map_err(|e| Error::io(name, &e))?;
+    f.write_all(contents).map_err(|e| Error::io(name, &e))?;
+    f.sync_all().map_err(|e| Error::io(name, &e))?;
+    Ok(())
+}
+
+/// The key directory and every entry in it must have no group/other permission bits.
+/// Symbolic links (whose mode is always 0777) are refused too.
+pub fn check_permissions(keys_dir: &Path) -> Result<()> {
+    let meta = fs::metadata(keys_dir).map_err(|e| Error::io(DIR_LABEL, &e))?;
+    if !meta.is_dir() {
+        return Err(Error::Io {
+            name: DIR_LABEL.into(),
+            kind: std::io::ErrorKind::NotADirectory,
+        });
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::InsecurePermissions {
+            name: DIR_LABEL.into(),
+        });
+    }
+    let mut names = Vec::new();
+    for entry in fs::read_dir(keys_dir).map_err(|e| Error::io(DIR_LABEL, &e))? {
+        let entry = entry.map_err(|e| Error::io(DIR_LABEL, &e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let meta = fs::symlink_metadata(entry.path()).map_err(|e| Error::io(&name, &e))?;
+        if meta.file_type().is_symlink() || meta.permissions().mode() & 0o077 != 0 {
+            names.push(name);
+        }
+    }
+    names.sort();
+    match names.into_iter().next() {
+        Some(name) => Err(Error::InsecurePermissions { name }),
+        None => Ok(()),
+    }
+}
+
+fn read_secret(keys_dir: &Path, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+    fs::read(keys_dir.join(name))
+        .map(Zeroizing::new)
+        .map_err(|e| Error::io(name, &e))
+}
+
+/// Loads the KEK (raw 32 bytes, or base64 text of 32 bytes) after checking permissions.
+pub fn load_kek(keys_dir: &Path) -> Result<Kek> {
+    check_permissions(keys_dir)?;
+    let raw = read_secret(keys_dir, KEK_FILE)?;
+    if raw.len() == Kek::LEN {
+        return Kek::from_bytes(&raw);
+    }
+    let text = std::str::from_utf8(&raw).map_err(|_| Error::Malformed("key file kek.key"))?;
+    let decoded = Zeroizing::new(
+        STANDARD
+            .decode(text.trim())
+            .map_err(|_| Error::Malformed("key file kek.key"))?,
+    );
+    Kek::from_bytes(&decoded)
+}
+
+/// Loads the ES256 signing key (PKCS#8 DER) after checking permissions.
+pub fn load_signing_key(keys_dir: &Path) -> Result<SigningKey> {
+    check_permissions(keys_dir)?;
+    let der = read_secret(keys_dir, SIGNING_KEY_FILE)?;
+    SigningKey::from_pkcs8_der(&der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chmod(p: &Path, mode: u32) {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn create_and_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        create_key_dir(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        for f in [KEK_FILE, SIGNING_KEY_FILE] {
+            assert_eq!(
+                fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        check_permissions(&dir).unwrap();
+        let kek = load_kek(&dir).unwrap();
+        let sk = load_signing_key(&dir).unwrap();
+        assert_eq!(sk.public_key_uncompressed().len(), 65);
+        // KEK works and is stable across loads.
+        let dk = crate::DataKey::generate().unwrap();
+        let wrapped = kek.wrap(&dk).unwrap();
+        assert_eq!(load_kek(&dir).unwrap().unwrap(&wrapped).unwrap(), dk);
+    }
+
+    #[test]
+    fn refuses_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        create_key_dir(&dir).unwrap();
+        let before = fs::read(dir.join(KEK_FILE)).unwrap();
+        let err = create_key_dir(&dir).unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        assert_eq!(fs::read(dir.join(KEK_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn refuses_loose_permissions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        create_key_dir(&dir).unwrap();
+
+        chmod(&dir.join(KEK_FILE), 0o644);
+        let err = load_kek(&dir).unwrap_err();
+        match &err {
+            Error::InsecurePermissions { name } => assert_eq!(name, KEK_FILE),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("kek.key"));
+        assert!(!err.to_string().contains(tmp.path().to_str().unwrap()));
+        assert!(load_signing_key(&dir).is_err());
+        chmod(&dir.join(KEK_FILE), 0o600);
+
+        chmod(&dir.join(SIGNING_KEY_FILE), 0o640);
+        match load_signing_key(&dir).unwrap_err() {
+            Error::InsecurePermissions { name } => assert_eq!(name, SIGNING_KEY_FILE),
+            other => panic!("unexpected {other:?}"),
+        }
+        chmod(&dir.join(SIGNING_KEY_FILE), 0o600);
+
+        chmod(&dir, 0o755);
+        assert!(matches!(load_kek(&dir), Err(Error::InsecurePermissions { .. })));
+        assert!(matches!(
+            create_key_dir(&dir),
+            Err(Error::InsecurePermissions { .. })
+        ));
+        chmod(&dir, 0o700);
+
+        // Any other stray file with loose bits is refused too.
+        fs::write(dir.join("notes.txt"), b"x").unwrap();
+        chmod(&dir.join("notes.txt"), 0o604);
+        assert!(matches!(load_kek(&dir), Err(Error::InsecurePermissions { name }) if name == "notes.txt"));
+        fs::remove_file(dir.join("notes.txt")).unwrap();
+        load_kek(&dir).unwrap();
+    }
+
+    #[test]
+    fn raw_kek_file_accepted_and_bad_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        write_new(&dir, KEK_FILE, &[3u8; 32]).unwrap();
+        let kek = load_kek(&dir).unwrap();
+        let dk = crate::DataKey::generate().unwrap();
+        let w = kek.wrap(&dk).unwrap();
+        assert_eq!(Kek::from_bytes(&[3u8; 32]).unwrap().unwrap(&w).unwrap(), dk);
+        fs::remove_file(dir.join(KEK_FILE)).unwrap();
+        write_new(&dir, KEK_FILE, b"not base64!!").unwrap();
+        assert!(matches!(load_kek(&dir), Err(Error::Malformed(_))));
+        assert!(matches!(load_signing_key(&dir), Err(Error::Io { .. })));
+    }
+}

@@ -1,0 +1,28 @@
+//! ward-crypto: the cryptographic safeguards of Ward, pure and synchronous.
+//!
+//! * [`Envelope`]: AES-256-GCM envelope encryption of stored resource versions (EN-1), the
+//!   associated data ([`Aad`]) binds tenant, type, id and version so ciphertexts cannot be swapped.
+//! * [`Kek`]: the key-encryption key that wraps data keys with AES key wrap (EN-2).
+//! * [`BlindIndexer`]: keyed HMAC blind indexes for identifying search values (EN-4).
+//! * [`SigningKey`]: the ES256 key that signs access tokens.
+//! * [`keyfiles`]: the local key-file provider with strict file permissions.
+//! * [`SecretBytes`], [`DataKey`]: zeroizing secret wrappers with redacted `Debug` (EN-5).
+//!
+//! No error message produced here contains key material or plaintext.
+
+mod blind;
+mod envelope;
+mod error;
+mod kek;
+pub mod keyfiles;
+mod rand;
+mod secret;
+mod signing;
+
+pub use blind::{BlindIndexer, sha256};
+pub use envelope::{Aad, Envelope, FORMAT_VERSION};
+pub use error::{Error, Result};
+pub use kek::Kek;
+pub use rand::{random_bytes, random_token};
+pub use secret::{DataKey, SecretBytes};
+pub use signing::SigningKey;

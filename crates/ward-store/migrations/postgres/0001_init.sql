@@ -1,0 +1,57 @@
+-- Ward store schema v1 (PostgreSQL). Integers are BIGINT (64-bit), bytes BYTEA, booleans 0/1.
+-- No plaintext PHI: resource JSON only as AES-256-GCM ciphertext, index values only as HMACs
+-- (plus the plaintext year of indexed dates).
+
+CREATE TABLE resource_version (
+    tenant          TEXT    NOT NULL,
+    rtype           TEXT    NOT NULL,
+    id              TEXT    NOT NULL,
+    version         BIGINT NOT NULL,
+    last_updated    TEXT    NOT NULL,
+    last_updated_ms BIGINT NOT NULL,
+    deleted         BIGINT NOT NULL CHECK (deleted IN (0, 1)),
+    key_epoch       BIGINT,
+    ciphertext      BYTEA,
+    content_hash    BYTEA,
+    PRIMARY KEY (tenant, rtype, id, version)
+);
+CREATE INDEX resource_version_by_time ON resource_version (tenant, last_updated_ms);
+CREATE INDEX resource_version_by_type_time ON resource_version (tenant, rtype, last_updated_ms);
+
+CREATE TABLE resource_current (
+    tenant  TEXT    NOT NULL,
+    rtype   TEXT    NOT NULL,
+    id      TEXT    NOT NULL,
+    version BIGINT NOT NULL,
+    deleted BIGINT NOT NULL CHECK (deleted IN (0, 1)),
+    PRIMARY KEY (tenant, rtype, id),
+    FOREIGN KEY (tenant, rtype, id, version) REFERENCES resource_version (tenant, rtype, id, version)
+);
+
+CREATE TABLE blind_index (
+    tenant TEXT    NOT NULL,
+    rtype  TEXT    NOT NULL,
+    id     TEXT    NOT NULL,
+    param  TEXT    NOT NULL,
+    hash   BYTEA    NOT NULL,
+    year   BIGINT
+);
+CREATE INDEX blind_index_lookup ON blind_index (tenant, rtype, param, hash);
+CREATE INDEX blind_index_owner ON blind_index (tenant, rtype, id);
+
+CREATE TABLE wrapped_key (
+    purpose    TEXT    NOT NULL,
+    epoch      BIGINT NOT NULL,
+    wrapped    BYTEA    NOT NULL,
+    created_at TEXT    NOT NULL,
+    PRIMARY KEY (purpose, epoch)
+);
+
+CREATE TABLE oauth_client (
+    client_id   TEXT    NOT NULL PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    secret_hash TEXT    NOT NULL,
+    scopes      TEXT    NOT NULL,
+    disabled    BIGINT NOT NULL CHECK (disabled IN (0, 1)),
+    created_at  TEXT    NOT NULL
+);

@@ -1,0 +1,1113 @@
+//! ward-store: persistence of versioned, encrypted FHIR resources, their blind search index and
+//! OAuth clients, on SQLite or PostgreSQL.
+//!
+//! One implementation serves both backends through sqlx's `Any` driver: all DML is written once
+//! with `$n` placeholders; only the DDL migrations differ per backend (`migrations/sqlite`,
+//! `migrations/postgres`).
+//!
+//! Safeguards implemented here:
+//! * EN-1: every resource version is sealed with AES-256-GCM under the current data key with
+//!   AAD = (tenant, type, id, version); no plaintext resource JSON reaches the database.
+//! * EN-4: identifying search values are stored only as keyed HMACs (blind indexes); dates keep
+//!   at most their plaintext year.
+//! * IN-1: every change is a new version; delete writes a tombstone version.
+//! * IN-2: optimistic concurrency; a lost race surfaces as [`StoreError::VersionConflict`].
+//! * IN-3: each version stores the SHA-256 of its plaintext; every read verifies the AEAD tag and
+//!   the hash and fails with [`StoreError::Integrity`] (and an error log line) on mismatch.
+
+mod error;
+mod fhir_index;
+mod index;
+mod keys;
+pub mod testing;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, SqlSafeStr, Transaction};
+use time::OffsetDateTime;
+use ward_crypto::{Aad, BlindIndexer, Envelope, Kek, sha256};
+use zeroize::Zeroizing;
+
+pub use error::StoreError;
+pub use index::{MAX_PREFIX_CHARS, prefix_label};
+
+/// The single tenant used for now.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Maximum attempts of an update without `If-Match` that loses a race to a concurrent writer.
+const UPDATE_ATTEMPTS: usize = 5;
+/// Rows per multi-row INSERT into `blind_index` (6 parameters each).
+const INDEX_ROWS_PER_INSERT: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Per-connection settings for SQLite.
+///
+/// `synchronous=FULL`: in WAL mode `NORMAL` survives an application crash but may lose the last
+/// commits on power loss or OS crash; an acknowledged FHIR write (and later its audit record) must
+/// be durable, so every commit syncs the WAL. With one writer connection the cost is one fsync
+/// per write transaction.
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// Migrations: (version, description, SQLite DDL, PostgreSQL DDL).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// Handle to the store. Cheap to clone; safe to share between tasks.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    /// All writes go through this pool (one connection for SQLite, so writers never hit BUSY).
+    writer: AnyPool,
+    /// Reads (for PostgreSQL the same pool as `writer`).
+    reader: AnyPool,
+    tenant: String,
+    envelope: Envelope,
+    indexer: BlindIndexer,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .field("tenant", &self.inner.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stored version of a resource. `resource` is `None` for a tombstone.
+#[derive(Clone, PartialEq)]
+pub struct Stored {
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: OffsetDateTime,
+    pub deleted: bool,
+    pub resource: Option<Value>,
+}
+
+impl fmt::Debug for Stored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stored")
+            .field("rtype", &self.rtype)
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("last_updated", &self.last_updated)
+            .field("deleted", &self.deleted)
+            .field("resource", &self.resource.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A registered OAuth client. `Debug` redacts `secret_hash`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub scopes: String,
+    pub disabled: bool,
+    pub created_at: OffsetDateTime,
+}
+
+impl fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field("secret_hash", &"***")
+            .field("scopes", &self.scopes)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// The current pointer of a resource as seen inside a write transaction.
+struct Current {
+    version: i64,
+    deleted: bool,
+    last_updated_ms: i64,
+}
+
+// PostgreSQL locks the current pointer row (FOR UPDATE) so concurrent writers of one resource
+// queue up instead of failing. The lock query must not join: under READ COMMITTED a join would
+// be re-evaluated against the stale joined row after the wait and return nothing.
+const SELECT_CURRENT_FOR_WRITE_SQLITE: &str = "SELECT version, deleted FROM resource_current \
+     WHERE tenant = $1 AND rtype = $2 AND id = $3";
+const SELECT_CURRENT_FOR_WRITE_PG: &str = "SELECT version, deleted FROM resource_current \
+     WHERE tenant = $1 AND rtype = $2 AND id = $3 FOR UPDATE";
+const VERSION_COLUMNS: &str =
+    "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.ciphertext, v.content_hash";
+
+/// Formats an instant as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T12:00:00.123Z`.
+pub fn format_instant(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+fn ms_to_instant(ms: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt("timestamp out of range".into()))
+}
+
+/// Milliseconds since the epoch, never earlier than `not_before` (keeps a resource's versions in
+/// time order even if the clock steps back).
+fn now_ms(not_before: Option<i64>) -> i64 {
+    let ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    not_before.map_or(ms, |nb| ms.max(nb))
+}
+
+/// Smallest whole millisecond at or after `t`.
+fn ceil_ms(t: OffsetDateTime) -> i64 {
+    let ns = t.unix_timestamp_nanos();
+    let ms = ns.div_euclid(1_000_000) + i128::from(ns.rem_euclid(1_000_000) > 0);
+    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping every other field and key order.
+fn stamp(
+    resource: &mut Value,
+    rtype: &str,
+    id: &str,
+    version: i64,
+    last_updated: &str,
+) -> Result<(), StoreError> {
+    let obj = resource
+        .as_object_mut()
+        .ok_or_else(|| StoreError::Corrupt("resource is not a JSON object".into()))?;
+    match obj.get("resourceType") {
+        Some(Value::String(t)) if t == rtype => {}
+        None => {
+            obj.shift_insert(0, "resourceType".into(), Value::String(rtype.into()));
+        }
+        Some(_) => return Err(StoreError::Corrupt("resourceType does not match the type".into())),
+    }
+    if let Some(v) = obj.get_mut("id") {
+        *v = Value::String(id.into());
+    } else {
+        let at = obj.keys().position(|k| k == "resourceType").map_or(0, |i| i + 1);
+        obj.shift_insert(at, "id".into(), Value::String(id.into()));
+    }
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let meta = match meta {
+        Value::Object(m) => m,
+        other => {
+            *other = Value::Object(serde_json::Map::new());
+            other
+                .as_object_mut()
+                .ok_or_else(|| StoreError::Corrupt("meta".into()))?
+        }
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(last_updated.into()));
+    Ok(())
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, desc, sqlite, pg)| {
+            let sql = match backend {
+                Backend::Sqlite => *sqlite,
+                Backend::Postgres => *pg,
+            };
+            Migration::new(
+                *version,
+                (*desc).into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut m = Migrator::with_migrations(migrations);
+    m.dangerous_set_table_name("ward_schema_migrations");
+    m
+}
+
+async fn sqlite_pool(url: &str, max: u32, read_only: bool) -> Result<AnyPool, StoreError> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                for pragma in SQLITE_PRAGMAS {
+                    sqlx::query(*pragma).execute(&mut *conn).await?;
+                }
+                if read_only {
+                    sqlx::query("PRAGMA query_only = ON").execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` (`sqlite://PATH?mode=rwc` or
+    /// `postgres://...`), applies migrations and loads (or creates) the wrapped data and index
+    /// keys, unwrapping them with `kek`. A wrong KEK fails here with [`StoreError::Crypto`].
+    pub async fn open(url: &str, kek: &Kek) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "unsupported database URL scheme (expected sqlite: or postgres:)".into(),
+            )));
+        };
+        let (writer, reader) = match backend {
+            Backend::Sqlite => {
+                let writer = sqlite_pool(url, 1, false).await?;
+                migrator(backend).run(&writer).await?;
+                let reader = sqlite_pool(url, 4, true).await?;
+                (writer, reader)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await?;
+                migrator(backend).run(&pool).await?;
+                (pool.clone(), pool)
+            }
+        };
+        let (envelope, indexer) = keys::load_or_create(&writer, kek).await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                writer,
+                reader,
+                tenant: DEFAULT_TENANT.to_owned(),
+                envelope,
+                indexer,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.inner.tenant
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.inner.reader).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+
+    // ----- resources -------------------------------------------------------------------------
+
+    /// Creates a resource with a server-assigned id (UUID v4) as version 1.
+    pub async fn create(&self, rtype: &str, resource: Value) -> Result<Stored, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.create_with_id(rtype, &id, resource).await
+    }
+
+    /// Creates version 1 of a resource with the given id. [`StoreError::Duplicate`] if a resource
+    /// (live or deleted) with this id exists.
+    pub async fn create_with_id(&self, rtype: &str, id: &str, resource: Value) -> Result<Stored, StoreError> {
+        self.put(rtype, id, &resource, None, true).await.map(|(s, _)| s)
+    }
+
+    /// Ids of the live resources of `rtype` matching all criteria (exact match). Supported
+    /// parameters: `_id` and the blind-indexed parameters of the type.
+    pub async fn find_matching(
+        &self,
+        rtype: &str,
+        criteria: &[(String, String)],
+    ) -> Result<Vec<String>, StoreError> {
+        if criteria.is_empty() {
+            return Err(StoreError::UnsupportedCriteria(String::new()));
+        }
+        enum Crit {
+            Id(String),
+            Hash(String, [u8; 32]),
+        }
+        let mut crits = Vec::with_capacity(criteria.len());
+        for (param, value) in criteria {
+            if param == "_id" {
+                crits.push(Crit::Id(value.clone()));
+            } else {
+                let (label, hash) = index::criterion_hash(&self.inner.indexer, rtype, param, value)
+                    .ok_or_else(|| StoreError::UnsupportedCriteria(param.clone()))?;
+                crits.push(Crit::Hash(label, hash));
+            }
+        }
+        let tenant = self.tenant();
+        let mut result: Option<BTreeSet<String>> = None;
+        for c in crits {
+            let rows = match c {
+                Crit::Id(id) => {
+                    sqlx::query(
+                        "SELECT id FROM resource_current \
+                         WHERE tenant = $1 AND rtype = $2 AND id = $3 AND deleted = 0",
+                    )
+                    .bind(tenant)
+                    .bind(rtype)
+                    .bind(id)
+                    .fetch_all(&self.inner.reader)
+                    .await?
+                }
+                Crit::Hash(label, hash) => {
+                    sqlx::query(
+                        "SELECT DISTINCT b.id FROM blind_index b JOIN resource_current c \
+                           ON c.tenant = b.tenant AND c.rtype = b.rtype AND c.id = b.id \
+                         WHERE b.tenant = $1 AND b.rtype = $2 AND b.param = $3 AND b.hash = $4 \
+                           AND c.deleted = 0",
+                    )
+                    .bind(tenant)
+                    .bind(rtype)
+                    .bind(label)
+                    .bind(hash.to_vec())
+                    .fetch_all(&self.inner.reader)
+                    .await?
+                }
+            };
+            let ids = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            let next = match result {
+                None => ids,
+                Some(prev) => prev.intersection(&ids).cloned().collect(),
+            };
+            if next.is_empty() {
+                return Ok(Vec::new());
+            }
+            result = Some(next);
+        }
+        Ok(result.unwrap_or_default().into_iter().collect())
+    }
+
+    /// The current version. [`StoreError::NotFound`] if it never existed,
+    /// [`StoreError::Gone`] if the current version is a tombstone.
+    pub async fn read(&self, rtype: &str, id: &str) -> Result<Stored, StoreError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_current c JOIN resource_version v \
+               ON v.tenant = c.tenant AND v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
+             WHERE c.tenant = $1 AND c.rtype = $2 AND c.id = $3"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(self.tenant())
+            .bind(rtype)
+            .bind(id)
+            .fetch_optional(&self.inner.reader)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.gone_or_live(self.decode(&row)?)
+    }
+
+    /// A specific version. A tombstone version gives [`StoreError::Gone`].
+    pub async fn vread(&self, rtype: &str, id: &str, version: i64) -> Result<Stored, StoreError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version v \
+             WHERE v.tenant = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(self.tenant())
+            .bind(rtype)
+            .bind(id)
+            .bind(version)
+            .fetch_optional(&self.inner.reader)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.gone_or_live(self.decode(&row)?)
+    }
+
+    fn gone_or_live(&self, s: Stored) -> Result<Stored, StoreError> {
+        if s.deleted {
+            Err(StoreError::Gone {
+                version: s.version,
+                last_updated: s.last_updated,
+            })
+        } else {
+            Ok(s)
+        }
+    }
+
+    /// Writes a new version. With `if_match`, the current version must equal it
+    /// ([`StoreError::VersionConflict`] otherwise). A missing resource is created with this id
+    /// (`created = true`) unless `if_match` is given ([`StoreError::NotFound`]). Updating a deleted
+    /// resource revives it as a new version (`created = true`).
+    pub async fn update(
+        &self,
+        rtype: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<i64>,
+    ) -> Result<(Stored, bool), StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.put(rtype, id, &resource, if_match, false).await {
+                Err(StoreError::VersionConflict { .. })
+                    if if_match.is_none() && attempt < UPDATE_ATTEMPTS =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes a tombstone version. `None` if the resource never existed; deleting a deleted
+    /// resource returns the existing tombstone (after the `if_match` check).
+    pub async fn delete(
+        &self,
+        rtype: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<Stored>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_delete(rtype, id, if_match).await {
+                Err(StoreError::VersionConflict { .. })
+                    if if_match.is_none() && attempt < UPDATE_ATTEMPTS =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Versions, newest first. `rtype: None` covers all types; `id` requires `rtype`.
+    /// `since` keeps versions last updated at or after that instant.
+    pub async fn history(
+        &self,
+        rtype: Option<&str>,
+        id: Option<&str>,
+        since: Option<OffsetDateTime>,
+        count: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        if id.is_some() && rtype.is_none() {
+            return Err(StoreError::UnsupportedCriteria("_id without type".into()));
+        }
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!("SELECT {VERSION_COLUMNS} FROM resource_version v WHERE v.tenant = $1");
+        let mut n = 1;
+        if rtype.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND v.rtype = ${n}"));
+        }
+        if id.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND v.id = ${n}"));
+        }
+        if since.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND v.last_updated_ms >= ${n}"));
+        }
+        n += 1;
+        sql.push_str(&format!(
+            " ORDER BY v.last_updated_ms DESC, v.rtype, v.id, v.version DESC LIMIT ${n}"
+        ));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(self.tenant());
+        if let Some(t) = rtype {
+            q = q.bind(t);
+        }
+        if let Some(i) = id {
+            q = q.bind(i);
+        }
+        if let Some(s) = since {
+            q = q.bind(ceil_ms(s));
+        }
+        q = q.bind(i64::try_from(count).unwrap_or(i64::MAX));
+        let rows = q.fetch_all(&self.inner.reader).await?;
+        rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    // ----- write internals ---------------------------------------------------------------------
+
+    async fn current_for_write(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        rtype: &str,
+        id: &str,
+    ) -> Result<Option<Current>, StoreError> {
+        let sql = match self.inner.backend {
+            Backend::Sqlite => SELECT_CURRENT_FOR_WRITE_SQLITE,
+            Backend::Postgres => SELECT_CURRENT_FOR_WRITE_PG,
+        };
+        let row = sqlx::query(sql)
+            .bind(self.tenant())
+            .bind(rtype)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let version: i64 = row.try_get("version")?;
+        let deleted = row.try_get::<i64, _>("deleted")? != 0;
+        let last_updated_ms: i64 = sqlx::query(
+            "SELECT last_updated_ms FROM resource_version \
+             WHERE tenant = $1 AND rtype = $2 AND id = $3 AND version = $4",
+        )
+        .bind(self.tenant())
+        .bind(rtype)
+        .bind(id)
+        .bind(version)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("last_updated_ms")?;
+        Ok(Some(Current {
+            version,
+            deleted,
+            last_updated_ms,
+        }))
+    }
+
+    /// The error for a write that lost a race: the current version as now committed.
+    async fn conflict(&self, rtype: &str, id: &str) -> StoreError {
+        let current =
+            sqlx::query("SELECT version FROM resource_current WHERE tenant = $1 AND rtype = $2 AND id = $3")
+                .bind(self.tenant())
+                .bind(rtype)
+                .bind(id)
+                .fetch_optional(&self.inner.writer)
+                .await;
+        match current {
+            Ok(Some(r)) => match r.try_get::<i64, _>("version") {
+                Ok(v) => StoreError::VersionConflict { current: v },
+                Err(e) => e.into(),
+            },
+            Ok(None) => StoreError::VersionConflict { current: 0 },
+            Err(e) => e.into(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_version(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        rtype: &str,
+        id: &str,
+        version: i64,
+        last_updated: OffsetDateTime,
+        sealed: Option<(u32, Vec<u8>, [u8; 32])>,
+    ) -> Result<(), sqlx::Error> {
+        let last_updated_ms = ceil_ms(last_updated);
+        let last_updated = format_instant(last_updated);
+        let (deleted, epoch, ct, hash) = match sealed {
+            Some((e, ct, h)) => (0i64, Some(i64::from(e)), Some(ct), Some(h.to_vec())),
+            None => (1i64, None, None, None),
+        };
+        sqlx::query(
+            "INSERT INTO resource_version (tenant, rtype, id, version, last_updated, last_updated_ms, \
+             deleted, key_epoch, ciphertext, content_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(self.tenant())
+        .bind(rtype)
+        .bind(id)
+        .bind(version)
+        .bind(last_updated)
+        .bind(last_updated_ms)
+        .bind(deleted)
+        .bind(epoch)
+        .bind(ct)
+        .bind(hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves the current pointer; returns false if another writer moved it first.
+    async fn set_current(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        rtype: &str,
+        id: &str,
+        prev: Option<i64>,
+        version: i64,
+        deleted: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let deleted = i64::from(deleted);
+        let res = match prev {
+            None => {
+                sqlx::query(
+                    "INSERT INTO resource_current (tenant, rtype, id, version, deleted) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(self.tenant())
+                .bind(rtype)
+                .bind(id)
+                .bind(version)
+                .bind(deleted)
+                .execute(&mut **tx)
+                .await
+            }
+            Some(prev) => {
+                sqlx::query(
+                    "UPDATE resource_current SET version = $1, deleted = $2 \
+                     WHERE tenant = $3 AND rtype = $4 AND id = $5 AND version = $6",
+                )
+                .bind(version)
+                .bind(deleted)
+                .bind(self.tenant())
+                .bind(rtype)
+                .bind(id)
+                .bind(prev)
+                .execute(&mut **tx)
+                .await
+            }
+        };
+        match res {
+            Ok(r) => Ok(r.rows_affected() == 1),
+            Err(e) if error::is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the index rows of a resource (only the current version is indexed).
+    async fn replace_index(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        rtype: &str,
+        id: &str,
+        rows: &[index::IndexRow],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM blind_index WHERE tenant = $1 AND rtype = $2 AND id = $3")
+            .bind(self.tenant())
+            .bind(rtype)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        for chunk in rows.chunks(INDEX_ROWS_PER_INSERT) {
+            let mut sql =
+                String::from("INSERT INTO blind_index (tenant, rtype, id, param, hash, year) VALUES ");
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            // Only generated placeholders are interpolated; every value is bound.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for row in chunk {
+                q = q
+                    .bind(self.tenant())
+                    .bind(rtype)
+                    .bind(id)
+                    .bind(row.param.clone())
+                    .bind(row.hash.to_vec())
+                    .bind(row.year);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn put(
+        &self,
+        rtype: &str,
+        id: &str,
+        resource: &Value,
+        if_match: Option<i64>,
+        create_only: bool,
+    ) -> Result<(Stored, bool), StoreError> {
+        let mut tx = self.inner.writer.begin().await?;
+        let current = self.current_for_write(&mut tx, rtype, id).await?;
+        let (version, created) = match &current {
+            None if if_match.is_some() => return Err(StoreError::NotFound),
+            None => (1, true),
+            Some(_) if create_only => return Err(StoreError::Duplicate),
+            Some(c) => {
+                if let Some(expected) = if_match
+                    && expected != c.version
+                {
+                    return Err(StoreError::VersionConflict { current: c.version });
+                }
+                (c.version + 1, c.deleted)
+            }
+        };
+        let last_updated_ms = now_ms(current.as_ref().map(|c| c.last_updated_ms));
+        let last_updated = ms_to_instant(last_updated_ms)?;
+
+        let mut resource = resource.clone();
+        stamp(&mut resource, rtype, id, version, &format_instant(last_updated))?;
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&resource)
+                .map_err(|_| StoreError::Corrupt("resource does not serialize".into()))?,
+        );
+        let hash = sha256(&plaintext);
+        let aad = Aad {
+            tenant: self.tenant(),
+            rtype,
+            id,
+            version,
+        };
+        let (epoch, sealed) = self.inner.envelope.seal(&aad, &plaintext)?;
+        let index_rows = index::rows_for(&self.inner.indexer, &resource);
+
+        match self
+            .insert_version(
+                &mut tx,
+                rtype,
+                id,
+                version,
+                last_updated,
+                Some((epoch, sealed, hash)),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if error::is_unique_violation(&e) => {
+                drop(tx);
+                return Err(if create_only {
+                    StoreError::Duplicate
+                } else {
+                    self.conflict(rtype, id).await
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !self
+            .set_current(
+                &mut tx,
+                rtype,
+                id,
+                current.as_ref().map(|c| c.version),
+                version,
+                false,
+            )
+            .await?
+        {
+            drop(tx);
+            return Err(if create_only {
+                StoreError::Duplicate
+            } else {
+                self.conflict(rtype, id).await
+            });
+        }
+        self.replace_index(&mut tx, rtype, id, &index_rows).await?;
+        tx.commit().await?;
+        Ok((
+            Stored {
+                rtype: rtype.to_owned(),
+                id: id.to_owned(),
+                version,
+                last_updated,
+                deleted: false,
+                resource: Some(resource),
+            },
+            created,
+        ))
+    }
+
+    async fn try_delete(
+        &self,
+        rtype: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<Stored>, StoreError> {
+        let mut tx = self.inner.writer.begin().await?;
+        let Some(current) = self.current_for_write(&mut tx, rtype, id).await? else {
+            return Ok(None);
+        };
+        if let Some(expected) = if_match
+            && expected != current.version
+        {
+            return Err(StoreError::VersionConflict {
+                current: current.version,
+            });
+        }
+        if current.deleted {
+            return Ok(Some(Stored {
+                rtype: rtype.to_owned(),
+                id: id.to_owned(),
+                version: current.version,
+                last_updated: ms_to_instant(current.last_updated_ms)?,
+                deleted: true,
+                resource: None,
+            }));
+        }
+        let version = current.version + 1;
+        let last_updated = ms_to_instant(now_ms(Some(current.last_updated_ms)))?;
+        match self
+            .insert_version(&mut tx, rtype, id, version, last_updated, None)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if error::is_unique_violation(&e) => {
+                drop(tx);
+                return Err(self.conflict(rtype, id).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !self
+            .set_current(&mut tx, rtype, id, Some(current.version), version, true)
+            .await?
+        {
+            drop(tx);
+            return Err(self.conflict(rtype, id).await);
+        }
+        self.replace_index(&mut tx, rtype, id, &[]).await?;
+        tx.commit().await?;
+        Ok(Some(Stored {
+            rtype: rtype.to_owned(),
+            id: id.to_owned(),
+            version,
+            last_updated,
+            deleted: true,
+            resource: None,
+        }))
+    }
+
+    // ----- read internals ----------------------------------------------------------------------
+
+    /// Decodes a `resource_version` row, verifying the AEAD tag (with AAD bound to the row's own
+    /// tenant/type/id/version) and the plaintext SHA-256.
+    fn decode(&self, row: &AnyRow) -> Result<Stored, StoreError> {
+        let rtype: String = row.try_get("rtype")?;
+        let id: String = row.try_get("id")?;
+        let version: i64 = row.try_get("version")?;
+        let last_updated = ms_to_instant(row.try_get("last_updated_ms")?)?;
+        let deleted = row.try_get::<i64, _>("deleted")? != 0;
+        if deleted {
+            return Ok(Stored {
+                rtype,
+                id,
+                version,
+                last_updated,
+                deleted,
+                resource: None,
+            });
+        }
+        let epoch: Option<i64> = row.try_get("key_epoch")?;
+        let ciphertext: Option<Vec<u8>> = row.try_get("ciphertext")?;
+        let content_hash: Option<Vec<u8>> = row.try_get("content_hash")?;
+        let integrity = |rtype: String, id: String| {
+            tracing::error!(
+                rtype = %rtype,
+                id = %id,
+                version,
+                "stored resource version failed its integrity check (AEAD tag or content hash)"
+            );
+            StoreError::Integrity { rtype, id, version }
+        };
+        let (Some(epoch), Some(ciphertext), Some(content_hash)) = (epoch, ciphertext, content_hash) else {
+            return Err(integrity(rtype, id));
+        };
+        let Ok(epoch) = u32::try_from(epoch) else {
+            return Err(integrity(rtype, id));
+        };
+        let aad = Aad {
+            tenant: self.tenant(),
+            rtype: &rtype,
+            id: &id,
+            version,
+        };
+        let plaintext = match self.inner.envelope.open(epoch, &aad, &ciphertext) {
+            Ok(p) => Zeroizing::new(p),
+            Err(ward_crypto::Error::UnknownEpoch(e)) => {
+                tracing::error!(rtype = %rtype, id = %id, version, epoch = e, "no data key for the stored key epoch");
+                return Err(StoreError::Crypto(ward_crypto::Error::UnknownEpoch(e)));
+            }
+            Err(_) => return Err(integrity(rtype, id)),
+        };
+        if sha256(&plaintext)[..] != content_hash[..] {
+            return Err(integrity(rtype, id));
+        }
+        let resource: Value = serde_json::from_slice(&plaintext)
+            .map_err(|_| StoreError::Corrupt("stored resource is not valid JSON".into()))?;
+        Ok(Stored {
+            rtype,
+            id,
+            version,
+            last_updated,
+            deleted,
+            resource: Some(resource),
+        })
+    }
+
+    // ----- OAuth clients -----------------------------------------------------------------------
+
+    /// Registers a client; [`StoreError::Duplicate`] if the client id is taken.
+    pub async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO oauth_client (client_id, name, secret_hash, scopes, disabled, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(c.client_id.clone())
+        .bind(c.name.clone())
+        .bind(c.secret_hash.clone())
+        .bind(c.scopes.clone())
+        .bind(i64::from(c.disabled))
+        .bind(format_instant(c.created_at))
+        .execute(&self.inner.writer)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if error::is_unique_violation(&e) => Err(StoreError::Duplicate),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT client_id, name, secret_hash, scopes, disabled, created_at FROM oauth_client \
+             WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.inner.reader)
+        .await?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client_id, name, secret_hash, scopes, disabled, created_at FROM oauth_client \
+             ORDER BY client_id",
+        )
+        .fetch_all(&self.inner.reader)
+        .await?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    /// Disables a client; false if there is no such client.
+    pub async fn disable_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("UPDATE oauth_client SET disabled = 1 WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&self.inner.writer)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+}
+
+fn client_from_row(r: &AnyRow) -> Result<ClientRecord, StoreError> {
+    let created: String = r.try_get("created_at")?;
+    let created_at = OffsetDateTime::parse(&created, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| StoreError::Corrupt("client created_at".into()))?;
+    Ok(ClientRecord {
+        client_id: r.try_get("client_id")?,
+        name: r.try_get("name")?,
+        secret_hash: r.try_get("secret_hash")?,
+        scopes: r.try_get("scopes")?,
+        disabled: r.try_get::<i64, _>("disabled")? != 0,
+        created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_connection_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+        let store = Store::open(&url, &Kek::generate().unwrap()).await.unwrap();
+        let one = |pool: AnyPool, pragma: &'static str| async move {
+            let row = sqlx::query(pragma).fetch_one(&pool).await.unwrap();
+            match row.try_get::<String, _>(0) {
+                Ok(s) => s,
+                Err(_) => row.try_get::<i64, _>(0).unwrap().to_string(),
+            }
+        };
+        let w = store.inner.writer.clone();
+        let r = store.inner.reader.clone();
+        assert_eq!(w.options().get_max_connections(), 1);
+        assert_eq!(one(w.clone(), "PRAGMA journal_mode").await, "wal");
+        assert_eq!(one(w.clone(), "PRAGMA synchronous").await, "2"); // FULL
+        assert_eq!(one(w.clone(), "PRAGMA foreign_keys").await, "1");
+        assert_eq!(one(w.clone(), "PRAGMA query_only").await, "0");
+        assert_eq!(one(r.clone(), "PRAGMA synchronous").await, "2");
+        assert_eq!(one(r.clone(), "PRAGMA query_only").await, "1");
+        assert!(sqlx::query("DELETE FROM oauth_client").execute(&r).await.is_err());
+        store.close().await;
+    }
+
+    #[test]
+    fn instant_format() {
+        let t = time::macros::datetime!(2026-11-23 12:00:00.123456 UTC);
+        assert_eq!(format_instant(t), "2026-11-23T12:00:00.123Z");
+        let t = time::macros::datetime!(2026-11-23 13:00:00.5 +01:00);
+        assert_eq!(format_instant(t), "2026-11-23T12:00:00.500Z");
+    }
+
+    #[test]
+    fn ceil_to_ms() {
+        let t = time::macros::datetime!(2026-11-23 12:00:00.123 UTC);
+        let base = ceil_ms(t);
+        assert_eq!(ceil_ms(t + time::Duration::nanoseconds(1)), base + 1);
+        assert_eq!(ms_to_instant(base).unwrap(), t);
+    }
+
+    #[test]
+    fn stamp_keeps_order_and_meta() {
+        let mut v: Value = serde_json::from_str(
+            r#"{"resourceType":"Patient","meta":{"profile":["x"],"versionId":"9"},"active":true}"#,
+        )
+        .unwrap();
+        stamp(&mut v, "Patient", "abc", 2, "2026-11-23T12:00:00.123Z").unwrap();
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"resourceType":"Patient","id":"abc","meta":{"profile":["x"],"versionId":"2","lastUpdated":"2026-11-23T12:00:00.123Z"},"active":true}"#
+        );
+        let mut wrong: Value = serde_json::json!({"resourceType": "Observation"});
+        assert!(stamp(&mut wrong, "Patient", "a", 1, "x").is_err());
+        assert!(stamp(&mut Value::Null, "Patient", "a", 1, "x").is_err());
+    }
+}
