@@ -542,7 +542,7 @@ fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Respon
                 "response": {
                     "status": status,
                     "etag": format!("W/\"{}\"", v.version),
-                    "lastModified": v.last_updated.format(&Rfc3339).unwrap_or_default(),
+                    "lastModified": ward_store::format_instant(v.last_updated),
                 },
             });
             if let Some(r) = &v.resource {
@@ -554,7 +554,7 @@ fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Respon
     let bundle = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
-        "meta": { "lastUpdated": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default() },
+        "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
         "type": "history",
         "link": [{ "relation": "self", "url": format!("{}/{}", st.fhir_base, self_path) }],
         "entry": entries,
