@@ -1,5 +1,6 @@
 //! The local key-file provider: a directory (mode 0700) holding `kek.key` (the KEK, base64 of
-//! 32 random bytes) and `jwt-es256.p8` (the ES256 signing key, PKCS#8 DER), both mode 0600.
+//! 32 random bytes), `jwt-es256.p8` (the ES256 signing key, PKCS#8 DER) and
+//! `audit-ed25519.p8` (the Ed25519 audit checkpoint key, PKCS#8 DER), all mode 0600.
 //! Loading refuses a directory or file that group or others can access.
 
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -11,14 +12,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
-use crate::{Error, Kek, Result, SigningKey};
+use crate::{AuditKey, Error, Kek, Result, SigningKey};
 
 pub const KEK_FILE: &str = "kek.key";
 pub const SIGNING_KEY_FILE: &str = "jwt-es256.p8";
+pub const AUDIT_KEY_FILE: &str = "audit-ed25519.p8";
 const DIR_LABEL: &str = "key directory";
 
-/// Creates `keys_dir` (mode 0700) with a new KEK and a new ES256 signing key (files mode 0600,
-/// created exclusively with their mode set at open time). Refuses to overwrite either file.
+/// Creates `keys_dir` (mode 0700) with a new KEK, a new ES256 signing key and a new Ed25519
+/// audit key (files mode 0600, created exclusively with their mode set at open time). Refuses to
+/// overwrite any of them.
 pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
     match fs::symlink_metadata(keys_dir) {
         Ok(meta) => {
@@ -43,7 +46,7 @@ pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io(DIR_LABEL, &e)),
     }
-    for name in [KEK_FILE, SIGNING_KEY_FILE] {
+    for name in [KEK_FILE, SIGNING_KEY_FILE, AUDIT_KEY_FILE] {
         if fs::symlink_metadata(keys_dir.join(name)).is_ok() {
             return Err(Error::AlreadyExists { name: name.into() });
         }
@@ -57,10 +60,29 @@ pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
     let signing = SigningKey::generate()?;
     write_new(keys_dir, SIGNING_KEY_FILE, signing.pkcs8_der())?;
 
+    let audit = AuditKey::generate()?;
+    write_new(keys_dir, AUDIT_KEY_FILE, audit.pkcs8_der())?;
+
     if let Ok(dir) = fs::File::open(keys_dir) {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// Creates `audit-ed25519.p8` (mode 0600) in an existing key directory if it is missing (for key
+/// directories made before the audit key existed). Returns whether a key was created. Checks the
+/// directory's permissions first.
+pub fn ensure_audit_key(keys_dir: &Path) -> Result<bool> {
+    check_permissions(keys_dir)?;
+    if fs::symlink_metadata(keys_dir.join(AUDIT_KEY_FILE)).is_ok() {
+        return Ok(false);
+    }
+    let audit = AuditKey::generate()?;
+    write_new(keys_dir, AUDIT_KEY_FILE, audit.pkcs8_der())?;
+    if let Ok(dir) = fs::File::open(keys_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(true)
 }
 
 fn write_new(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
@@ -135,6 +157,13 @@ pub fn load_signing_key(keys_dir: &Path) -> Result<SigningKey> {
     SigningKey::from_pkcs8_der(&der)
 }
 
+/// Loads the Ed25519 audit checkpoint key (PKCS#8 DER) after checking permissions.
+pub fn load_audit_key(keys_dir: &Path) -> Result<AuditKey> {
+    check_permissions(keys_dir)?;
+    let der = read_secret(keys_dir, AUDIT_KEY_FILE)?;
+    AuditKey::from_pkcs8_der(&der)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +178,7 @@ mod tests {
         let dir = tmp.path().join("keys");
         create_key_dir(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-        for f in [KEK_FILE, SIGNING_KEY_FILE] {
+        for f in [KEK_FILE, SIGNING_KEY_FILE, AUDIT_KEY_FILE] {
             assert_eq!(
                 fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777,
                 0o600
@@ -159,6 +188,10 @@ mod tests {
         let kek = load_kek(&dir).unwrap();
         let sk = load_signing_key(&dir).unwrap();
         assert_eq!(sk.public_key_uncompressed().len(), 65);
+        let ak = load_audit_key(&dir).unwrap();
+        assert_eq!(ak.public_key(), load_audit_key(&dir).unwrap().public_key());
+        assert_ne!(ak.pkcs8_der(), sk.pkcs8_der());
+        assert!(!ensure_audit_key(&dir).unwrap());
         // KEK works and is stable across loads.
         let dk = crate::DataKey::generate().unwrap();
         let wrapped = kek.wrap(&dk).unwrap();
@@ -230,5 +263,30 @@ mod tests {
         write_new(&dir, KEK_FILE, b"not base64!!").unwrap();
         assert!(matches!(load_kek(&dir), Err(Error::Malformed(_))));
         assert!(matches!(load_signing_key(&dir), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn ensure_audit_key_for_older_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        create_key_dir(&dir).unwrap();
+        fs::remove_file(dir.join(AUDIT_KEY_FILE)).unwrap();
+        assert!(matches!(load_audit_key(&dir), Err(Error::Io { .. })));
+        assert!(ensure_audit_key(&dir).unwrap());
+        assert_eq!(
+            fs::metadata(dir.join(AUDIT_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        let k = load_audit_key(&dir).unwrap();
+        assert!(!ensure_audit_key(&dir).unwrap());
+        assert_eq!(load_audit_key(&dir).unwrap().public_key(), k.public_key());
+        chmod(&dir.join(AUDIT_KEY_FILE), 0o644);
+        assert!(
+            matches!(load_audit_key(&dir), Err(Error::InsecurePermissions { name }) if name == AUDIT_KEY_FILE)
+        );
     }
 }

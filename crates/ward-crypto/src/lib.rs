@@ -5,11 +5,13 @@
 //! * [`Kek`]: the key-encryption key that wraps data keys with AES key wrap (EN-2).
 //! * [`BlindIndexer`]: keyed HMAC blind indexes for identifying search values (EN-4).
 //! * [`SigningKey`]: the ES256 key that signs access tokens.
+//! * [`AuditKey`]: the Ed25519 key that signs audit checkpoints (kept apart from the data keys).
 //! * [`keyfiles`]: the local key-file provider with strict file permissions.
 //! * [`SecretBytes`], [`DataKey`]: zeroizing secret wrappers with redacted `Debug` (EN-5).
 //!
 //! No error message produced here contains key material or plaintext.
 
+mod audit_key;
 mod blind;
 mod envelope;
 mod error;
@@ -19,6 +21,9 @@ mod rand;
 mod secret;
 mod signing;
 
+pub use audit_key::{
+    AuditKey, audit_key_id, ed25519_public_key_pem, parse_ed25519_public_key, verify_ed25519,
+};
 pub use blind::{BlindIndexer, sha256};
 pub use envelope::{Aad, Envelope, FORMAT_VERSION};
 pub use error::{Error, Result};

@@ -5,16 +5,21 @@
 //! - [`outcome`]: `OperationOutcome` builder and issue codes.
 //! - [`json`]: strict request-body parsing (duplicate keys, depth and size limits).
 //! - [`validate`]: validation against the embedded R4 JSON schema plus rules the schema lacks.
-//! - [`index`]: identifying search-parameter values for blind indexes (EN-4).
+//! - [`index`]: the case- and accent-insensitive normal form of string search values.
+//! - [`fhirpath`]: the FHIRPath subset the R4 search parameters use.
+//! - [`search`]: search-parameter table, index values, patient compartment, query parsing.
 //! - [`synthetic`]: deterministic synthetic test data.
 //!
-//! The R4 JSON schema is vendored under `fhir-r4/` (HL7, CC0; see `fhir-r4/NOTICE.md`).
+//! The R4 JSON schema, the search parameters (trimmed) and the patient CompartmentDefinition are
+//! vendored under `fhir-r4/` (HL7, CC0; see `fhir-r4/NOTICE.md` and `fhir-r4/README.md`).
 
+pub mod fhirpath;
 pub mod id;
 pub mod index;
 pub mod json;
 pub mod outcome;
 mod schema;
+pub mod search;
 pub mod synthetic;
 pub mod types;
 pub mod validate;

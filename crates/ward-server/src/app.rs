@@ -11,13 +11,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
-use crate::{fhir, middleware, oauth, request_id};
+use crate::{audit, fhir, middleware, oauth, request_id};
 
 /// Longest time a request may take end to end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
-    let fhir = fhir::routes().route(
+    let fhir = fhir::routes().merge(crate::audit_api::routes()).route(
         "/.well-known/smart-configuration",
         get(oauth::smart_configuration),
     );
@@ -33,20 +33,26 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(middleware::not_found_fallback)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .with_state(state);
-    pipeline(routes)
+        .with_state(state.clone());
+    let audited = guarded(routes).layer(axum::middleware::from_fn_with_state(state, audit::layer));
+    outer(audited)
 }
 
-/// Wraps routes in the cross-cutting steps of the pipeline.
-pub fn pipeline(routes: Router) -> Router {
+/// The innermost steps around the handlers: the request timeout and the panic guard, so a
+/// timed-out or panicking request still gets an answer, which the audit layer records.
+pub fn guarded(routes: Router) -> Router {
     routes
-        // Layers run outside-in from the last one added: request id first, then security
-        // headers, the access log, the panic guard and the timeout around the handlers.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+}
+
+/// The outermost steps: request id first, then security headers, then the access log.
+/// (Layers run outside-in from the last one added.)
+pub fn outer(routes: Router) -> Router {
+    routes
         .layer(axum::middleware::from_fn(middleware::access_log))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(request_id::layer))
@@ -56,20 +62,27 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Ready when the store answers and the audit trail can commit.
 async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> impl IntoResponse {
-    match st.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({ "status": "ready" })),
-        ),
+    let store_ok = match st.store.ping().await {
+        Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "store not reachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(serde_json::json!({ "status": "not ready" })),
-            )
+            false
         }
-    }
+    };
+    let audit_ok = st.audit.healthy();
+    let status = if store_ok && audit_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not ready" },
+        "store": store_ok,
+        "audit": audit_ok,
+    });
+    (status, axum::Json(body))
 }
 
 #[cfg(test)]
@@ -82,7 +95,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_gives_a_generic_500_and_the_service_goes_on() {
-        let app = pipeline(
+        let app = outer(guarded(
             Router::new()
                 .route(
                     "/boom",
@@ -94,7 +107,7 @@ mod tests {
                     }),
                 )
                 .route("/ok", get(|| async { "fine" })),
-        );
+        ));
         let resp = app
             .clone()
             .oneshot(Request::get("/boom").body(Body::empty()).unwrap())

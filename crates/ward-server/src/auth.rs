@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use ward_auth::{Claims, Context, Interaction, ScopeSet};
 
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -18,12 +19,14 @@ use crate::state::AppState;
 pub struct Authenticated {
     pub claims: Claims,
     pub scopes: ScopeSet,
+    pub audit: AuditContext,
 }
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let audit = AuditContext::from_request_parts(parts, state).await?;
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(false));
         };
@@ -42,8 +45,13 @@ impl FromRequestParts<AppState> for Authenticated {
             tracing::info!("access token of an inactive client refused");
             return Err(ApiError::unauthorized(true));
         }
+        audit.set_actor(&claims.client_id, None, &claims.scope);
         let scopes = ScopeSet::parse(&claims.scope).map_err(|_| ApiError::unauthorized(true))?;
-        Ok(Authenticated { claims, scopes })
+        Ok(Authenticated {
+            claims,
+            scopes,
+            audit,
+        })
     }
 }
 
@@ -52,6 +60,7 @@ impl FromRequestParts<AppState> for Authenticated {
 pub struct Authorized {
     rtype: String,
     interaction: Interaction,
+    audit: AuditContext,
 }
 
 impl Authorized {
@@ -62,6 +71,11 @@ impl Authorized {
     pub fn interaction(&self) -> Interaction {
         self.interaction
     }
+
+    /// The audit record of the request this authorization belongs to.
+    pub fn audit(&self) -> &AuditContext {
+        &self.audit
+    }
 }
 
 /// Scope check. Only `system/` scopes are honoured until user and patient contexts exist
@@ -71,10 +85,12 @@ pub fn authorize(
     rtype: &str,
     interaction: Interaction,
 ) -> Result<Authorized, ApiError> {
+    auth.audit.set_resource(rtype, None, None);
     if auth.scopes.allows(Context::System, rtype, interaction) {
         Ok(Authorized {
             rtype: rtype.to_owned(),
             interaction,
+            audit: auth.audit.clone(),
         })
     } else {
         Err(ApiError::forbidden())

@@ -9,7 +9,7 @@ use crate::error::FHIR_JSON;
 use crate::state::AppState;
 
 /// Interactions every resource type supports today. Keep in step with `fhir::routes`.
-const TYPE_INTERACTIONS: [&str; 7] = [
+const TYPE_INTERACTIONS: [&str; 8] = [
     "read",
     "vread",
     "update",
@@ -17,12 +17,50 @@ const TYPE_INTERACTIONS: [&str; 7] = [
     "history-instance",
     "history-type",
     "create",
+    "search-type",
 ];
+
+/// The search parameters of `rtype` exactly as `ward_fhir::search` implements them, plus the
+/// `_include`/`_revinclude` values it accepts.
+fn search_capabilities(rtype: &str) -> (Vec<Value>, Vec<String>, Vec<String>) {
+    let params = ward_fhir::search::params_for(rtype);
+    let search_param = params
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.code,
+                "definition": p.definition_url(),
+                "type": p.kind.as_str(),
+            })
+        })
+        .collect();
+    let include = params
+        .iter()
+        .filter(|p| p.kind == ward_fhir::search::ParamKind::Reference && p.base != "Resource")
+        .map(|p| format!("{rtype}:{}", p.code))
+        .collect();
+    let mut revinclude: Vec<String> = ward_fhir::types::RESOURCE_TYPES
+        .iter()
+        .flat_map(|source| {
+            ward_fhir::search::params_for(source)
+                .into_iter()
+                .filter(|p| {
+                    p.kind == ward_fhir::search::ParamKind::Reference
+                        && p.base != "Resource"
+                        && (p.targets.is_empty() || p.targets.iter().any(|t| t == rtype))
+                })
+                .map(move |p| format!("{source}:{}", p.code))
+        })
+        .collect();
+    revinclude.sort();
+    (search_param, include, revinclude)
+}
 
 pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) -> Value {
     let resources: Vec<Value> = ward_fhir::types::RESOURCE_TYPES
         .iter()
         .map(|t| {
+            let (search_param, include, revinclude) = search_capabilities(t);
             json!({
                 "type": t,
                 "interaction": TYPE_INTERACTIONS.iter().map(|i| json!({ "code": i })).collect::<Vec<_>>(),
@@ -33,6 +71,9 @@ pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) 
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
+                "searchInclude": include,
+                "searchRevInclude": revinclude,
+                "searchParam": search_param,
             })
         })
         .collect();
@@ -63,6 +104,8 @@ pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) 
                 "description": "OAuth 2.0 bearer tokens (client_credentials) with SMART v2 system scopes"
             },
             "resource": resources,
+            "interaction": [{ "code": "history-system" }],
+            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
         }],
     })
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub store: StoreSection,
     #[serde(default)]
     pub tls: TlsSection,
+    #[serde(default)]
+    pub audit: AuditSection,
     /// The directory everything relative is resolved against (the config file's directory).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -83,6 +85,48 @@ impl std::fmt::Debug for StoreSection {
     }
 }
 
+/// The audit trail (SPEC AU-1..AU-3). SQLite deployments keep it in its own file so it never
+/// waits behind resource writes; with PostgreSQL it lives in the store's database.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// `sqlite:audit.db` (relative to DIR) or `postgres://...`; empty = beside the store.
+    pub url: String,
+    /// This node's chain id; every node writing to one database needs its own.
+    pub node: String,
+    /// Most records committed in one transaction.
+    pub batch_max: usize,
+    /// How long the writer waits to fill a batch, in microseconds.
+    pub batch_wait_us: u64,
+    /// A signed checkpoint every this many records...
+    pub checkpoint_every: u64,
+    /// ...or this many seconds, whichever comes first.
+    pub checkpoint_secs: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            url: String::new(),
+            node: "node-1".into(),
+            batch_max: 256,
+            batch_wait_us: 2000,
+            checkpoint_every: 10_000,
+            checkpoint_secs: 60,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.url.split(':').next().unwrap_or("");
+        f.debug_struct("AuditSection")
+            .field("url", &format_args!("{scheme}:***"))
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
@@ -107,13 +151,14 @@ impl std::fmt::Debug for Config {
             .field("server", &self.server)
             .field("store", &self.store)
             .field("tls", &self.tls)
+            .field("audit", &self.audit)
             .field("dir", &self.dir)
             .finish()
     }
 }
 
 /// The sections environment variables may override (`WARD_SERVER_LISTEN`, ...).
-const SECTIONS: [&str; 3] = ["server", "store", "tls"];
+const SECTIONS: [&str; 4] = ["server", "store", "tls", "audit"];
 
 impl Config {
     /// Loads `file` (default `DIR/ward.toml`) and the environment overrides.
@@ -174,9 +219,23 @@ impl Config {
 
     /// The store URL with a relative SQLite path resolved against DIR.
     pub fn store_url(&self) -> String {
-        let url = &self.store.url;
+        self.resolve_url(&self.store.url)
+    }
+
+    /// The audit URL: its own SQLite file beside a SQLite store, else the store's database.
+    pub fn audit_url(&self) -> String {
+        if !self.audit.url.is_empty() {
+            self.resolve_url(&self.audit.url)
+        } else if self.store.url.starts_with("sqlite:") {
+            self.resolve_url("sqlite:audit.db")
+        } else {
+            self.store.url.clone()
+        }
+    }
+
+    fn resolve_url(&self, url: &str) -> String {
         let Some(rest) = url.strip_prefix("sqlite:") else {
-            return url.clone();
+            return url.to_owned();
         };
         let rest = rest.trim_start_matches("//");
         let path = rest.split('?').next().unwrap_or(rest);
@@ -206,7 +265,8 @@ impl Config {
         format!(
             "# Ward configuration. Environment variables WARD_<SECTION>_<KEY> override these.\n\
              [server]\nlisten = {:?}\npublic_url = {:?}\nmax_body_bytes = {}\nmax_json_depth = {}\n\
-             token_lifetime_secs = {}\nmax_page_size = {}\n\n[store]\nurl = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",
+             token_lifetime_secs = {}\nmax_page_size = {}\n\n[store]\nurl = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n\
+             [audit]\n# empty: audit.db beside a SQLite store, else the store's database\nurl = {:?}\nnode = {:?}\n",
             s.listen,
             s.public_url,
             s.max_body_bytes,
@@ -217,6 +277,8 @@ impl Config {
             self.tls.cert.display().to_string(),
             self.tls.key.display().to_string(),
             self.tls.ca.display().to_string(),
+            self.audit.url,
+            self.audit.node,
         )
     }
 }
@@ -227,6 +289,7 @@ impl Default for Config {
             server: ServerSection::default(),
             store: StoreSection::default(),
             tls: TlsSection::default(),
+            audit: AuditSection::default(),
             dir: PathBuf::from("."),
         }
     }

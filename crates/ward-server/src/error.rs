@@ -132,7 +132,9 @@ impl IntoResponse for ApiError {
                 "{detail}"
             );
         }
+        let code = self.issue.code.code();
         let mut resp = outcome_response(self.status, &[self.issue], rid.as_deref());
+        resp.extensions_mut().insert(crate::audit::OutcomeCode(code));
         if let Some(challenge) = self.challenge {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));

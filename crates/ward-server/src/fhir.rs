@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
-use ward_store::{Store, Stored};
+use ward_store::{StoreError, Stored};
 
 use crate::auth::{Authenticated, Authorized, authorize};
 use crate::error::{ApiError, FHIR_JSON};
@@ -24,34 +24,141 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/metadata", get(crate::capability::metadata))
-        .route("/{rtype}", post(create))
+        .route("/_history", get(crate::search::history_system))
+        .route("/{rtype}", get(crate::search::search_type).post(create))
+        .route("/{rtype}/_search", post(crate::search::search_type_post))
         .route("/{rtype}/_history", get(history_type))
         .route("/{rtype}/{id}", get(read).put(update).delete(delete))
         .route("/{rtype}/{id}/_history", get(history_instance))
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
+        .route("/{rtype}/{id}/{ctype}", get(crate::search::search_compartment))
 }
 
-/// The store, reachable only with an authorization for the matching interaction.
+/// The store, reachable only with an authorization for the matching interaction. Every
+/// call also fills in the request's audit record; writes commit an intent record first.
 struct DataAccess<'a> {
-    store: &'a Store,
+    st: &'a AppState,
     authz: &'a Authorized,
 }
 
 impl<'a> DataAccess<'a> {
-    fn new(state: &'a AppState, authz: &'a Authorized) -> Self {
-        DataAccess {
-            store: &state.store,
-            authz,
-        }
+    fn new(st: &'a AppState, authz: &'a Authorized) -> Self {
+        DataAccess { st, authz }
     }
 
-    fn require(&self, interaction: Interaction) -> Result<&str, ApiError> {
+    fn rtype_for(&self, interaction: Interaction) -> Result<&'a str, ApiError> {
         if self.authz.interaction() == interaction {
             Ok(self.authz.rtype())
         } else {
             Err(ApiError::internal("authorization does not match the interaction"))
         }
     }
+
+    /// Notes a version that is about to leave (or was changed) in the audit record.
+    fn touched(&self, stored: &Stored) {
+        let audit = self.authz.audit();
+        audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
+        if let Some(r) = &stored.resource {
+            audit.add_patients(patients_of(&stored.rtype, &stored.id, r));
+            audit.add_returned(1);
+        }
+    }
+
+    async fn read(&self, id: &str) -> Result<Stored, ApiError> {
+        let rtype = self.rtype_for(Interaction::Read)?;
+        self.authz.audit().set_resource(rtype, Some(id), None);
+        let stored = self.st.store.read(rtype, id).await?;
+        self.touched(&stored);
+        Ok(stored)
+    }
+
+    async fn vread(&self, id: &str, version: i64) -> Result<Stored, ApiError> {
+        let rtype = self.rtype_for(Interaction::Read)?;
+        self.authz.audit().set_resource(rtype, Some(id), Some(version));
+        let stored = self.st.store.vread(rtype, id, version).await?;
+        self.touched(&stored);
+        Ok(stored)
+    }
+
+    /// Instance history needs Read, type history Search.
+    async fn history(&self, id: Option<&str>, params: &HistoryParams) -> Result<Vec<Stored>, ApiError> {
+        let rtype = self.rtype_for(if id.is_some() {
+            Interaction::Read
+        } else {
+            Interaction::Search
+        })?;
+        if let Some(id) = id {
+            // History of a resource that never existed is a 404, not an empty bundle.
+            match self.st.store.read(rtype, id).await {
+                Ok(_) | Err(StoreError::Gone { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let versions = self
+            .st
+            .store
+            .history(Some(rtype), id, params.since, params.count)
+            .await?;
+        versions.iter().for_each(|v| self.touched(v));
+        Ok(versions)
+    }
+
+    async fn find_matching(&self, criteria: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+        let rtype = self.rtype_for(Interaction::Search)?;
+        Ok(self.st.store.find_matching(rtype, criteria).await?)
+    }
+
+    /// Creates with a server-assigned id, chosen before the intent record so the trail
+    /// names the resource even if the process dies mid-write.
+    async fn create(&self, resource: Value) -> Result<Stored, ApiError> {
+        let rtype = self.rtype_for(Interaction::Create)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let audit = self.authz.audit();
+        audit.set_resource(rtype, Some(&id), Some(1));
+        audit.add_patients(patients_of(rtype, &id, &resource));
+        crate::audit::record_intent(self.st, audit).await?;
+        let stored = self.st.store.create_with_id(rtype, &id, resource).await?;
+        self.touched(&stored);
+        Ok(stored)
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        resource: Value,
+        if_match: Option<i64>,
+    ) -> Result<(Stored, bool), ApiError> {
+        let rtype = self.rtype_for(Interaction::Update)?;
+        let audit = self.authz.audit();
+        audit.set_resource(rtype, Some(id), None);
+        audit.add_patients(patients_of(rtype, id, &resource));
+        crate::audit::record_intent(self.st, audit).await?;
+        let (stored, created) = self.st.store.update(rtype, id, resource, if_match).await?;
+        self.touched(&stored);
+        Ok((stored, created))
+    }
+
+    async fn delete(&self, id: &str, if_match: Option<i64>) -> Result<Option<Stored>, ApiError> {
+        let rtype = self.rtype_for(Interaction::Delete)?;
+        let audit = self.authz.audit();
+        audit.set_resource(rtype, Some(id), None);
+        if let Ok(current) = self.st.store.read(rtype, id).await
+            && let Some(r) = &current.resource
+        {
+            audit.add_patients(patients_of(rtype, id, r));
+        }
+        crate::audit::record_intent(self.st, audit).await?;
+        let tombstone = self.st.store.delete(rtype, id, if_match).await?;
+        if let Some(t) = &tombstone {
+            audit.set_resource(rtype, Some(id), Some(t.version));
+        }
+        Ok(tombstone)
+    }
+}
+
+/// The patients whose compartment a resource belongs to (for the audit trail).
+fn patients_of(rtype: &str, id: &str, resource: &Value) -> Vec<String> {
+    crate::audit::patients_of(rtype, id, resource)
 }
 
 async fn create(
@@ -64,23 +171,21 @@ async fn create(
     let rtype = resource_type(&rtype)?;
     let authz = authorize(&auth, rtype, Interaction::Create)?;
     let conditional = match headers.get("if-none-exist") {
-        Some(v) => {
-            // A conditional create answers "does a match exist?": that is a search.
-            authorize(&auth, rtype, Interaction::Search)?;
-            Some(parse_criteria(v)?)
-        }
+        // A conditional create answers "does a match exist?": that is a search.
+        Some(v) => Some((authorize(&auth, rtype, Interaction::Search)?, parse_criteria(v)?)),
         None => None,
     };
     let prefer = Prefer::from_headers(&headers);
     let resource = read_resource(&st, &headers, body, rtype).await?;
-    let data = DataAccess::new(&st, &authz);
-    let rtype = data.require(Interaction::Create)?;
-    if let Some(criteria) = conditional {
-        let matches = data.store.find_matching(rtype, &criteria).await?;
+    if let Some((search_authz, criteria)) = conditional {
+        let matches = DataAccess::new(&st, &search_authz)
+            .find_matching(&criteria)
+            .await?;
         match matches.as_slice() {
             [] => {}
             [id] => {
-                let stored = data.store.read(rtype, id).await?;
+                let read_authz = authorize(&auth, rtype, Interaction::Read)?;
+                let stored = DataAccess::new(&st, &read_authz).read(id).await?;
                 return Ok(resource_response(&st, StatusCode::OK, &stored, prefer, false));
             }
             _ => {
@@ -92,7 +197,7 @@ async fn create(
             }
         }
     }
-    let stored = data.store.create(rtype, resource).await?;
+    let stored = DataAccess::new(&st, &authz).create(resource).await?;
     Ok(resource_response(&st, StatusCode::CREATED, &stored, prefer, true))
 }
 
@@ -105,8 +210,7 @@ async fn read(
     let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
-    let data = DataAccess::new(&st, &authz);
-    let stored = data.store.read(data.require(Interaction::Read)?, id).await?;
+    let stored = DataAccess::new(&st, &authz).read(id).await?;
     Ok(resource_response(
         &st,
         StatusCode::OK,
@@ -129,13 +233,9 @@ async fn vread(
             ApiError::bad_request(IssueType::Value, "version id must be a positive integer")
         })?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
-    let data = DataAccess::new(&st, &authz);
-    let stored = data
-        .store
-        .vread(data.require(Interaction::Read)?, id, version)
-        .await?;
+    let stored = DataAccess::new(&st, &authz).vread(id, version).await?;
     if stored.deleted {
-        return Err(ApiError::from(ward_store::StoreError::Gone {
+        return Err(ApiError::from(StoreError::Gone {
             version: stored.version,
             last_updated: stored.last_updated,
         }));
@@ -158,7 +258,6 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
     let authz = authorize(&auth, rtype, Interaction::Update)?;
-    // Update-as-create also creates: it needs the create permission as well.
     let if_match = parse_if_match(&headers)?;
     let prefer = Prefer::from_headers(&headers);
     let resource = read_resource(&st, &headers, body, rtype).await?;
@@ -178,20 +277,23 @@ async fn update(
             );
         }
     }
-    let data = DataAccess::new(&st, &authz);
-    let rtype = data.require(Interaction::Update)?;
-    if if_match.is_none()
-        && !auth
-            .scopes
-            .allows(ward_auth::Context::System, rtype, Interaction::Create)
-    {
-        match data.store.read(rtype, id).await {
-            Err(ward_store::StoreError::NotFound) => return Err(ApiError::forbidden()),
-            Err(ward_store::StoreError::Gone { .. }) | Ok(_) => {}
-            Err(e) => return Err(e.into()),
+    // Update-as-create also creates: without the create permission only existing
+    // resources may be updated.
+    if if_match.is_none() && authorize(&auth, rtype, Interaction::Create).is_err() {
+        let read_authz = authorize(&auth, rtype, Interaction::Read);
+        let exists = match &read_authz {
+            Ok(a) => {
+                !matches!(DataAccess::new(&st, a).read(id).await, Err(e) if e.status == StatusCode::NOT_FOUND)
+            }
+            Err(_) => false,
+        };
+        if !exists {
+            return Err(ApiError::forbidden());
         }
     }
-    let (stored, created) = data.store.update(rtype, id, resource, if_match).await?;
+    let (stored, created) = DataAccess::new(&st, &authz)
+        .update(id, resource, if_match)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -209,12 +311,7 @@ async fn delete(
     let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
     let authz = authorize(&auth, rtype, Interaction::Delete)?;
     let if_match = parse_if_match(&headers)?;
-    let data = DataAccess::new(&st, &authz);
-    match data
-        .store
-        .delete(data.require(Interaction::Delete)?, id, if_match)
-        .await?
-    {
+    match DataAccess::new(&st, &authz).delete(id, if_match).await? {
         Some(tombstone) => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
             version_headers(resp.headers_mut(), &tombstone);
@@ -235,17 +332,7 @@ async fn history_instance(
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
-    let data = DataAccess::new(&st, &authz);
-    let rtype = data.require(Interaction::Read)?;
-    // History of a resource that never existed is a 404, not an empty bundle.
-    match data.store.read(rtype, id).await {
-        Ok(_) | Err(ward_store::StoreError::Gone { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let versions = data
-        .store
-        .history(Some(rtype), Some(id), params.since, params.count)
-        .await?;
+    let versions = DataAccess::new(&st, &authz).history(Some(id), &params).await?;
     Ok(history_bundle(&st, &format!("{rtype}/{id}/_history"), &versions))
 }
 
@@ -260,12 +347,7 @@ async fn history_type(
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Search)?;
     let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
-    let data = DataAccess::new(&st, &authz);
-    let rtype = data.require(Interaction::Search)?;
-    let versions = data
-        .store
-        .history(Some(rtype), None, params.since, params.count)
-        .await?;
+    let versions = DataAccess::new(&st, &authz).history(None, &params).await?;
     Ok(history_bundle(&st, &format!("{rtype}/_history"), &versions))
 }
 
@@ -291,7 +373,7 @@ fn resource_id(s: &str) -> Result<&str, ApiError> {
 }
 
 /// Accept must allow JSON when it is given at all.
-fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
@@ -470,15 +552,15 @@ fn resource_response(
     resp
 }
 
-struct HistoryParams {
-    count: usize,
-    since: Option<OffsetDateTime>,
+pub(crate) struct HistoryParams {
+    pub(crate) count: usize,
+    pub(crate) since: Option<OffsetDateTime>,
 }
 
 impl HistoryParams {
     const DEFAULT_COUNT: usize = 50;
 
-    fn parse(query: Option<&str>, max: usize) -> Result<Self, ApiError> {
+    pub(crate) fn parse(query: Option<&str>, max: usize) -> Result<Self, ApiError> {
         let mut p = HistoryParams {
             count: Self::DEFAULT_COUNT.min(max),
             since: None,
@@ -520,7 +602,7 @@ impl HistoryParams {
     }
 }
 
-fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Response {
+pub(crate) fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Response {
     let entries: Vec<Value> = versions
         .iter()
         .map(|v| {

@@ -4,6 +4,8 @@
 //! `ward-auth`, `ward-fhir` and `ward-store`.
 
 pub mod app;
+pub mod audit;
+mod audit_api;
 pub mod auth;
 pub mod capability;
 pub mod config;
@@ -12,6 +14,7 @@ mod fhir;
 pub mod middleware;
 mod oauth;
 pub mod request_id;
+mod search;
 pub mod serve;
 pub mod state;
 pub mod tls;

@@ -11,6 +11,7 @@ use serde_json::json;
 use ward_auth::{ClientCredentialsRequest, OAuthError};
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditContext, OutcomeCode};
 use crate::state::AppState;
 
 /// A token request is a few hundred bytes; refuse anything much larger early.
@@ -23,6 +24,7 @@ fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
         Json(json!({ "error": err.code(), "error_description": err.to_string() })),
     )
         .into_response();
+    resp.extensions_mut().insert(OutcomeCode(err.code()));
     if status == StatusCode::UNAUTHORIZED {
         let challenge = if basic_used {
             r#"Basic realm="ward""#
@@ -66,7 +68,12 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Zeroizing<St
     Ok(Some((unescape(id), Zeroizing::new(unescape(secret)))))
 }
 
-pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn token(
+    State(st): State<AppState>,
+    audit: AuditContext,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let basic = match basic_credentials(&headers) {
         Ok(b) => b,
         Err(e) => return oauth_error(&e, true),
@@ -128,13 +135,15 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -
         (None, Some(id), Some(secret)) => (id, secret),
         _ => return oauth_error(&OAuthError::InvalidClient, basic_used),
     };
+    audit.set_claimed_client(&client_id);
     let req = ClientCredentialsRequest {
-        client_id,
+        client_id: client_id.clone(),
         client_secret,
         scope,
     };
     match ward_auth::client_credentials(&st.store, &st.tokens, req).await {
         Ok(issued) => {
+            audit.set_actor(&client_id, None, &issued.scope);
             let mut resp = Json(json!({
                 "access_token": issued.access_token,
                 "token_type": "Bearer",

@@ -36,6 +36,8 @@ pub enum StartError {
     Listen(std::io::Error),
     #[error("token service: {0}")]
     Tokens(#[from] ward_auth::TokenError),
+    #[error("audit trail: {0}")]
+    Audit(#[from] ward_audit::AuditError),
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +57,8 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        // Every drained request has its record; flush and seal the chain with a checkpoint.
+        self.state.audit.clone().shutdown().await;
         self.state.store.close().await;
     }
 
@@ -79,6 +83,18 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         &config.fhir_base(),
         Duration::from_secs(config.server.token_lifetime_secs),
     )?;
+    let audit_store = ward_audit::AuditStore::open(&config.audit_url()).await?;
+    let signer = ward_audit::AuditSigner::load(&keys)?;
+    let a = &config.audit;
+    let audit_config = ward_audit::AuditConfig {
+        batch_max: a.batch_max,
+        batch_wait: Duration::from_micros(a.batch_wait_us),
+        checkpoint_every: a.checkpoint_every,
+        checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
+    };
+    let (audit, _writer) =
+        ward_audit::start_writer(audit_store.clone(), a.node.clone(), signer, audit_config).await?;
+    crate::audit::record_admin(&audit, "config-load", None).await?;
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(&config.server.listen)
@@ -86,7 +102,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
             .map_err(StartError::Listen)?,
     };
     let local_addr = listener.local_addr().map_err(StartError::Listen)?;
-    let state = AppState::new(config, store, tokens);
+    let state = AppState::new(config, store, tokens, audit, audit_store);
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(
         listener,

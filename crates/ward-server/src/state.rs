@@ -18,6 +18,10 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub store: Store,
+    /// The group-commit writer of this node's audit chain.
+    pub audit: ward_audit::AuditHandle,
+    /// Read access to the audit trail, for AuditEvent search.
+    pub audit_store: ward_audit::AuditStore,
     pub tokens: TokenService,
     pub validator: Validator,
     pub fhir_base: String,
@@ -39,7 +43,13 @@ impl std::ops::Deref for AppState {
 const CLIENT_STATUS_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
-    pub fn new(config: Config, store: Store, tokens: TokenService) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        tokens: TokenService,
+        audit: ward_audit::AuditHandle,
+        audit_store: ward_audit::AuditStore,
+    ) -> Self {
         let limits = Limits {
             max_depth: config.server.max_json_depth,
             max_bytes: config.server.max_body_bytes,
@@ -57,6 +67,8 @@ impl AppState {
             fhir_base: config.fhir_base(),
             config,
             store,
+            audit,
+            audit_store,
             tokens,
             validator: Validator::new(),
             limits,

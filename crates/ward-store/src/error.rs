@@ -18,6 +18,9 @@ pub enum StoreError {
     Duplicate,
     #[error("unsupported criteria parameter '{0}'")]
     UnsupportedCriteria(String),
+    /// A paging cursor that this store did not issue for this search (or that was altered).
+    #[error("invalid paging cursor")]
+    InvalidCursor,
     #[error("stored resource failed its integrity check")]
     Integrity { rtype: String, id: String, version: i64 },
     #[error("cryptographic failure in the store")]

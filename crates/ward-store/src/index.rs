@@ -1,127 +1,162 @@
-//! Blind-index rows for a resource version (EN-4).
+//! Search-index rows for a resource version (SPEC F-2, F-3, EN-4).
 //!
-//! Values come from `ward_fhir::index::extract`; this module only turns them into keyed HMACs:
-//! * Text: HMAC of the normalized value under the parameter name, and HMACs of its normalized
-//!   prefixes (1..=16 characters) under `"<param>:prefix"` for case-insensitive starts-with search.
-//! * Token: `extract` gives `system|code` (when there is a system) and `code`; both are stored,
-//!   plus `system|` (any code in the system). A query `|code` ("no system") cannot be answered
-//!   from these forms and is rejected as unsupported.
-//! * Date: HMAC of the full value, plus the plaintext year only (separate integer column), so
-//!   range searches can narrow by year and filter after decryption.
-
-use std::collections::HashSet;
+//! Values come from `ward_fhir::search::extract`; this module turns them into rows of the typed
+//! index tables:
+//! * `search_blind`: keyed HMACs only. Strings: the value as written under `"<param>:exact"`, and
+//!   its normalized prefixes (1..=16 characters) under `"<param>:prefix"` (case- and
+//!   accent-insensitive starts-with). Tokens under `"<param>"` in the forms [`token_any`]
+//!   (`code`), [`token_system_code`] (`system|code`), [`token_system`] (`system|`) and
+//!   [`token_no_system`] (`|code`). Uris under `"<param>"` as [`uri_form`].
+//! * `search_date`: clinical dates as plaintext `[lo_ms, hi_ms]`; identifying dates (birth, death)
+//!   as a blind hash of the value plus the plaintext year only.
+//! * `search_reference`: (target type, target id).
+//! * `search_quantity`: plaintext numbers with system, code and unit.
+//! * `compartment`: the patients whose compartment the resource belongs to.
 
 use serde_json::Value;
 use ward_crypto::BlindIndexer;
+use ward_fhir::search::{IndexValue, MAX_PREFIX_CHARS};
 
-use crate::fhir_index::IndexKind;
-
-/// Maximum prefix length (in characters) stored for Text parameters.
-pub const MAX_PREFIX_CHARS: usize = 16;
-
-/// One row of `blind_index`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct IndexRow {
-    pub param: String,
-    pub hash: [u8; 32],
-    pub year: Option<i64>,
+/// A bound SQL argument of an index row.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Arg {
+    Str(String),
+    OptStr(Option<String>),
+    I64(Option<i64>),
+    F64(Option<f64>),
+    Bytes(Option<Vec<u8>>),
 }
 
-/// The parameter label under which the prefixes of a Text parameter are stored.
-pub fn prefix_label(param: &str) -> String {
-    format!("{param}:prefix")
+/// The rows of one resource, per table (columns after tenant, rtype, id).
+#[derive(Default, Debug)]
+pub(crate) struct IndexRows {
+    pub blind: Vec<Vec<Arg>>,
+    pub dates: Vec<Vec<Arg>>,
+    pub refs: Vec<Vec<Arg>>,
+    pub quantities: Vec<Vec<Arg>>,
+    pub compartment: Vec<String>,
 }
 
-pub(crate) fn rows_for(indexer: &BlindIndexer, resource: &Value) -> Vec<IndexRow> {
-    let mut seen = HashSet::new();
-    let mut rows = Vec::new();
-    let mut push = |param: &str, value: &str, year: Option<i64>| {
-        let row = IndexRow {
-            param: param.to_owned(),
-            hash: indexer.blind(param, value),
-            year,
-        };
-        if seen.insert((row.param.clone(), row.hash)) {
-            rows.push(row);
+/// (table, columns after tenant/rtype/id) of the index tables, in [`IndexRows`] order.
+pub(crate) const TABLES: [(&str, &[&str]); 4] = [
+    ("search_blind", &["param", "hash"]),
+    ("search_date", &["param", "lo_ms", "hi_ms", "year", "hash"]),
+    ("search_reference", &["param", "target_type", "target_id"]),
+    (
+        "search_quantity",
+        &["param", "lo", "hi", "system", "code", "unit"],
+    ),
+];
+
+pub(crate) fn exact_label(code: &str) -> String {
+    format!("{code}:exact")
+}
+
+pub(crate) fn prefix_label(code: &str) -> String {
+    format!("{code}:prefix")
+}
+
+/// Token form matching `code` in any (or no) system.
+pub(crate) fn token_any(code: &str) -> String {
+    format!("c|{code}")
+}
+
+/// Token form matching `system|code`. The system length makes the form unambiguous.
+pub(crate) fn token_system_code(system: &str, code: &str) -> String {
+    format!("sc|{}|{system}|{code}", system.len())
+}
+
+/// Token form matching `system|` (any code in the system).
+pub(crate) fn token_system(system: &str) -> String {
+    format!("s|{system}")
+}
+
+/// Token form matching `|code` (the code without a system).
+pub(crate) fn token_no_system(code: &str) -> String {
+    format!("n|{code}")
+}
+
+pub(crate) fn uri_form(uri: &str) -> String {
+    format!("u|{uri}")
+}
+
+/// The normalized prefix used to look a string search value up (at most 16 characters).
+pub(crate) fn lookup_prefix(normalized: &str) -> String {
+    normalized.chars().take(MAX_PREFIX_CHARS).collect()
+}
+
+pub(crate) fn rows_for(indexer: &BlindIndexer, resource: &Value) -> IndexRows {
+    let mut rows = IndexRows::default();
+    let blind = |label: &str, form: &str, rows: &mut IndexRows| {
+        let row = vec![
+            Arg::Str(label.to_owned()),
+            Arg::Bytes(Some(indexer.blind(label, form).to_vec())),
+        ];
+        if !rows.blind.contains(&row) {
+            rows.blind.push(row);
         }
     };
-    for iv in crate::fhir_index::extract(resource) {
-        match iv.kind {
-            IndexKind::Text => {
-                // `extract` already returns Text values in `normalize_text` form.
-                let v = iv.value;
-                if v.is_empty() {
-                    continue;
-                }
-                push(iv.param, &v, None);
-                let label = prefix_label(iv.param);
+    for e in ward_fhir::search::extract(resource) {
+        let code = e.param.code.as_str();
+        match e.value {
+            IndexValue::String { normalized, exact } => {
+                blind(&exact_label(code), &exact, &mut rows);
+                let label = prefix_label(code);
                 let mut prefix = String::new();
-                for c in v.chars().take(MAX_PREFIX_CHARS) {
+                for c in normalized.chars().take(MAX_PREFIX_CHARS) {
                     prefix.push(c);
-                    push(&label, &prefix, None);
+                    blind(&label, &prefix, &mut rows);
                 }
             }
-            IndexKind::Token => {
-                for form in token_forms(&iv.value) {
-                    push(iv.param, &form, None);
+            IndexValue::Token { system, code: value } => {
+                blind(code, &token_any(&value), &mut rows);
+                match system {
+                    Some(s) => {
+                        blind(code, &token_system_code(&s, &value), &mut rows);
+                        blind(code, &token_system(&s), &mut rows);
+                    }
+                    None => blind(code, &token_no_system(&value), &mut rows),
                 }
             }
-            IndexKind::Date => {
-                push(iv.param, &iv.value, date_year(&iv.value));
+            IndexValue::Uri(u) => blind(code, &uri_form(&u), &mut rows),
+            IndexValue::Reference { rtype, id } => {
+                let row = vec![Arg::Str(code.to_owned()), Arg::Str(rtype), Arg::Str(id)];
+                if !rows.refs.contains(&row) {
+                    rows.refs.push(row);
+                }
             }
+            IndexValue::Date(r) => rows.dates.push(vec![
+                Arg::Str(code.to_owned()),
+                Arg::I64(Some(r.lo)),
+                Arg::I64(Some(r.hi)),
+                Arg::I64(None),
+                Arg::Bytes(None),
+            ]),
+            IndexValue::BlindDate { value, year } => rows.dates.push(vec![
+                Arg::Str(code.to_owned()),
+                Arg::I64(None),
+                Arg::I64(None),
+                Arg::I64(Some(i64::from(year))),
+                Arg::Bytes(Some(indexer.blind(code, &value).to_vec())),
+            ]),
+            IndexValue::Quantity {
+                lo,
+                hi,
+                system,
+                code: qcode,
+                unit,
+            } => rows.quantities.push(vec![
+                Arg::Str(code.to_owned()),
+                Arg::F64(lo),
+                Arg::F64(hi),
+                Arg::OptStr(system),
+                Arg::OptStr(qcode),
+                Arg::OptStr(unit),
+            ]),
         }
     }
+    rows.compartment = ward_fhir::search::patient_compartment(resource);
     rows
-}
-
-/// The stored forms of a token value given as `system|code`, `|code` or `code`.
-fn token_forms(value: &str) -> Vec<String> {
-    match value.split_once('|') {
-        Some((system, code)) => {
-            let mut forms = Vec::with_capacity(3);
-            if !code.is_empty() {
-                forms.push(format!("{system}|{code}"));
-                forms.push(code.to_owned());
-            }
-            if !system.is_empty() {
-                forms.push(format!("{system}|"));
-            }
-            forms
-        }
-        None if value.is_empty() => Vec::new(),
-        None => vec![value.to_owned()],
-    }
-}
-
-/// The year of an ISO date or dateTime (`YYYY`, `YYYY-MM`, `YYYY-MM-DD...`).
-fn date_year(value: &str) -> Option<i64> {
-    let y = value.get(..4)?;
-    if y.bytes().all(|b| b.is_ascii_digit()) {
-        y.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// The (label, hash) to look up for an exact-match criterion on a blind-indexed parameter, or
-/// `None` if the parameter is not indexed for this type.
-pub(crate) fn criterion_hash(
-    indexer: &BlindIndexer,
-    rtype: &str,
-    param: &str,
-    value: &str,
-) -> Option<(String, [u8; 32])> {
-    let kind = crate::fhir_index::param_kind(rtype, param)?;
-    let value = value.trim();
-    let v = match kind {
-        IndexKind::Text => crate::fhir_index::normalize_text(value),
-        // Email addresses are indexed lowercased.
-        IndexKind::Token if param == "email" || value.contains('@') => value.to_lowercase(),
-        IndexKind::Token if value.starts_with('|') => return None,
-        IndexKind::Token => value.to_owned(),
-        IndexKind::Date => value.strip_prefix("eq").unwrap_or(value).to_owned(),
-    };
-    Some((param.to_owned(), indexer.blind(param, &v)))
 }
 
 #[cfg(test)]
@@ -129,21 +164,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_forms_cover_fhir_token_search() {
-        assert_eq!(
-            token_forms("http://x|123"),
-            vec!["http://x|123", "123", "http://x|"]
-        );
-        assert_eq!(token_forms("|123"), vec!["|123", "123"]);
-        assert_eq!(token_forms("123"), vec!["123"]);
-        assert!(token_forms("").is_empty());
+    fn token_forms_are_unambiguous() {
+        assert_ne!(token_system_code("a|b", "c"), token_system_code("a", "b|c"));
+        assert_ne!(token_any("x"), token_no_system("x"));
+        assert_eq!(lookup_prefix("abcdefghijklmnopqrstuvwxyz"), "abcdefghijklmnop");
     }
 
     #[test]
-    fn years() {
-        assert_eq!(date_year("1987-03-14"), Some(1987));
-        assert_eq!(date_year("1987"), Some(1987));
-        assert_eq!(date_year("87"), None);
-        assert_eq!(date_year("abcd-01"), None);
+    fn rows_hold_no_plaintext_strings() {
+        let key = ward_crypto::DataKey::generate().unwrap();
+        let indexer = BlindIndexer::new(key);
+        let p = serde_json::json!({"resourceType": "Patient", "id": "p1",
+            "name": [{"family": "Zyxwarfield"}], "birthDate": "1937-04-19",
+            "identifier": [{"system": "urn:x", "value": "MRN123"}]});
+        let rows = rows_for(&indexer, &p);
+        let dump = format!("{rows:?}");
+        for secret in ["Zyxwarfield", "zyxwarfield", "1937-04-19", "MRN123"] {
+            assert!(!dump.contains(secret), "{secret}");
+        }
+        assert!(rows.dates.iter().any(|r| r[3] == Arg::I64(Some(1937))));
+        assert_eq!(rows.compartment, vec!["p1"]);
     }
 }

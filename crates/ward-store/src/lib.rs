@@ -16,12 +16,11 @@
 //!   the hash and fails with [`StoreError::Integrity`] (and an error log line) on mismatch.
 
 mod error;
-mod fhir_index;
 mod index;
 mod keys;
+mod search;
 pub mod testing;
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,15 +34,21 @@ use ward_crypto::{Aad, BlindIndexer, Envelope, Kek, sha256};
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
-pub use index::{MAX_PREFIX_CHARS, prefix_label};
+pub use search::SearchPage;
+pub use ward_fhir::search::MAX_PREFIX_CHARS;
 
 /// The single tenant used for now.
 pub const DEFAULT_TENANT: &str = "default";
 
 /// Maximum attempts of an update without `If-Match` that loses a race to a concurrent writer.
 const UPDATE_ATTEMPTS: usize = 5;
-/// Rows per multi-row INSERT into `blind_index` (6 parameters each).
+/// Rows per multi-row INSERT into an index table (at most 9 parameters each).
 const INDEX_ROWS_PER_INSERT: usize = 100;
+/// Version of what the search index holds; `Store::open` re-indexes every current resource when
+/// the stored version differs (a new table, parameter or normal form needs it).
+const INDEX_VERSION: i64 = 1;
+/// Resources per re-indexing transaction.
+const REINDEX_BATCH: i64 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -65,12 +70,20 @@ const SQLITE_PRAGMAS: &[&str] = &[
 ];
 
 /// Migrations: (version, description, SQLite DDL, PostgreSQL DDL).
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "search",
+        include_str!("../migrations/sqlite/0002_search.sql"),
+        include_str!("../migrations/postgres/0002_search.sql"),
+    ),
+];
 
 /// Handle to the store. Cheap to clone; safe to share between tasks.
 #[derive(Clone)]
@@ -160,7 +173,7 @@ const SELECT_CURRENT_FOR_WRITE_SQLITE: &str = "SELECT version, deleted FROM reso
      WHERE tenant = $1 AND rtype = $2 AND id = $3";
 const SELECT_CURRENT_FOR_WRITE_PG: &str = "SELECT version, deleted FROM resource_current \
      WHERE tenant = $1 AND rtype = $2 AND id = $3 FOR UPDATE";
-const VERSION_COLUMNS: &str =
+pub(crate) const VERSION_COLUMNS: &str =
     "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.ciphertext, v.content_hash";
 
 /// Formats an instant as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T12:00:00.123Z`.
@@ -314,7 +327,7 @@ impl Store {
             }
         };
         let (envelope, indexer) = keys::load_or_create(&writer, kek).await?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 backend,
                 writer,
@@ -323,7 +336,67 @@ impl Store {
                 envelope,
                 indexer,
             }),
-        })
+        };
+        store.reindex_if_needed().await?;
+        Ok(store)
+    }
+
+    /// Rebuilds the search index of every current resource when it was built by another index
+    /// version (or before the typed index existed). Idempotent; safe with several nodes.
+    async fn reindex_if_needed(&self) -> Result<(), StoreError> {
+        let stored: Option<i64> = sqlx::query("SELECT version FROM search_index_state WHERE tenant = $1")
+            .bind(self.tenant())
+            .fetch_optional(&self.inner.writer)
+            .await?
+            .map(|r| r.try_get("version"))
+            .transpose()?;
+        if stored == Some(INDEX_VERSION) {
+            return Ok(());
+        }
+        let mut after: (String, String) = (String::new(), String::new());
+        let mut done = 0u64;
+        loop {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM resource_current c JOIN resource_version v \
+                   ON v.tenant = c.tenant AND v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
+                 WHERE c.tenant = $1 AND c.deleted = 0 AND (c.rtype > $2 OR (c.rtype = $2 AND c.id > $3)) \
+                 ORDER BY c.rtype, c.id LIMIT $4"
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(self.tenant())
+                .bind(after.0.clone())
+                .bind(after.1.clone())
+                .bind(REINDEX_BATCH)
+                .fetch_all(&self.inner.writer)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut tx = self.inner.writer.begin().await?;
+            for row in &rows {
+                let s = self.decode(row)?;
+                if let Some(r) = &s.resource {
+                    let index_rows = index::rows_for(&self.inner.indexer, r);
+                    self.replace_index(&mut tx, &s.rtype, &s.id, &index_rows).await?;
+                }
+                after = (s.rtype, s.id);
+                done += 1;
+            }
+            tx.commit().await?;
+        }
+        sqlx::query("DELETE FROM search_index_state WHERE tenant = $1")
+            .bind(self.tenant())
+            .execute(&self.inner.writer)
+            .await?;
+        sqlx::query("INSERT INTO search_index_state (tenant, version) VALUES ($1, $2) ON CONFLICT (tenant) DO NOTHING")
+            .bind(self.tenant())
+            .bind(INDEX_VERSION)
+            .execute(&self.inner.writer)
+            .await?;
+        if done > 0 {
+            tracing::info!(resources = done, "search index rebuilt");
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
@@ -356,76 +429,6 @@ impl Store {
     /// (live or deleted) with this id exists.
     pub async fn create_with_id(&self, rtype: &str, id: &str, resource: Value) -> Result<Stored, StoreError> {
         self.put(rtype, id, &resource, None, true).await.map(|(s, _)| s)
-    }
-
-    /// Ids of the live resources of `rtype` matching all criteria (exact match). Supported
-    /// parameters: `_id` and the blind-indexed parameters of the type.
-    pub async fn find_matching(
-        &self,
-        rtype: &str,
-        criteria: &[(String, String)],
-    ) -> Result<Vec<String>, StoreError> {
-        if criteria.is_empty() {
-            return Err(StoreError::UnsupportedCriteria(String::new()));
-        }
-        enum Crit {
-            Id(String),
-            Hash(String, [u8; 32]),
-        }
-        let mut crits = Vec::with_capacity(criteria.len());
-        for (param, value) in criteria {
-            if param == "_id" {
-                crits.push(Crit::Id(value.clone()));
-            } else {
-                let (label, hash) = index::criterion_hash(&self.inner.indexer, rtype, param, value)
-                    .ok_or_else(|| StoreError::UnsupportedCriteria(param.clone()))?;
-                crits.push(Crit::Hash(label, hash));
-            }
-        }
-        let tenant = self.tenant();
-        let mut result: Option<BTreeSet<String>> = None;
-        for c in crits {
-            let rows = match c {
-                Crit::Id(id) => {
-                    sqlx::query(
-                        "SELECT id FROM resource_current \
-                         WHERE tenant = $1 AND rtype = $2 AND id = $3 AND deleted = 0",
-                    )
-                    .bind(tenant)
-                    .bind(rtype)
-                    .bind(id)
-                    .fetch_all(&self.inner.reader)
-                    .await?
-                }
-                Crit::Hash(label, hash) => {
-                    sqlx::query(
-                        "SELECT DISTINCT b.id FROM blind_index b JOIN resource_current c \
-                           ON c.tenant = b.tenant AND c.rtype = b.rtype AND c.id = b.id \
-                         WHERE b.tenant = $1 AND b.rtype = $2 AND b.param = $3 AND b.hash = $4 \
-                           AND c.deleted = 0",
-                    )
-                    .bind(tenant)
-                    .bind(rtype)
-                    .bind(label)
-                    .bind(hash.to_vec())
-                    .fetch_all(&self.inner.reader)
-                    .await?
-                }
-            };
-            let ids = rows
-                .iter()
-                .map(|r| r.try_get::<String, _>("id"))
-                .collect::<Result<BTreeSet<_>, _>>()?;
-            let next = match result {
-                None => ids,
-                Some(prev) => prev.intersection(&ids).cloned().collect(),
-            };
-            if next.is_empty() {
-                return Ok(Vec::new());
-            }
-            result = Some(next);
-        }
-        Ok(result.unwrap_or_default().into_iter().collect())
     }
 
     /// The current version. [`StoreError::NotFound`] if it never existed,
@@ -717,44 +720,61 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         rtype: &str,
         id: &str,
-        rows: &[index::IndexRow],
+        rows: &index::IndexRows,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM blind_index WHERE tenant = $1 AND rtype = $2 AND id = $3")
+        for table in index::TABLES.iter().map(|(t, _)| *t).chain(["compartment"]) {
+            // Table names are constants of this crate.
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE tenant = $1 AND rtype = $2 AND id = $3"
+            )))
             .bind(self.tenant())
             .bind(rtype)
             .bind(id)
             .execute(&mut **tx)
             .await?;
-        for chunk in rows.chunks(INDEX_ROWS_PER_INSERT) {
-            let mut sql =
-                String::from("INSERT INTO blind_index (tenant, rtype, id, param, hash, year) VALUES ");
-            for i in 0..chunk.len() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push_str(", ");
+        }
+        let compartment: Vec<Vec<index::Arg>> = rows
+            .compartment
+            .iter()
+            .map(|p| vec![index::Arg::Str(p.clone())])
+            .collect();
+        let tables = index::TABLES
+            .iter()
+            .zip([&rows.blind, &rows.dates, &rows.refs, &rows.quantities])
+            .map(|((t, cols), r)| (*t, *cols, r))
+            .chain([("compartment", &["patient_id"][..], &compartment)]);
+        for (table, cols, table_rows) in tables {
+            for chunk in table_rows.chunks(INDEX_ROWS_PER_INSERT) {
+                let width = 3 + cols.len();
+                let mut sql = format!(
+                    "INSERT INTO {table} (tenant, rtype, id, {}) VALUES ",
+                    cols.join(", ")
+                );
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    let ph: Vec<String> = (1..=width).map(|k| format!("${}", i * width + k)).collect();
+                    sql.push('(');
+                    sql.push_str(&ph.join(", "));
+                    sql.push(')');
                 }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
+                // Only constant names and generated placeholders are interpolated; values are bound.
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for row in chunk {
+                    q = q.bind(self.tenant()).bind(rtype).bind(id);
+                    for a in row {
+                        q = match a {
+                            index::Arg::Str(s) => q.bind(s.clone()),
+                            index::Arg::OptStr(s) => q.bind(s.clone()),
+                            index::Arg::I64(v) => q.bind(*v),
+                            index::Arg::F64(v) => q.bind(*v),
+                            index::Arg::Bytes(b) => q.bind(b.clone()),
+                        };
+                    }
+                }
+                q.execute(&mut **tx).await?;
             }
-            // Only generated placeholders are interpolated; every value is bound.
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for row in chunk {
-                q = q
-                    .bind(self.tenant())
-                    .bind(rtype)
-                    .bind(id)
-                    .bind(row.param.clone())
-                    .bind(row.hash.to_vec())
-                    .bind(row.year);
-            }
-            q.execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -903,7 +923,8 @@ impl Store {
             drop(tx);
             return Err(self.conflict(rtype, id).await);
         }
-        self.replace_index(&mut tx, rtype, id, &[]).await?;
+        self.replace_index(&mut tx, rtype, id, &index::IndexRows::default())
+            .await?;
         tx.commit().await?;
         Ok(Some(Stored {
             rtype: rtype.to_owned(),

@@ -272,7 +272,7 @@ async fn delete_and_gone(h: &H) {
             .unwrap()
             .is_empty()
     );
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM blind_index WHERE id = $1")
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM search_blind WHERE id = $1")
         .bind(c.id.clone())
         .fetch_one(&h.raw)
         .await
@@ -425,10 +425,9 @@ async fn find_matching_criteria(h: &H) {
         f(crit(&[("identifier", "urn:oid:1.2.3|")])).await,
         vec![p1.id.clone()]
     );
-    assert!(matches!(
-        s.find_matching("Patient", &crit(&[("identifier", "|NOSYS-1")])).await,
-        Err(StoreError::UnsupportedCriteria(p)) if p == "identifier"
-    ));
+    // `|code`: the code without a system.
+    assert_eq!(f(crit(&[("identifier", "|NOSYS-1")])).await, vec![p1.id.clone()]);
+    assert!(f(crit(&[("identifier", "|A-100")])).await.is_empty());
     assert_eq!(f(crit(&[("identifier", "NOSYS-1")])).await, vec![p1.id.clone()]);
     assert!(f(crit(&[("identifier", "urn:oid:1.2.3|A-1")])).await.is_empty());
     assert_eq!(f(crit(&[("family", "van der berg")])).await, vec![p1.id.clone()]);
@@ -480,9 +479,9 @@ async fn find_matching_criteria(h: &H) {
     );
 
     // Text prefixes are stored under "<param>:prefix".
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM blind_index WHERE id = $1 AND param = $2")
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM search_blind WHERE id = $1 AND param = $2")
         .bind(p2.id.clone())
-        .bind(ward_store::prefix_label("family"))
+        .bind("family:prefix")
         .fetch_one(&h.raw)
         .await
         .unwrap()
@@ -722,7 +721,7 @@ async fn no_plaintext_phi_in_database(h: &H) {
     );
 
     // Year-only rule: the plaintext year is stored for the date, nothing finer.
-    let years: Vec<Option<i64>> = sqlx::query("SELECT year FROM blind_index WHERE id = $1 AND param = $2")
+    let years: Vec<Option<i64>> = sqlx::query("SELECT year FROM search_date WHERE id = $1 AND param = $2")
         .bind(c.id.clone())
         .bind("birthdate")
         .fetch_all(&h.raw)
@@ -732,14 +731,15 @@ async fn no_plaintext_phi_in_database(h: &H) {
         .map(|r| r.try_get("year").unwrap())
         .collect();
     assert_eq!(years, vec![Some(1987)]);
-    let non_date_years: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM blind_index WHERE year IS NOT NULL AND param <> $1")
-            .bind("birthdate")
-            .fetch_one(&h.raw)
-            .await
-            .unwrap()
-            .try_get("n")
-            .unwrap();
+    let non_date_years: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM search_date WHERE (year IS NOT NULL OR hash IS NOT NULL) AND param <> $1",
+    )
+    .bind("birthdate")
+    .fetch_one(&h.raw)
+    .await
+    .unwrap()
+    .try_get("n")
+    .unwrap();
     assert_eq!(non_date_years, 0);
 
     match h.store.backend() {
@@ -773,7 +773,10 @@ async fn no_plaintext_phi_in_database(h: &H) {
             for t in [
                 "resource_version",
                 "resource_current",
-                "blind_index",
+                "search_blind",
+                "search_date",
+                "search_reference",
+                "compartment",
                 "wrapped_key",
                 "oauth_client",
             ] {
@@ -852,9 +855,9 @@ async fn concurrent_updates(h: &H) {
             .unwrap(),
         vec![c.id.clone()]
     );
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM blind_index WHERE id = $1 AND param = $2")
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM search_blind WHERE id = $1 AND param = $2")
         .bind(c.id.clone())
-        .bind("family")
+        .bind("family:exact")
         .fetch_one(&h.raw)
         .await
         .unwrap()

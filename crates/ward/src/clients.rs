@@ -65,6 +65,7 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
     };
     store.insert_client(&record).await.context("storing the client")?;
     store.close().await;
+    crate::audit_cli::record_admin(config, "client-create", Some(("Client", &client_id))).await?;
     Ok(CreatedClient {
         client_id,
         client_secret: secret,
@@ -96,5 +97,6 @@ pub async fn disable(config: &Config, client_id: &str) -> anyhow::Result<()> {
     if !found {
         bail!("no client with that id");
     }
+    crate::audit_cli::record_admin(config, "client-disable", Some(("Client", client_id))).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `ward` command line: set-up, serving and administration. `main.rs` only parses
 //! arguments and prints; the commands live here so tests can call them.
 
+pub mod audit_cli;
 pub mod certs;
 pub mod clients;
 pub mod demo;

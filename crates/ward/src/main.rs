@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ward::{clients, demo, init};
+use ward::{audit_cli, clients, demo, init};
 use ward_server::Config;
 
 #[derive(Parser)]
@@ -68,6 +68,46 @@ enum Command {
     Client {
         #[command(subcommand)]
         command: ClientCommand,
+    },
+    /// Verify, export and review the audit trail
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk every chain and checkpoint; exit 1 and name the first bad record on damage
+    Verify {
+        #[command(flatten)]
+        at: Location,
+        /// Verify an export file offline instead of the live trail
+        #[arg(long, requires = "pubkey")]
+        file: Option<PathBuf>,
+        /// The public key file written by `ward audit export --out`
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
+    /// Write the trail as FHIR AuditEvent NDJSON with checkpoints and the public key
+    Export {
+        #[command(flatten)]
+        at: Location,
+        #[arg(long, default_value = "ndjson", value_parser = ["ndjson"])]
+        format: String,
+        /// Output file (default stdout); the public key is written to FILE.pub
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Accounting of disclosures: every access to one patient's data
+    Disclosures {
+        #[command(flatten)]
+        at: Location,
+        #[arg(long)]
+        patient: String,
+        /// Only accesses at or after this date (YYYY-MM-DD) or instant
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 
@@ -216,8 +256,92 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Audit { command } => audit(command).await?,
     }
     Ok(())
+}
+
+async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { at, file, pubkey } => {
+            let report = match (file, pubkey) {
+                (Some(f), Some(k)) => audit_cli::verify_file(&f, &k)?,
+                _ => audit_cli::verify(&at.load()?).await?,
+            };
+            if at.json {
+                print_json(&report)?;
+            } else if let Some(bad) = &report.first_bad {
+                println!(
+                    "DAMAGED: first bad record: node {} seq {} ({:?})",
+                    bad.node, bad.seq, bad.kind
+                );
+            } else {
+                println!(
+                    "intact: {} records in {} chain(s)",
+                    report.records,
+                    report.chains.len()
+                );
+            }
+            if !report.ok {
+                anyhow::bail!("the audit trail failed verification");
+            }
+        }
+        AuditCommand::Export { at, format: _, out } => {
+            let config = at.load()?;
+            let n = match &out {
+                Some(path) => {
+                    let mut f = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let n = audit_cli::export(&config, &mut f).await?;
+                    let key_path = PathBuf::from(format!("{}.pub", path.display()));
+                    std::fs::write(&key_path, audit_cli::public_key_base64(&config)? + "\n")?;
+                    n
+                }
+                None => audit_cli::export(&config, &mut std::io::stdout()).await?,
+            };
+            audit_cli::record_admin(&config, "audit-export", None).await?;
+            eprintln!("exported {n} records");
+        }
+        AuditCommand::Disclosures { at, patient, since } => {
+            let config = at.load()?;
+            let since = since.map(|s| parse_since(&s)).transpose()?;
+            let records = audit_cli::disclosures(&config, &patient, since).await?;
+            audit_cli::record_admin(&config, "audit-disclosures", Some(("Patient", &patient))).await?;
+            if at.json {
+                print_json(&records)?;
+            } else {
+                for r in records {
+                    let who = r
+                        .actor
+                        .user_id
+                        .or(r.actor.client_id)
+                        .unwrap_or_else(|| "-".into());
+                    let what = format!(
+                        "{} {}/{}",
+                        r.action,
+                        r.resource_type.unwrap_or_default(),
+                        r.resource_id.unwrap_or_default()
+                    );
+                    let why = r.purpose_of_use.unwrap_or_else(|| "-".into());
+                    println!(
+                        "{}  {who}  {what}  status {}  purpose {why}",
+                        r.at, r.outcome.status
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_since(s: &str) -> anyhow::Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .context("--since must be YYYY-MM-DD or an RFC 3339 instant")?;
+    Ok(d.midnight().assume_utc())
 }
 
 async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {

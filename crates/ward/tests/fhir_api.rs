@@ -423,13 +423,61 @@ async fn metadata_is_public_and_truthful(backend: Backend) {
             .iter()
             .map(|i| i["code"].as_str().unwrap())
             .collect();
-        // search is not implemented yet, so it must not be claimed
-        assert!(!codes.contains(&"search-type"), "{codes:?}");
-        assert!(r.get("searchParam").is_none());
+        // search is implemented for every type: claimed, with the parameters it supports
+        assert!(codes.contains(&"search-type"), "{codes:?}");
+        let params: Vec<&str> = r["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            params.contains(&"_id") && params.contains(&"_lastUpdated"),
+            "{params:?}"
+        );
+        for p in r["searchParam"].as_array().unwrap() {
+            assert!(
+                [
+                    "string",
+                    "token",
+                    "reference",
+                    "date",
+                    "quantity",
+                    "uri",
+                    "number"
+                ]
+                .contains(&p["type"].as_str().unwrap()),
+                "{p}"
+            );
+        }
+    }
+    let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
+    let names: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "family",
+        "given",
+        "name",
+        "identifier",
+        "birthdate",
+        "gender",
+        "phone",
+        "address-city",
+    ] {
+        assert!(names.contains(&p), "{p} missing from {names:?}");
     }
     assert!(
-        cs["rest"][0].get("interaction").is_none(),
-        "no system-level interactions yet"
+        !names.contains(&"_text") && !names.contains(&"_content"),
+        "not implemented"
+    );
+    assert_eq!(
+        cs["rest"][0]["interaction"],
+        json!([{ "code": "history-system" }]),
+        "the only system-level interaction"
     );
     // everything claimed works: spot-check every interaction on one type
     let t = s.admin_token().await;
@@ -442,10 +490,16 @@ async fn metadata_is_public_and_truthful(backend: Backend) {
         format!("Basic/{id}/_history/1"),
         format!("Basic/{id}/_history"),
         "Basic/_history".into(),
+        "Basic".into(),
+        format!("Basic?_id={id}"),
+        "_history".into(),
     ] {
         assert_eq!(s.get(&path, &t).send().await.unwrap().status(), 200, "{path}");
     }
-    // search is not claimed and answers 405, not an empty bundle that looks like "no results"
-    assert_eq!(s.get("Basic", &t).send().await.unwrap().status(), 405);
+    // search answers a searchset with the match
+    let bundle: Value = s.get("Basic", &t).send().await.unwrap().json().await.unwrap();
+    assert_eq!(bundle["type"], "searchset");
+    assert_eq!(bundle["total"], 1);
+    assert_eq!(bundle["entry"][0]["resource"]["id"], json!(id));
     s.stop().await;
 }

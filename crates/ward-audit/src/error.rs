@@ -1,0 +1,41 @@
+/// Errors of the audit trail. Display strings never contain record contents, SQL or paths.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The audit store could not commit: ePHI requests must fail closed (503).
+    #[error("audit store unavailable")]
+    Unavailable,
+    /// The writer has shut down.
+    #[error("audit writer closed")]
+    Closed,
+    /// Stored or exported audit data is malformed or inconsistent.
+    #[error("corrupt audit data: {0}")]
+    Corrupt(String),
+    /// A node id outside `[A-Za-z0-9.-]{1,48}`.
+    #[error("invalid audit node id")]
+    InvalidNode,
+    #[error("audit database error")]
+    Database(#[source] sqlx::Error),
+    #[error("audit key error")]
+    Crypto(#[source] ward_crypto::Error),
+    #[error("audit I/O error")]
+    Io(#[source] std::io::Error),
+}
+
+impl From<sqlx::Error> for AuditError {
+    fn from(e: sqlx::Error) -> Self {
+        AuditError::Database(e)
+    }
+}
+
+impl From<ward_crypto::Error> for AuditError {
+    fn from(e: ward_crypto::Error) -> Self {
+        AuditError::Crypto(e)
+    }
+}
+
+impl From<std::io::Error> for AuditError {
+    fn from(e: std::io::Error) -> Self {
+        AuditError::Io(e)
+    }
+}

@@ -1,0 +1,512 @@
+//! The audit store: its own connection pool(s), migrations and the few statements the writer,
+//! verifier and queries need. One SQL code path for SQLite and PostgreSQL (sqlx `Any`, `$n`
+//! placeholders); only the DDL differs per backend.
+
+use std::fmt;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr};
+
+use crate::AuditError;
+
+/// Which database the audit store lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Migrations: (version, description, SQLite DDL, PostgreSQL DDL).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "audit",
+    include_str!("../migrations/sqlite/0001_audit.sql"),
+    include_str!("../migrations/postgres/0001_audit.sql"),
+)];
+
+/// The migrations table of the audit schema (distinct from the resource store's).
+pub const MIGRATIONS_TABLE: &str = "ward_audit_migrations";
+
+/// Rows per multi-row INSERT into `audit_record` (12 parameters each).
+const RECORD_ROWS_PER_INSERT: usize = 50;
+/// Rows per multi-row INSERT into `audit_patient` (3 parameters each).
+const PATIENT_ROWS_PER_INSERT: usize = 200;
+
+/// Connection settings of the audit store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// SQLite `busy_timeout`: how long a commit waits for a lock before the store is reported
+    /// unavailable.
+    pub busy_timeout: Duration,
+    /// How long to wait for a pooled connection (PostgreSQL unreachable → unavailable).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Handle to the audit database. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditStore {
+    backend: Backend,
+    /// The writer's pool (one connection for SQLite).
+    pub(crate) writer: AnyPool,
+    /// Reads: verification, export, queries (read-only connections on SQLite).
+    pub(crate) reader: AnyPool,
+}
+
+impl fmt::Debug for AuditStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditStore")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record ready to insert (already sequenced and hashed).
+pub(crate) struct PreparedRow {
+    pub node: String,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub action: String,
+    pub status: i64,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub record: String,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+    pub patients: Vec<String>,
+}
+
+/// A stored signed checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub node: String,
+    pub seq: i64,
+    pub hash: Vec<u8>,
+    pub key_id: String,
+    pub signature: Vec<u8>,
+    pub at: String,
+}
+
+impl Checkpoint {
+    /// The signed message: `ward-audit-checkpoint-v1|{node}|{seq}|{hash_hex}|{at}` (UTF-8).
+    pub fn message(node: &str, seq: i64, hash: &[u8], at: &str) -> Vec<u8> {
+        format!("ward-audit-checkpoint-v1|{node}|{seq}|{}|{at}", hex::encode(hash)).into_bytes()
+    }
+}
+
+/// The head of a chain: its last seq and hash (seq 0 and zero hash when empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub seq: i64,
+    pub hash: [u8; 32],
+}
+
+impl Head {
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: [0; 32],
+    };
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, desc, sqlite, pg)| {
+            let sql = match backend {
+                Backend::Sqlite => *sqlite,
+                Backend::Postgres => *pg,
+            };
+            Migration::new(
+                *version,
+                (*desc).into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut m = Migrator::with_migrations(migrations);
+    m.dangerous_set_table_name(MIGRATIONS_TABLE);
+    m
+}
+
+async fn sqlite_pool(
+    url: &str,
+    max: u32,
+    read_only: bool,
+    opts: &StoreOptions,
+) -> Result<AnyPool, AuditError> {
+    let busy = format!("PRAGMA busy_timeout = {}", opts.busy_timeout.as_millis());
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(opts.acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            let busy = busy.clone();
+            Box::pin(async move {
+                sqlx::query(AssertSqlSafe(busy)).execute(&mut *conn).await?;
+                // WAL, and a synced WAL on every commit: an acknowledged record survives power
+                // loss (AU-2).
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("PRAGMA synchronous = FULL")
+                    .execute(&mut *conn)
+                    .await?;
+                if read_only {
+                    sqlx::query("PRAGMA query_only = ON").execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+fn hash32(v: &[u8]) -> Result<[u8; 32], AuditError> {
+    v.try_into()
+        .map_err(|_| AuditError::Corrupt("stored hash has the wrong length".into()))
+}
+
+impl AuditStore {
+    /// Opens (creating if needed) the audit database at `url` and applies the audit migrations.
+    /// SQLite: pass a file of its own, e.g. `sqlite://DIR/audit.db?mode=rwc`. PostgreSQL: the
+    /// same database as the resources is fine (the audit tables are separate).
+    pub async fn open(url: &str) -> Result<AuditStore, AuditError> {
+        AuditStore::open_with(url, &StoreOptions::default()).await
+    }
+
+    /// [`AuditStore::open`] with explicit connection settings.
+    pub async fn open_with(url: &str, opts: &StoreOptions) -> Result<AuditStore, AuditError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(AuditError::Database(sqlx::Error::Configuration(
+                "unsupported database URL scheme (expected sqlite: or postgres:)".into(),
+            )));
+        };
+        let (writer, reader) = match backend {
+            Backend::Sqlite => {
+                let writer = sqlite_pool(url, 1, false, opts).await?;
+                migrate(&writer, backend).await?;
+                let reader = sqlite_pool(url, 2, true, opts).await?;
+                (writer, reader)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect(url)
+                    .await?;
+                migrate(&pool, backend).await?;
+                (pool.clone(), pool)
+            }
+        };
+        Ok(AuditStore {
+            backend,
+            writer,
+            reader,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// The last record of `node`'s chain.
+    pub(crate) async fn head(&self, node: &str) -> Result<Head, AuditError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_record WHERE node = $1 ORDER BY seq DESC LIMIT 1")
+            .bind(node)
+            .fetch_optional(&self.writer)
+            .await?;
+        match row {
+            None => Ok(Head::EMPTY),
+            Some(r) => Ok(Head {
+                seq: r.try_get("seq")?,
+                hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
+            }),
+        }
+    }
+
+    /// The hash stored for (node, seq), if that record exists.
+    pub(crate) async fn hash_at(&self, node: &str, seq: i64) -> Result<Option<Vec<u8>>, AuditError> {
+        let row = sqlx::query("SELECT hash FROM audit_record WHERE node = $1 AND seq = $2")
+            .bind(node)
+            .bind(seq)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("hash")?),
+            None => None,
+        })
+    }
+
+    /// Inserts sequenced, hashed records (and their patient index rows) in ONE transaction.
+    pub(crate) async fn insert_batch(&self, rows: &[PreparedRow]) -> Result<(), AuditError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in rows.chunks(RECORD_ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO audit_record (node, seq, at_ms, action, status, client_id, user_id, \
+                 resource_type, resource_id, record, prev_hash, hash) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for j in 0..12 {
+                    if j > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", i * 12 + j + 1));
+                }
+                sql.push(')');
+            }
+            // Only placeholders are generated here; every value is bound.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.node.as_str())
+                    .bind(r.seq)
+                    .bind(r.at_ms)
+                    .bind(r.action.as_str())
+                    .bind(r.status)
+                    .bind(r.client_id.as_deref())
+                    .bind(r.user_id.as_deref())
+                    .bind(r.resource_type.as_deref())
+                    .bind(r.resource_id.as_deref())
+                    .bind(r.record.as_str())
+                    .bind(r.prev_hash.to_vec())
+                    .bind(r.hash.to_vec());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let patients: Vec<(&str, i64, &str)> = rows
+            .iter()
+            .flat_map(|r| {
+                let mut ids: Vec<&str> = r.patients.iter().map(String::as_str).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter().map(move |p| (r.node.as_str(), r.seq, p))
+            })
+            .collect();
+        for chunk in patients.chunks(PATIENT_ROWS_PER_INSERT) {
+            let mut sql = String::from("INSERT INTO audit_patient (node, seq, patient_id) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${},${},${})", i * 3 + 1, i * 3 + 2, i * 3 + 3));
+            }
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (node, seq, p) in chunk {
+                q = q.bind(*node).bind(*seq).bind(*p);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_checkpoint(&self, cp: &Checkpoint) -> Result<(), AuditError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(cp.node.as_str())
+        .bind(cp.seq)
+        .bind(cp.hash.clone())
+        .bind(cp.key_id.as_str())
+        .bind(cp.signature.clone())
+        .bind(cp.at.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Every node that has records or checkpoints, sorted.
+    pub async fn nodes(&self) -> Result<Vec<String>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT node FROM audit_record GROUP BY node \
+             UNION SELECT node FROM audit_checkpoint GROUP BY node ORDER BY node",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("node").map_err(AuditError::from))
+            .collect()
+    }
+
+    /// The checkpoints of `node` in seq order.
+    pub async fn checkpoints(&self, node: &str) -> Result<Vec<Checkpoint>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT node, seq, hash, key_id, signature, at FROM audit_checkpoint \
+             WHERE node = $1 ORDER BY seq",
+        )
+        .bind(node)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    /// The last checkpoint of `node` (read through the writer's pool).
+    pub(crate) async fn last_checkpoint(&self, node: &str) -> Result<Option<Checkpoint>, AuditError> {
+        let row = sqlx::query(
+            "SELECT node, seq, hash, key_id, signature, at FROM audit_checkpoint \
+             WHERE node = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(node)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    /// Up to `limit` chain rows of `node` with seq > `after`, in seq order:
+    /// (seq, canonical bytes, prev_hash, hash).
+    pub(crate) async fn chain_page(
+        &self,
+        node: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AnyRow>, AuditError> {
+        Ok(sqlx::query(
+            "SELECT seq, record, prev_hash, hash FROM audit_record \
+             WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(node)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+}
+
+/// A page of a chain packed into one row by the database (see [`AuditStore::chain_page_packed`]).
+pub(crate) struct PackedPage {
+    pub count: i64,
+    pub min_seq: i64,
+    pub max_seq: i64,
+    /// Canonical records joined with `\n` (canonical JSON never contains a raw newline).
+    pub records: String,
+    /// prev_hash of each row, hex, concatenated.
+    pub prev_hashes: String,
+    /// hash of each row, hex, concatenated.
+    pub hashes: String,
+}
+
+const PACKED_PAGE_SQLITE: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
+     string_agg(record, $3 ORDER BY seq), string_agg(hex(prev_hash), '' ORDER BY seq), \
+     string_agg(hex(hash), '' ORDER BY seq) \
+     FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
+           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $4) page";
+const PACKED_PAGE_PG: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
+     string_agg(record, $3 ORDER BY seq), string_agg(encode(prev_hash, 'hex'), '' ORDER BY seq), \
+     string_agg(encode(hash, 'hex'), '' ORDER BY seq) \
+     FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
+           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $4) page";
+
+impl AuditStore {
+    /// Up to `limit` chain rows of `node` after seq `after`, concatenated by the database into
+    /// one result row: one round trip and one value per column instead of per-row decoding,
+    /// which is what lets verification run at several hundred thousand records per second. The
+    /// only backend-specific DML (hex encoding of bytes differs).
+    pub(crate) async fn chain_page_packed(
+        &self,
+        node: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<PackedPage, AuditError> {
+        let sql = match self.backend {
+            Backend::Sqlite => PACKED_PAGE_SQLITE,
+            Backend::Postgres => PACKED_PAGE_PG,
+        };
+        let r = sqlx::query(sql)
+            .bind(node)
+            .bind(after)
+            .bind("\n")
+            .bind(limit)
+            .fetch_one(&self.reader)
+            .await?;
+        let count: i64 = r.try_get(0)?;
+        if count == 0 {
+            return Ok(PackedPage {
+                count,
+                min_seq: 0,
+                max_seq: 0,
+                records: String::new(),
+                prev_hashes: String::new(),
+                hashes: String::new(),
+            });
+        }
+        Ok(PackedPage {
+            count,
+            min_seq: r.try_get(1)?,
+            max_seq: r.try_get(2)?,
+            records: r.try_get(3)?,
+            prev_hashes: r.try_get(4)?,
+            hashes: r.try_get(5)?,
+        })
+    }
+}
+
+fn checkpoint_from_row(r: &AnyRow) -> Result<Checkpoint, AuditError> {
+    Ok(Checkpoint {
+        node: r.try_get("node")?,
+        seq: r.try_get("seq")?,
+        hash: r.try_get("hash")?,
+        key_id: r.try_get("key_id")?,
+        signature: r.try_get("signature")?,
+        at: r.try_get("at")?,
+    })
+}
+
+/// True when every migration is already recorded as applied. Ward's runtime role (SELECT and
+/// INSERT only, see the crate docs) cannot run the migrator, which creates its table: it only
+/// checks here that the owner has migrated.
+async fn migrations_current(pool: &AnyPool) -> bool {
+    let Ok(rows) = sqlx::query(AssertSqlSafe(format!(
+        "SELECT version FROM {MIGRATIONS_TABLE} WHERE success = TRUE"
+    )))
+    .fetch_all(pool)
+    .await
+    else {
+        return false;
+    };
+    let applied: Vec<i64> = rows.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()).collect();
+    MIGRATIONS.iter().all(|(v, ..)| applied.contains(v))
+}
+
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), AuditError> {
+    if migrations_current(pool).await {
+        return Ok(());
+    }
+    migrator(backend).run(pool).await.map_err(migrate_err)
+}
+
+fn migrate_err(e: sqlx::migrate::MigrateError) -> AuditError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => AuditError::Database(e),
+        other => AuditError::Database(sqlx::Error::Migrate(Box::new(other))),
+    }
+}

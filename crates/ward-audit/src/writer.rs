@@ -1,0 +1,442 @@
+//! The group-commit writer (AU-2) and the checkpoint signer (AU-3).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use ward_crypto::AuditKey;
+
+use crate::record::{format_instant, normalize_at, valid_node_id};
+use crate::store::{AuditStore, Checkpoint, Head, PreparedRow};
+use crate::{AuditError, AuditRecord};
+
+/// Capacity of the request channel; callers beyond it wait (back-pressure).
+const CHANNEL_CAPACITY: usize = 16_384;
+
+/// The Ed25519 key that signs checkpoints (from `DIR/keys/audit-ed25519.p8`).
+#[derive(Debug)]
+pub struct AuditSigner {
+    key: AuditKey,
+}
+
+impl AuditSigner {
+    pub fn new(key: AuditKey) -> AuditSigner {
+        AuditSigner { key }
+    }
+
+    /// Loads `audit-ed25519.p8` from the key directory (permissions checked).
+    pub fn load(keys_dir: &Path) -> Result<AuditSigner, AuditError> {
+        Ok(AuditSigner {
+            key: ward_crypto::keyfiles::load_audit_key(keys_dir)?,
+        })
+    }
+
+    /// A fresh random key (tests, benchmarks).
+    pub fn generate() -> Result<AuditSigner, AuditError> {
+        Ok(AuditSigner {
+            key: AuditKey::generate()?,
+        })
+    }
+
+    /// `base64url(sha256(public key))[..16]`.
+    pub fn key_id(&self) -> String {
+        self.key.key_id()
+    }
+
+    /// The raw 32-byte public key.
+    pub fn public_key_bytes(&self) -> [u8; 32] {
+        *self.key.public_key()
+    }
+
+    /// The public key as PEM (`-----BEGIN PUBLIC KEY-----`, SubjectPublicKeyInfo).
+    pub fn public_key_pem(&self) -> String {
+        self.key.public_key_pem()
+    }
+
+    pub(crate) fn checkpoint(&self, node: &str, head: Head, now: OffsetDateTime) -> Checkpoint {
+        let at = format_instant(now);
+        let signature = self
+            .key
+            .sign(&Checkpoint::message(node, head.seq, &head.hash, &at));
+        Checkpoint {
+            node: node.to_owned(),
+            seq: head.seq,
+            hash: head.hash.to_vec(),
+            key_id: self.key_id(),
+            signature,
+            at,
+        }
+    }
+}
+
+/// Writer settings.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// Most records committed in one transaction.
+    pub batch_max: usize,
+    /// How long the writer waits for more records after the first of a batch arrived (zero: take
+    /// only what is already queued).
+    pub batch_wait: Duration,
+    /// Write a signed checkpoint after this many records ...
+    pub checkpoint_every: u64,
+    /// ... or after this much time with new records.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            batch_max: 256,
+            batch_wait: Duration::from_millis(2),
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+enum Msg {
+    Record(Box<AuditRecord>, oneshot::Sender<Result<i64, AuditError>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Shared {
+    healthy: AtomicBool,
+    records: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// Sends records to the node's writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditHandle {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditHandle")
+            .field("healthy", &self.healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditHandle {
+    /// Appends `rec` to the chain. Returns its seq only after the transaction holding it has
+    /// committed (durable). `Err(Unavailable)` if the store could not commit (fail closed);
+    /// `Err(Closed)` after shutdown.
+    pub async fn record(&self, rec: AuditRecord) -> Result<i64, AuditError> {
+        let (ack, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Record(Box::new(rec), ack))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// False after a failed commit, until the next successful one. Records are still attempted
+    /// while unhealthy, so service resumes by itself when the store recovers.
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// (records committed, batches committed) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.shared.records.load(Ordering::Relaxed),
+            self.shared.batches.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Flushes every record queued before this call, writes a final checkpoint and stops the
+    /// writer. Other clones then get `Err(Closed)`.
+    pub async fn shutdown(self) {
+        let (ack, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(ack)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the writer task of `node`'s chain. Reads the chain head and refuses
+/// (`AuditError::Corrupt`) when the chain no longer reaches its last signed checkpoint (the tail
+/// was truncated or rewritten): appending would hide the damage; run `ward audit verify`.
+pub async fn start_writer(
+    store: AuditStore,
+    node: String,
+    signer: AuditSigner,
+    config: AuditConfig,
+) -> Result<(AuditHandle, tokio::task::JoinHandle<()>), AuditError> {
+    if !valid_node_id(&node) {
+        return Err(AuditError::InvalidNode);
+    }
+    let head = store.head(&node).await?;
+    let last_cp = store.last_checkpoint(&node).await?;
+    let mut since_cp = u64::try_from(head.seq).unwrap_or(0);
+    if let Some(cp) = &last_cp {
+        let stored = store.hash_at(&node, cp.seq).await?;
+        if cp.seq > head.seq || stored.as_deref() != Some(cp.hash.as_slice()) {
+            tracing::error!(node = %node, checkpoint_seq = cp.seq, head_seq = head.seq,
+                "audit chain does not match its last signed checkpoint; refusing to append");
+            return Err(AuditError::Corrupt(format!(
+                "audit chain of node {node} does not reach its last checkpoint (seq {}); run `ward audit verify`",
+                cp.seq
+            )));
+        }
+        since_cp = u64::try_from(head.seq - cp.seq).unwrap_or(0);
+    }
+    let shared = Arc::new(Shared {
+        healthy: AtomicBool::new(true),
+        records: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+    });
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let writer = Writer {
+        store,
+        node,
+        signer,
+        config,
+        head: Some(head),
+        shared: shared.clone(),
+        since_cp,
+        last_cp_at: Instant::now(),
+    };
+    let join = tokio::spawn(writer.run(rx));
+    Ok((AuditHandle { tx, shared }, join))
+}
+
+struct Writer {
+    store: AuditStore,
+    node: String,
+    signer: AuditSigner,
+    config: AuditConfig,
+    /// The committed chain head; `None` after a failed commit (re-read before the next batch).
+    head: Option<Head>,
+    shared: Arc<Shared>,
+    /// Records committed since the last checkpoint.
+    since_cp: u64,
+    last_cp_at: Instant,
+}
+
+type Pending = (Box<AuditRecord>, oneshot::Sender<Result<i64, AuditError>>);
+
+fn take(m: Msg, batch: &mut Vec<Pending>, shutdown: &mut Option<oneshot::Sender<()>>) {
+    match m {
+        Msg::Record(r, ack) => batch.push((r, ack)),
+        Msg::Shutdown(ack) => *shutdown = Some(ack),
+    }
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let batch_max = self.config.batch_max.max(1);
+        loop {
+            let first = if self.since_cp > 0 {
+                let deadline = self.last_cp_at + self.config.checkpoint_interval;
+                tokio::select! {
+                    m = rx.recv() => m,
+                    () = tokio::time::sleep_until(deadline) => {
+                        self.checkpoint().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { break };
+            let mut batch: Vec<Pending> = Vec::new();
+            let mut shutdown = None;
+            take(first, &mut batch, &mut shutdown);
+            while batch.len() < batch_max && shutdown.is_none() {
+                match rx.try_recv() {
+                    Ok(m) => take(m, &mut batch, &mut shutdown),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty()
+                && batch.len() < batch_max
+                && shutdown.is_none()
+                && !self.config.batch_wait.is_zero()
+            {
+                let deadline = Instant::now() + self.config.batch_wait;
+                while batch.len() < batch_max && shutdown.is_none() {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(m)) => take(m, &mut batch, &mut shutdown),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(batch).await;
+            }
+            if self.since_cp >= self.config.checkpoint_every.max(1) {
+                self.checkpoint().await;
+            }
+            if let Some(ack) = shutdown {
+                self.checkpoint().await;
+                let _ = ack.send(());
+                return;
+            }
+        }
+        // Every handle was dropped: final checkpoint.
+        self.checkpoint().await;
+    }
+
+    async fn commit(&mut self, batch: Vec<Pending>) {
+        let head = match self.head {
+            Some(h) => h,
+            None => match self.store.head(&self.node).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string),
+                        "audit store unavailable (reading the chain head)");
+                    self.fail(batch);
+                    return;
+                }
+            },
+        };
+        let now = OffsetDateTime::now_utc();
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut prev = head;
+        for (mut rec, ack) in batch {
+            let (at, at_ms) = normalize_at(&rec.at, now);
+            rec.at = at;
+            rec.node.clone_from(&self.node);
+            rec.seq = prev.seq + 1;
+            let (row, next) = prepare(&rec, at_ms, prev);
+            rows.push(row);
+            acks.push((next.seq, ack));
+            prev = next;
+        }
+        match self.store.insert_batch(&rows).await {
+            Ok(()) => {
+                self.head = Some(prev);
+                self.since_cp += rows.len() as u64;
+                self.shared
+                    .records
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+                    tracing::info!("audit store recovered");
+                }
+                for (seq, ack) in acks {
+                    let _ = ack.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string),
+                    records = rows.len(), "audit batch could not be committed; failing closed");
+                self.head = None;
+                self.shared.healthy.store(false, Ordering::Release);
+                for (_, ack) in acks {
+                    let _ = ack.send(Err(AuditError::Unavailable));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, batch: Vec<Pending>) {
+        self.head = None;
+        self.shared.healthy.store(false, Ordering::Release);
+        for (_, ack) in batch {
+            let _ = ack.send(Err(AuditError::Unavailable));
+        }
+    }
+
+    /// Writes a signed checkpoint of the committed head if records were added since the last.
+    async fn checkpoint(&mut self) {
+        self.last_cp_at = Instant::now();
+        if self.since_cp == 0 {
+            return;
+        }
+        let Some(head) = self.head else { return };
+        let cp = self
+            .signer
+            .checkpoint(&self.node, head, OffsetDateTime::now_utc());
+        match self.store.insert_checkpoint(&cp).await {
+            Ok(()) => self.since_cp = 0,
+            Err(e) => tracing::warn!(error = %e, "audit checkpoint could not be written; will retry"),
+        }
+    }
+}
+
+/// Hashes one sequenced record onto `prev`: returns the row and the new head.
+pub(crate) fn prepare(rec: &AuditRecord, at_ms: i64, prev: Head) -> (PreparedRow, Head) {
+    let record = rec.canonical_bytes();
+    let hash = chain_hash(&prev.hash, &record);
+    let row = PreparedRow {
+        node: rec.node.clone(),
+        seq: rec.seq,
+        at_ms,
+        action: rec.action.clone(),
+        status: i64::from(rec.outcome.status),
+        client_id: rec.actor.client_id.clone(),
+        user_id: rec.actor.user_id.clone(),
+        resource_type: rec.resource_type.clone(),
+        resource_id: rec.resource_id.clone(),
+        // serde_json output is UTF-8.
+        record: String::from_utf8(record).unwrap_or_default(),
+        prev_hash: prev.hash,
+        hash,
+        patients: rec.patients.clone(),
+    };
+    (row, Head { seq: rec.seq, hash })
+}
+
+/// `SHA-256(prev_hash || canonical_bytes)`.
+pub fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(prev);
+    ctx.update(canonical);
+    let d = ctx.finish();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Appends `records` to `node`'s chain directly (no writer task), in transactions of
+/// `per_tx` records, then writes one signed checkpoint. For benchmarks and tests that need a
+/// large log quickly; do not run it while a writer for the same node is running.
+pub async fn bulk_append(
+    store: &AuditStore,
+    node: &str,
+    signer: &AuditSigner,
+    records: impl IntoIterator<Item = AuditRecord>,
+    per_tx: usize,
+) -> Result<u64, AuditError> {
+    if !valid_node_id(node) {
+        return Err(AuditError::InvalidNode);
+    }
+    let mut head = store.head(node).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut rows = Vec::with_capacity(per_tx.max(1));
+    let mut n = 0u64;
+    for mut rec in records {
+        let (at, at_ms) = normalize_at(&rec.at, now);
+        rec.at = at;
+        rec.node = node.to_owned();
+        rec.seq = head.seq + 1;
+        let (row, next) = prepare(&rec, at_ms, head);
+        rows.push(row);
+        head = next;
+        n += 1;
+        if rows.len() >= per_tx.max(1) {
+            store.insert_batch(&rows).await?;
+            rows.clear();
+        }
+    }
+    if !rows.is_empty() {
+        store.insert_batch(&rows).await?;
+    }
+    if n > 0 {
+        store
+            .insert_checkpoint(&signer.checkpoint(node, head, OffsetDateTime::now_utc()))
+            .await?;
+    }
+    Ok(n)
+}

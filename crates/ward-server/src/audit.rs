@@ -1,0 +1,358 @@
+//! Audit hooks of the request pipeline (SPEC AU-1, AU-2, §2 step 11).
+//!
+//! The [`layer`] wraps every audited route: it gives the request an [`AuditContext`], lets
+//! the extractors and the data access fill it in (actor, resource, patients, count), and
+//! after the handler commits one record through the group-commit writer *before* the
+//! response leaves. If the record cannot be committed, routes that carry ePHI answer 503
+//! instead: data never leaves unaudited. Writes additionally commit an intent record
+//! before the store changes (see `fhir.rs`), so a change and its trail cannot diverge.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ward_audit::{Actor, AuditRecord, Outcome, RecordKind, Source};
+use ward_fhir::outcome::IssueType;
+
+use crate::error::ApiError;
+use crate::request_id;
+use crate::serve::ClientAddr;
+use crate::state::AppState;
+
+/// The outcome code of an error response, left by `ApiError` and the OAuth errors for the
+/// audit record.
+#[derive(Clone, Copy, Debug)]
+pub struct OutcomeCode(pub &'static str);
+
+/// What the pipeline learns about a request while serving it.
+#[derive(Clone)]
+pub struct AuditContext {
+    draft: Arc<Mutex<Draft>>,
+    meta: Arc<RequestMeta>,
+}
+
+#[derive(Default, Clone)]
+struct Draft {
+    actor: Actor,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    resource_version: Option<i64>,
+    patients: BTreeSet<String>,
+    returned: u32,
+    query_hashes: Vec<String>,
+    intent_seq: Option<i64>,
+}
+
+/// Prints no contents: the draft holds patient ids.
+impl std::fmt::Debug for AuditContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditContext").finish_non_exhaustive()
+    }
+}
+
+impl AuditContext {
+    fn with<R>(&self, f: impl FnOnce(&mut Draft) -> R) -> R {
+        f(&mut self.draft.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn set_actor(&self, client_id: &str, user_id: Option<&str>, scopes: &str) {
+        self.with(|d| {
+            d.actor.client_id = Some(client_id.to_owned());
+            d.actor.user_id = user_id.map(str::to_owned);
+            d.actor.roles_or_scopes = scopes.split_whitespace().map(str::to_owned).collect();
+        });
+    }
+
+    /// An actor that only claimed an identity (a failed token request).
+    pub fn set_claimed_client(&self, client_id: &str) {
+        self.with(|d| d.actor.client_id = Some(client_id.chars().take(128).collect()));
+    }
+
+    pub fn set_resource(&self, rtype: &str, id: Option<&str>, version: Option<i64>) {
+        self.with(|d| {
+            d.resource_type = Some(rtype.to_owned());
+            if id.is_some() {
+                d.resource_id = id.map(str::to_owned);
+            }
+            if version.is_some() {
+                d.resource_version = version;
+            }
+        });
+    }
+
+    pub fn add_patients<I: IntoIterator<Item = String>>(&self, ids: I) {
+        self.with(|d| d.patients.extend(ids));
+    }
+
+    pub fn add_returned(&self, n: usize) {
+        self.with(|d| d.returned = d.returned.saturating_add(u32::try_from(n).unwrap_or(u32::MAX)));
+    }
+
+    /// Keyed hashes of search values: never the values themselves (AU-1).
+    pub fn set_query_hashes(&self, hashes: Vec<String>) {
+        self.with(|d| d.query_hashes = hashes);
+    }
+
+    pub fn set_intent(&self, seq: i64) {
+        self.with(|d| d.intent_seq = Some(seq));
+    }
+
+    /// The record for this request as it stands, with the given kind and outcome.
+    fn record(&self, kind: RecordKind, outcome: Outcome) -> AuditRecord {
+        let d = self.with(|d| d.clone());
+        let meta = &self.meta;
+        AuditRecord {
+            at: String::new(),
+            node: String::new(),
+            seq: 0,
+            request_id: meta.request_id.clone(),
+            actor: d.actor,
+            source: meta.source.clone(),
+            action: meta.action.clone(),
+            kind,
+            resource_type: d.resource_type.or_else(|| meta.rtype.clone()),
+            resource_id: d.resource_id.or_else(|| meta.id.clone()),
+            resource_version: d.resource_version,
+            patients: d.patients.into_iter().collect(),
+            purpose_of_use: meta.purpose_of_use.clone(),
+            break_glass: false,
+            outcome,
+            returned: d.returned,
+            query_hashes: d.query_hashes,
+            intent_seq: d.intent_seq,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
+    type Rejection = ApiError;
+
+    /// Every data route runs inside the audit layer; a route without a context is a wiring
+    /// bug and must fail closed.
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<AuditContext>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("request is not audited"))
+    }
+}
+
+/// What the layer knows before the handler runs.
+struct RequestMeta {
+    request_id: String,
+    source: Source,
+    action: String,
+    rtype: Option<String>,
+    id: Option<String>,
+    purpose_of_use: Option<String>,
+}
+
+/// Health and readiness probes are not audited (SPEC §1); everything else is.
+fn audited(path: &str) -> bool {
+    !matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Routes whose answers never hold ePHI keep working when the audit store is down.
+fn public(path: &str) -> bool {
+    matches!(
+        path,
+        "/fhir/metadata"
+            | "/fhir/.well-known/smart-configuration"
+            | "/.well-known/openid-configuration"
+            | "/oauth2/jwks"
+    )
+}
+
+/// The FHIR interaction (or OAuth action) a route template stands for.
+fn action_of(method: &Method, route: &str) -> String {
+    let a = match (method.as_str(), route) {
+        ("POST", "/fhir/{rtype}") => "create",
+        ("GET", "/fhir/{rtype}/{id}") => "read",
+        ("PUT", "/fhir/{rtype}/{id}") => "update",
+        ("DELETE", "/fhir/{rtype}/{id}") => "delete",
+        ("GET", "/fhir/{rtype}/{id}/_history/{vid}") => "vread",
+        ("GET", "/fhir/{rtype}/{id}/_history") => "history-instance",
+        ("GET", "/fhir/{rtype}/_history") => "history-type",
+        ("GET", "/fhir/_history") => "history-system",
+        ("GET", "/fhir/{rtype}") | ("POST", "/fhir/{rtype}/_search") => "search-type",
+        ("GET", "/fhir/AuditEvent") => "search-type",
+        ("GET", "/fhir/Patient/{id}/{ctype}") => "search-compartment",
+        ("GET", "/fhir/metadata") => "capabilities",
+        ("POST", "/oauth2/token") => "token",
+        (_, r)
+            if r.starts_with("/oauth2/")
+                || r.starts_with("/.well-known/")
+                || r.starts_with("/fhir/.well-known/") =>
+        {
+            "discovery"
+        }
+        _ => return format!("http-{}", method.as_str().to_ascii_lowercase()),
+    };
+    a.to_owned()
+}
+
+/// Purpose-of-use codes Ward understands (SPEC AC-7); anything else is not recorded as given.
+const PURPOSES: [&str; 6] = ["TREAT", "HPAYMT", "HOPERAT", "ETREAT", "PUBHLTH", "HRESCH"];
+
+pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !audited(&path) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let params = RawPathParams::from_request_parts(&mut parts, &()).await.ok();
+    let param = |name: &str| {
+        params.as_ref().and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.chars().take(64).collect::<String>())
+        })
+    };
+    let addr = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let route_rtype = route
+        .strip_prefix("/fhir/")
+        .and_then(|r| r.split('/').next())
+        .filter(|s| !s.starts_with('{'));
+    let meta = RequestMeta {
+        request_id: request_id::current().unwrap_or_default(),
+        source: Source {
+            ip: addr.map(|a| a.ip().to_string()),
+            port: addr.map(|a| a.port()),
+            user_agent: header(header::USER_AGENT.as_str()).map(|u| u.chars().take(256).collect()),
+        },
+        action: action_of(&parts.method, &route),
+        rtype: param("rtype").or_else(|| route_rtype.map(str::to_owned)),
+        id: param("id"),
+        purpose_of_use: header("x-purpose-of-use")
+            .filter(|p| PURPOSES.contains(p))
+            .map(str::to_owned),
+    };
+    let ctx = AuditContext {
+        draft: Arc::default(),
+        meta: Arc::new(meta),
+    };
+    parts.extensions.insert(ctx.clone());
+    let fail_closed = !public(&path);
+
+    let resp = if fail_closed && !st.audit.healthy() {
+        unavailable()
+    } else {
+        next.run(Request::from_parts(parts, body)).await
+    };
+    let code = resp.extensions().get::<OutcomeCode>().map(|c| c.0.to_owned());
+    let record = ctx.record(
+        RecordKind::Request,
+        Outcome {
+            status: resp.status().as_u16(),
+            code,
+        },
+    );
+    match st.audit.record(record).await {
+        Ok(_) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "audit record not committed");
+            if fail_closed { unavailable() } else { resp }
+        }
+    }
+}
+
+/// Commits the intent record of a write before the store changes; the request's final
+/// record later points at it.
+pub async fn record_intent(st: &AppState, ctx: &AuditContext) -> Result<(), ApiError> {
+    let record = ctx.record(
+        RecordKind::Intent,
+        Outcome {
+            status: 0,
+            code: None,
+        },
+    );
+    match st.audit.record(record).await {
+        Ok(seq) => {
+            ctx.set_intent(seq);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit intent not committed");
+            Err(audit_unavailable())
+        }
+    }
+}
+
+fn audit_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        IssueType::Transient,
+        "audit trail unavailable; try again later",
+    )
+}
+
+fn unavailable() -> Response {
+    let mut resp = audit_unavailable().into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+    resp
+}
+
+/// The patients whose compartment `resource` belongs to: a Patient is its own; other
+/// resources name theirs through Patient references in `subject`, `patient` or
+/// `beneficiary`. (The full compartment definition replaces this with the search index.)
+pub fn patients_of(rtype: &str, id: &str, resource: &serde_json::Value) -> Vec<String> {
+    if rtype == "Patient" {
+        return vec![id.to_owned()];
+    }
+    ["subject", "patient", "beneficiary"]
+        .iter()
+        .filter_map(|field| resource.get(*field)?.get("reference")?.as_str())
+        .filter_map(|r| r.strip_prefix("Patient/"))
+        .filter(|pid| ward_fhir::id::is_valid_id(pid))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Records an administrative action (CLI commands, configuration load) on `handle`'s chain.
+pub async fn record_admin(
+    handle: &ward_audit::AuditHandle,
+    action: &str,
+    subject: Option<(&str, &str)>,
+) -> Result<i64, ward_audit::AuditError> {
+    let operator = std::env::var("USER").ok();
+    handle
+        .record(AuditRecord {
+            at: String::new(),
+            node: String::new(),
+            seq: 0,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            actor: Actor {
+                client_id: None,
+                user_id: operator.map(|u| format!("os:{u}")),
+                roles_or_scopes: vec!["admin-cli".into()],
+            },
+            source: Source::default(),
+            action: action.to_owned(),
+            kind: RecordKind::Admin,
+            resource_type: subject.map(|(t, _)| t.to_owned()),
+            resource_id: subject.map(|(_, id)| id.to_owned()),
+            resource_version: None,
+            patients: Vec::new(),
+            purpose_of_use: None,
+            break_glass: false,
+            outcome: Outcome {
+                status: 200,
+                code: None,
+            },
+            returned: 0,
+            query_hashes: Vec::new(),
+            intent_seq: None,
+        })
+        .await
+}

@@ -1,0 +1,129 @@
+//! Audit review (SPEC AU-5): `GET /fhir/AuditEvent` answers from the audit trail, as R4
+//! AuditEvent resources. The trail is read-only through the API: every other method is 405.
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use ward_audit::AuditQuery;
+use ward_auth::Interaction;
+use ward_fhir::outcome::IssueType;
+
+use crate::auth::{Authenticated, authorize};
+use crate::error::{ApiError, FHIR_JSON};
+use crate::middleware::method_not_allowed;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/AuditEvent", get(search).post(method_not_allowed))
+        .route("/AuditEvent/_search", any(method_not_allowed))
+        .route("/AuditEvent/_history", any(method_not_allowed))
+        .route("/AuditEvent/{id}", any(method_not_allowed))
+        .route("/AuditEvent/{id}/{*rest}", any(method_not_allowed))
+}
+
+const DEFAULT_COUNT: usize = 50;
+
+async fn search(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let authz = authorize(&auth, "AuditEvent", Interaction::Search)?;
+    let q = parse_query(query.as_deref(), st.config.server.max_page_size)?;
+    let found = ward_audit::search(&st.audit_store, &q)
+        .await
+        .map_err(|e| ApiError::internal(format!("audit search: {e}")))?;
+    authz.audit().add_returned(found.len());
+    let entries: Vec<Value> = found
+        .iter()
+        .map(|(rec, hash)| {
+            let event = ward_audit::to_audit_event(rec, hash);
+            let id = event["id"].as_str().unwrap_or_default().to_owned();
+            json!({
+                "fullUrl": format!("{}/AuditEvent/{id}", st.fhir_base),
+                "resource": event,
+                "search": { "mode": "match" },
+            })
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
+        "type": "searchset",
+        "link": [{ "relation": "self", "url": format!("{}/AuditEvent", st.fhir_base) }],
+        "entry": entries,
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    )
+        .into_response())
+}
+
+fn parse_query(query: Option<&str>, max: usize) -> Result<AuditQuery, ApiError> {
+    let mut q = AuditQuery {
+        count: DEFAULT_COUNT.min(max),
+        ..AuditQuery::default()
+    };
+    let bad =
+        |p: &str, why: &str| ApiError::bad_request(IssueType::Value, format!("{p}: {why}")).at(p.to_owned());
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "date" => {
+                let (prefix, value) = split_prefix(&v);
+                let at = parse_instant(value).ok_or_else(|| bad("date", "expected an instant or a date"))?;
+                match prefix {
+                    "ge" | "gt" => q.date_ge = Some(at),
+                    "lt" | "le" => q.date_lt = Some(at),
+                    _ => return Err(bad("date", "use the ge/gt/lt/le prefixes")),
+                }
+            }
+            "agent" => q.agent = Some(v.into_owned()),
+            "patient" => q.patient = Some(v.trim_start_matches("Patient/").to_owned()),
+            "entity" => q.entity = Some(v.into_owned()),
+            "action" => q.action = Some(v.into_owned()),
+            "outcome" => {
+                q.outcome = Some(
+                    v.parse()
+                        .map_err(|_| bad("outcome", "expected an HTTP status code"))?,
+                )
+            }
+            "_count" => {
+                q.count = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| bad("_count", "out of range"))?;
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    IssueType::NotSupported,
+                    format!("search parameter '{other}' is not supported for AuditEvent"),
+                ));
+            }
+        }
+    }
+    Ok(q)
+}
+
+fn split_prefix(v: &str) -> (&str, &str) {
+    match v.get(..2) {
+        Some(p @ ("ge" | "gt" | "lt" | "le" | "eq")) => (p, &v[2..]),
+        _ => ("eq", v),
+    }
+}
+
+fn parse_instant(v: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(v, &Rfc3339).ok().or_else(|| {
+        let d = time::Date::parse(v, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+        Some(d.midnight().assume_utc())
+    })
+}

@@ -1,0 +1,418 @@
+//! FHIR search (SPEC F-2, F-3, MN-1): `GET /fhir/{type}`, `POST /fhir/{type}/_search` (form
+//! body, so PHI can stay out of URLs), the patient compartment search
+//! `GET /fhir/Patient/{id}/{type}`, and the system history `GET /fhir/_history`.
+//!
+//! Every search is authorized for `Interaction::Search` on its type before the query is parsed;
+//! the compartment restriction goes into the store's SQL. Paging links carry only an opaque,
+//! sealed cursor (which holds the query), never search values. Errors name a parameter, never a
+//! value, and nothing here logs a search value.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use ward_auth::Interaction;
+use ward_fhir::outcome::{Issue, IssueType, Severity};
+use ward_fhir::search::query::ParseOptions;
+use ward_fhir::search::{SearchError, SearchQuery, Summary};
+use ward_store::{SearchPage, StoreError, Stored};
+
+use crate::auth::{Authenticated, authorize};
+use crate::error::{ApiError, FHIR_JSON};
+use crate::state::AppState;
+
+/// Default page size (MN-1).
+const DEFAULT_COUNT: usize = 50;
+/// Largest page size (MN-1), further capped by `server.max_page_size`.
+const MAX_COUNT: usize = 1000;
+/// Most resources `_include`/`_revinclude` add to one page.
+const MAX_INCLUDED: usize = 1000;
+
+const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
+
+/// `GET /fhir/{type}?...`
+pub(crate) async fn search_type(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rtype = resource_type(&rtype)?;
+    let pairs = pairs_of(query.as_deref().unwrap_or(""));
+    run(&st, &auth, rtype, None, pairs, &headers, Origin::Get).await
+}
+
+/// `POST /fhir/{type}/_search` with an `application/x-www-form-urlencoded` body.
+pub(crate) async fn search_type_post(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rtype = resource_type(&rtype)?;
+    // Authorize before reading the body.
+    authorize(&auth, rtype, Interaction::Search)?;
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if mime != "application/x-www-form-urlencoded" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "_search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, st.limits.max_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueType::TooCostly,
+                "request body exceeds the configured limit",
+            )
+        })?;
+    let mut pairs = pairs_of(query.as_deref().unwrap_or(""));
+    pairs.extend(form_urlencoded::parse(&bytes).into_owned());
+    run(&st, &auth, rtype, None, pairs, &headers, Origin::Post).await
+}
+
+/// `GET /fhir/Patient/{id}/{type}?...`: a search inside one patient's compartment.
+pub(crate) async fn search_compartment(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    Path((ctype, id, rtype)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if ctype != "Patient" {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotSupported,
+            "only the Patient compartment is supported",
+        ));
+    }
+    if !ward_fhir::id::is_valid_id(&id) {
+        return Err(ApiError::bad_request(IssueType::Value, "malformed resource id"));
+    }
+    let rtype = resource_type(&rtype)?;
+    if !ward_fhir::search::in_compartment_definition(rtype) {
+        return Err(ApiError::bad_request(
+            IssueType::NotSupported,
+            "this resource type is not part of the Patient compartment",
+        ));
+    }
+    let pairs = pairs_of(query.as_deref().unwrap_or(""));
+    run(&st, &auth, rtype, Some(id), pairs, &headers, Origin::Get).await
+}
+
+/// `GET /fhir/_history`: needs the search permission on every resource type.
+pub(crate) async fn history_system(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::fhir::check_accept(&headers)?;
+    for t in ward_fhir::types::RESOURCE_TYPES {
+        authorize(&auth, t, Interaction::Search)?;
+    }
+    let params = crate::fhir::HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
+    let versions = st.store.history(None, None, params.since, params.count).await?;
+    Ok(crate::fhir::history_bundle(&st, "_history", &versions))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Get,
+    Post,
+}
+
+fn pairs_of(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+fn resource_type(s: &str) -> Result<&str, ApiError> {
+    if ward_fhir::types::is_resource_type(s) {
+        Ok(s)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotSupported,
+            "unknown resource type",
+        ))
+    }
+}
+
+fn lenient(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|t| t.trim() == "handling=lenient")
+}
+
+fn search_error(e: SearchError) -> ApiError {
+    let code = match e {
+        SearchError::Invalid(_) => IssueType::Value,
+        _ => IssueType::NotSupported,
+    };
+    let param = e.param().to_owned();
+    ApiError::bad_request(code, e.to_string()).at(param)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::InvalidCursor => {
+            ApiError::bad_request(IssueType::Value, "invalid or expired paging cursor").at("_cursor")
+        }
+        other => other.into(),
+    }
+}
+
+async fn run(
+    st: &AppState,
+    auth: &Authenticated,
+    rtype: &str,
+    compartment: Option<String>,
+    mut pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+    origin: Origin,
+) -> Result<Response, ApiError> {
+    crate::fhir::check_accept(headers)?;
+    authorize(auth, rtype, Interaction::Search)?;
+    // A cursor carries the whole query: the next-page URL needs nothing else.
+    if let Some((_, cursor)) = pairs.iter().find(|(k, _)| k == "_cursor").cloned() {
+        let mut carried = st.store.cursor_params(rtype, &cursor).map_err(store_error)?;
+        carried.push(("_cursor".into(), cursor));
+        pairs = carried;
+    }
+    let opts = ParseOptions {
+        lenient: lenient(headers),
+        default_count: DEFAULT_COUNT,
+        max_count: MAX_COUNT.min(st.config.server.max_page_size),
+    };
+    let mut q = SearchQuery::parse(rtype, &pairs, &opts).map_err(search_error)?;
+    q.compartment = compartment.clone();
+    if q.summary == Some(Summary::Count) {
+        q.count = 0;
+    }
+    let page = st.store.search(&q).await.map_err(store_error)?;
+    let included = includes(st, auth, &q, &page).await?;
+
+    let path = match &compartment {
+        Some(p) => format!("Patient/{p}/{rtype}"),
+        None => rtype.to_owned(),
+    };
+    let mut links = vec![json!({
+        "relation": "self",
+        "url": self_url(st, &path, &q, origin),
+    })];
+    for (relation, cursor) in [("next", &page.next), ("previous", &page.prev)] {
+        if let Some(c) = cursor {
+            links.push(json!({
+                "relation": relation,
+                "url": format!("{}/{path}?_cursor={c}", st.fhir_base),
+            }));
+        }
+    }
+    let mut entries: Vec<Value> = page.matches.iter().map(|s| entry(st, s, "match", &q)).collect();
+    entries.extend(included.iter().map(|s| entry(st, s, "include", &q)));
+    if !q.ignored.is_empty() {
+        let issues: Vec<Issue> = q
+            .ignored
+            .iter()
+            .map(|name| {
+                Issue::new(
+                    Severity::Warning,
+                    IssueType::NotSupported,
+                    format!("unknown search parameter '{name}' was ignored"),
+                )
+                .at(name.clone())
+            })
+            .collect();
+        let oo = ward_fhir::outcome::operation_outcome(&issues, crate::request_id::current().as_deref());
+        entries.push(json!({ "resource": oo, "search": { "mode": "outcome" } }));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
+        "type": "searchset",
+    });
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
+    bundle["link"] = Value::Array(links);
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    )
+        .into_response())
+}
+
+/// The self link. A GET search echoes its own parameters (they were already in the request
+/// URL); a POST search does not, so PHI sent in the body never lands in a URL.
+fn self_url(st: &AppState, path: &str, q: &SearchQuery, origin: Origin) -> String {
+    let base = format!("{}/{path}", st.fhir_base);
+    if let Some(c) = &q.cursor {
+        return format!("{base}?_cursor={c}");
+    }
+    match origin {
+        Origin::Post => format!("{}/{}/_search", st.fhir_base, q.rtype),
+        Origin::Get if q.params.is_empty() => base,
+        Origin::Get => {
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(q.params.iter())
+                .finish();
+            format!("{base}?{query}")
+        }
+    }
+}
+
+fn entry(st: &AppState, s: &Stored, mode: &str, q: &SearchQuery) -> Value {
+    let mut e = json!({ "fullUrl": format!("{}/{}/{}", st.fhir_base, s.rtype, s.id) });
+    if let Some(r) = &s.resource {
+        e["resource"] = minimize(r, q);
+    }
+    e["search"] = json!({ "mode": mode });
+    e
+}
+
+/// `_summary` and `_elements` (MN-1). `_summary=true` keeps every element except the
+/// narrative, contained resources and extensions (Ward has no isSummary table yet; this errs
+/// on the side of returning less); modifier extensions are always kept.
+fn minimize(r: &Value, q: &SearchQuery) -> Value {
+    let Value::Object(obj) = r else {
+        return r.clone();
+    };
+    let always = ["resourceType", "id", "meta", "implicitRules", "modifierExtension"];
+    let keep = |k: &str| -> bool {
+        if always.contains(&k) {
+            return true;
+        }
+        if !q.elements.is_empty() {
+            return q.elements.iter().any(|e| {
+                e == k
+                    || k.strip_prefix(e.as_str())
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+            });
+        }
+        match q.summary {
+            Some(Summary::True) => !matches!(k, "text" | "contained" | "extension"),
+            Some(Summary::Text) => k == "text",
+            Some(Summary::Data) => k != "text",
+            _ => true,
+        }
+    };
+    let subset =
+        !q.elements.is_empty() || matches!(q.summary, Some(Summary::True | Summary::Text | Summary::Data));
+    if !subset {
+        return r.clone();
+    }
+    let mut out: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let meta = out.entry("meta").or_insert_with(|| json!({}));
+    if let Value::Object(m) = meta {
+        let tags = m.entry("tag").or_insert_with(|| json!([]));
+        if let Value::Array(t) = tags {
+            t.push(json!({ "system": SUBSETTED, "code": "SUBSETTED" }));
+        }
+    }
+    Value::Object(out)
+}
+
+/// `_include` and `_revinclude`, one level. Only types the caller may read (include) or search
+/// (revinclude) are followed, and a compartment search only includes resources of that
+/// compartment when their type belongs to compartments.
+async fn includes(
+    st: &AppState,
+    auth: &Authenticated,
+    q: &SearchQuery,
+    page: &SearchPage,
+) -> Result<Vec<Stored>, ApiError> {
+    let mut out: Vec<Stored> = Vec::new();
+    let seen = |out: &Vec<Stored>, t: &str, id: &str| {
+        out.iter().any(|s| s.rtype == t && s.id == id)
+            || page.matches.iter().any(|s| s.rtype == t && s.id == id)
+    };
+    for inc in &q.include {
+        let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for s in &page.matches {
+            let Some(r) = &s.resource else { continue };
+            for v in ward_fhir::search::param_values(inc.param, r) {
+                if let ward_fhir::search::IndexValue::Reference { rtype, id } = v
+                    && inc.target.as_ref().is_none_or(|t| *t == rtype)
+                {
+                    let ids = by_type.entry(rtype).or_default();
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        for (t, ids) in by_type {
+            if authorize(auth, &t, Interaction::Read).is_err() {
+                continue;
+            }
+            let pairs = vec![("_id".to_owned(), ids.join(","))];
+            fetch_into(st, &t, pairs, q, &mut out, &seen).await?;
+        }
+    }
+    if !page.matches.is_empty() {
+        for inc in &q.revinclude {
+            if authorize(auth, &inc.source, Interaction::Search).is_err() {
+                continue;
+            }
+            let refs: Vec<String> = page
+                .matches
+                .iter()
+                .map(|s| format!("{}/{}", s.rtype, s.id))
+                .collect();
+            let pairs = vec![(inc.param.code.clone(), refs.join(","))];
+            fetch_into(st, &inc.source, pairs, q, &mut out, &seen).await?;
+        }
+    }
+    Ok(out)
+}
+
+async fn fetch_into(
+    st: &AppState,
+    rtype: &str,
+    pairs: Vec<(String, String)>,
+    q: &SearchQuery,
+    out: &mut Vec<Stored>,
+    seen: &impl Fn(&Vec<Stored>, &str, &str) -> bool,
+) -> Result<(), ApiError> {
+    if out.len() >= MAX_INCLUDED {
+        return Ok(());
+    }
+    let mut sub = SearchQuery::parse(rtype, &pairs, &ParseOptions::default()).map_err(search_error)?;
+    sub.count = MAX_INCLUDED - out.len();
+    sub.total = ward_fhir::search::TotalMode::None;
+    if ward_fhir::search::in_compartment_definition(rtype) {
+        sub.compartment = q.compartment.clone();
+    }
+    let page = st.store.search(&sub).await.map_err(store_error)?;
+    for s in page.matches {
+        if !seen(out, &s.rtype, &s.id) {
+            out.push(s);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,709 @@
+//! FHIR search over the typed index (SPEC F-2, F-3, MN-1, EN-4, AC-8).
+//!
+//! A [`SearchQuery`] (parsed by ward-fhir) becomes one SQL statement over `resource_current`,
+//! with one `EXISTS` sub-query per criterion (AND) whose alternatives are ORed, the optional
+//! patient compartment as one more `EXISTS` (so a restricted search can never return anything
+//! outside it), and keyset paging on the sort keys plus the id. Search values only ever reach the
+//! database as bound parameters: blind hashes for strings, tokens and uris and identifying dates;
+//! plaintext only for clinical dates, quantities and reference targets.
+//!
+//! Criteria the index can only narrow (identifying dates by year, strings longer than the
+//! indexed prefixes) are confirmed on the decrypted resources with
+//! `ward_fhir::search::matches`; paging then fetches in batches until a page is full.
+//!
+//! Cursors are opaque: the query parameters and the keyset position, sealed with AES-256-GCM
+//! under the data key with AAD binding the tenant and resource type. They hold no readable PHI and
+//! cannot be forged or moved to another type.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+use ward_crypto::Aad;
+use ward_fhir::search::date::{DateRange, Prefix, widen};
+use ward_fhir::search::{
+    Criterion, CriterionValue, Modifier, ParamKind, SearchError, SearchQuery, SortKey, Target, TotalMode,
+};
+
+use crate::index::{self, Arg};
+use crate::{StoreError, Stored, VERSION_COLUMNS};
+
+/// One page of search results.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// The matches of this page, in sort order.
+    pub matches: Vec<Stored>,
+    /// The number of matches of the whole search (`_total=accurate`).
+    pub total: Option<u64>,
+    /// Cursor of the next page, if there are more matches.
+    pub next: Option<String>,
+    /// Cursor of the previous page, if this page is not the first.
+    pub prev: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct CursorState {
+    v: u8,
+    rtype: String,
+    compartment: Option<String>,
+    params: Vec<(String, String)>,
+    /// Sort key values of the boundary row (the last row for `next`, the first for `prev`).
+    keys: Vec<Value>,
+    id: String,
+    /// true: the rows after the boundary; false: the rows before it.
+    forward: bool,
+}
+
+const CURSOR_AAD_TYPE: &str = "search-cursor";
+
+/// SQL under construction; values are always bound.
+struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn new() -> Sql {
+        Sql {
+            text: String::new(),
+            args: Vec::new(),
+        }
+    }
+
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+
+    fn s(&mut self, s: &str) -> String {
+        self.arg(Arg::Str(s.to_owned()))
+    }
+
+    fn i(&mut self, v: i64) -> String {
+        self.arg(Arg::I64(Some(v)))
+    }
+
+    fn f(&mut self, v: f64) -> String {
+        self.arg(Arg::F64(Some(v)))
+    }
+}
+
+fn bind<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    args: &[Arg],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for a in args {
+        q = match a {
+            Arg::Str(s) => q.bind(s.clone()),
+            Arg::OptStr(s) => q.bind(s.clone()),
+            Arg::I64(v) => q.bind(*v),
+            Arg::F64(v) => q.bind(*v),
+            Arg::Bytes(b) => q.bind(b.clone()),
+        };
+    }
+    q
+}
+
+fn owner(alias: &str) -> String {
+    format!("{alias}.tenant = c.tenant AND {alias}.rtype = c.rtype AND {alias}.id = c.id")
+}
+
+/// The SQL condition on date columns `lo`/`hi` for `prefix q`.
+fn date_cond(sql: &mut Sql, lo: &str, hi: &str, prefix: Prefix, q: DateRange) -> String {
+    match prefix {
+        Prefix::Eq => format!("({lo} >= {} AND {hi} <= {})", sql.i(q.lo), sql.i(q.hi)),
+        Prefix::Ne => format!("NOT ({lo} >= {} AND {hi} <= {})", sql.i(q.lo), sql.i(q.hi)),
+        Prefix::Lt => format!("{lo} < {}", sql.i(q.lo)),
+        Prefix::Gt => format!("{hi} > {}", sql.i(q.hi)),
+        Prefix::Le => format!("{lo} <= {}", sql.i(q.hi)),
+        Prefix::Ge => format!("{hi} >= {}", sql.i(q.lo)),
+        Prefix::Sa => format!("{lo} > {}", sql.i(q.hi)),
+        Prefix::Eb => format!("{hi} < {}", sql.i(q.lo)),
+        Prefix::Ap => {
+            let w = widen(q);
+            format!("({lo} <= {} AND {hi} >= {})", sql.i(w.hi), sql.i(w.lo))
+        }
+    }
+}
+
+/// The candidate years of an identifying date for `prefix q` (confirmed after decryption).
+fn year_cond(sql: &mut Sql, prefix: Prefix, q: DateRange) -> String {
+    let (ylo, yhi) = q.years();
+    let (ylo, yhi) = (i64::from(ylo), i64::from(yhi));
+    match prefix {
+        Prefix::Eq => format!("d.year BETWEEN {} AND {}", sql.i(ylo), sql.i(yhi)),
+        Prefix::Ne => "d.year IS NOT NULL".to_owned(),
+        Prefix::Lt | Prefix::Eb => format!("d.year <= {}", sql.i(ylo)),
+        Prefix::Le => format!("d.year <= {}", sql.i(yhi)),
+        Prefix::Gt | Prefix::Sa => format!("d.year >= {}", sql.i(yhi)),
+        Prefix::Ge => format!("d.year >= {}", sql.i(ylo)),
+        Prefix::Ap => {
+            let (wlo, whi) = widen(q).years();
+            format!(
+                "d.year BETWEEN {} AND {}",
+                sql.i(i64::from(wlo)),
+                sql.i(i64::from(whi))
+            )
+        }
+    }
+}
+
+fn quantity_cond(sql: &mut Sql, prefix: Prefix, value: f64, lo: f64, hi: f64) -> String {
+    match prefix {
+        Prefix::Eq => format!(
+            "(q.lo IS NOT NULL AND q.lo >= {} AND q.hi IS NOT NULL AND q.hi < {})",
+            sql.f(lo),
+            sql.f(hi)
+        ),
+        Prefix::Ne => format!(
+            "NOT (q.lo IS NOT NULL AND q.lo >= {} AND q.hi IS NOT NULL AND q.hi < {})",
+            sql.f(lo),
+            sql.f(hi)
+        ),
+        Prefix::Lt | Prefix::Eb => format!("(q.lo IS NULL OR q.lo < {})", sql.f(value)),
+        Prefix::Gt | Prefix::Sa => format!("(q.hi IS NULL OR q.hi > {})", sql.f(value)),
+        Prefix::Le => format!("(q.lo IS NULL OR q.lo <= {})", sql.f(value)),
+        Prefix::Ge => format!("(q.hi IS NULL OR q.hi >= {})", sql.f(value)),
+        Prefix::Ap => {
+            let m = (value.abs() * 0.1).max(hi - lo);
+            format!(
+                "((q.lo IS NULL OR q.lo <= {}) AND (q.hi IS NULL OR q.hi >= {}))",
+                sql.f(value + m),
+                sql.f(value - m)
+            )
+        }
+    }
+}
+
+impl crate::Store {
+    /// The blind hash of `form` under `label`.
+    fn blind(&self, label: &str, form: &str) -> Arg {
+        Arg::Bytes(Some(self.inner.indexer.blind(label, form).to_vec()))
+    }
+
+    /// The SQL condition for one criterion.
+    fn criterion_sql(&self, sql: &mut Sql, c: &Criterion) -> Result<String, StoreError> {
+        let missing: Vec<bool> = c
+            .values
+            .iter()
+            .filter_map(|v| match v {
+                CriterionValue::Missing(m) => Some(*m),
+                _ => None,
+            })
+            .collect();
+        let p = match &c.target {
+            Target::Id => {
+                if !missing.is_empty() {
+                    return Ok(if missing.contains(&false) {
+                        "1 = 1"
+                    } else {
+                        "1 = 0"
+                    }
+                    .to_owned());
+                }
+                let ids: Vec<String> = c
+                    .values
+                    .iter()
+                    .filter_map(|v| match v {
+                        CriterionValue::Id(id) => Some(sql.s(id)),
+                        _ => None,
+                    })
+                    .collect();
+                return Ok(format!("c.id IN ({})", ids.join(", ")));
+            }
+            Target::LastUpdated => {
+                if !missing.is_empty() {
+                    return Ok(if missing.contains(&false) {
+                        "1 = 1"
+                    } else {
+                        "1 = 0"
+                    }
+                    .to_owned());
+                }
+                let conds: Vec<String> = c
+                    .values
+                    .iter()
+                    .filter_map(|v| match v {
+                        CriterionValue::Date { prefix, range } => Some(date_cond(
+                            sql,
+                            "v.last_updated_ms",
+                            "v.last_updated_ms",
+                            *prefix,
+                            *range,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                return Ok(format!("({})", conds.join(" OR ")));
+            }
+            Target::Param(p) => *p,
+        };
+        let code = p.code.as_str();
+        let (table, alias) = match p.kind {
+            ParamKind::String | ParamKind::Token | ParamKind::Uri => ("search_blind", "b"),
+            ParamKind::Date => ("search_date", "d"),
+            ParamKind::Reference => ("search_reference", "r"),
+            ParamKind::Quantity | ParamKind::Number => ("search_quantity", "q"),
+        };
+        if !missing.is_empty() {
+            // `:missing=true` and `:missing=false` together match everything.
+            if missing.contains(&true) && missing.contains(&false) {
+                return Ok("1 = 1".to_owned());
+            }
+            let label = if p.kind == ParamKind::String {
+                index::exact_label(code)
+            } else {
+                code.to_owned()
+            };
+            let not = if missing[0] { "NOT " } else { "" };
+            let l = sql.s(&label);
+            return Ok(format!(
+                "{not}EXISTS (SELECT 1 FROM {table} {alias} WHERE {} AND {alias}.param = {l})",
+                owner(alias)
+            ));
+        }
+        let mut alternatives = Vec::new();
+        let label = match (p.kind, &c.modifier) {
+            (ParamKind::String, Modifier::Exact) => index::exact_label(code),
+            (ParamKind::String, _) => index::prefix_label(code),
+            _ => code.to_owned(),
+        };
+        let l = sql.s(&label);
+        for v in &c.values {
+            let cond = match v {
+                CriterionValue::String(s) => {
+                    let form = match c.modifier {
+                        Modifier::Exact => s.clone(),
+                        _ => index::lookup_prefix(&ward_fhir::index::normalize_text(s)),
+                    };
+                    if form.is_empty() {
+                        continue;
+                    }
+                    let h = self.blind(&label, &form);
+                    format!("b.hash = {}", sql.arg(h))
+                }
+                CriterionValue::Token { system, code: tc } => {
+                    let form = match (system.as_deref(), tc.as_deref()) {
+                        (None, Some(tc)) => index::token_any(tc),
+                        (Some(""), Some(tc)) => index::token_no_system(tc),
+                        (Some(s), Some(tc)) => index::token_system_code(s, tc),
+                        (Some(s), None) => index::token_system(s),
+                        (None, None) => continue,
+                    };
+                    let h = self.blind(&label, &form);
+                    format!("b.hash = {}", sql.arg(h))
+                }
+                CriterionValue::Uri(u) => {
+                    let h = self.blind(&label, &index::uri_form(u));
+                    format!("b.hash = {}", sql.arg(h))
+                }
+                CriterionValue::Reference { rtype, id } => {
+                    let rtype = match &c.modifier {
+                        Modifier::Type(t) => Some(t),
+                        _ => rtype.as_ref(),
+                    };
+                    match rtype {
+                        Some(t) => format!("(r.target_id = {} AND r.target_type = {})", sql.s(id), sql.s(t)),
+                        None => format!("r.target_id = {}", sql.s(id)),
+                    }
+                }
+                CriterionValue::Date { prefix, range } => {
+                    if p.identifying {
+                        year_cond(sql, *prefix, *range)
+                    } else {
+                        date_cond(sql, "d.lo_ms", "d.hi_ms", *prefix, *range)
+                    }
+                }
+                CriterionValue::Quantity {
+                    prefix,
+                    value,
+                    lo,
+                    hi,
+                    system,
+                    code: qc,
+                } => {
+                    let mut cond = quantity_cond(sql, *prefix, *value, *lo, *hi);
+                    match (system, qc) {
+                        (Some(s), Some(qc)) => {
+                            cond = format!("{cond} AND q.system = {} AND q.code = {}", sql.s(s), sql.s(qc));
+                        }
+                        (Some(s), None) => cond = format!("{cond} AND q.system = {}", sql.s(s)),
+                        (None, Some(qc)) => {
+                            cond = format!("{cond} AND (q.code = {} OR q.unit = {})", sql.s(qc), sql.s(qc));
+                        }
+                        (None, None) => {}
+                    }
+                    format!("({cond})")
+                }
+                CriterionValue::Id(_) | CriterionValue::Missing(_) => continue,
+            };
+            alternatives.push(cond);
+        }
+        if alternatives.is_empty() {
+            return Ok("1 = 0".to_owned());
+        }
+        Ok(format!(
+            "EXISTS (SELECT 1 FROM {table} {alias} WHERE {} AND {alias}.param = {l} AND ({}))",
+            owner(alias),
+            alternatives.join(" OR ")
+        ))
+    }
+
+    /// `FROM ... WHERE ...` of a search (criteria and compartment), with the sort key columns.
+    fn search_base(
+        &self,
+        sql: &mut Sql,
+        q: &SearchQuery,
+        sort: &[SortKey],
+    ) -> Result<(String, String), StoreError> {
+        let tenant = sql.s(self.tenant());
+        let rtype = sql.s(&q.rtype);
+        let mut conds = vec![
+            format!("c.tenant = {tenant}"),
+            format!("c.rtype = {rtype}"),
+            "c.deleted = 0".to_owned(),
+        ];
+        if let Some(patient) = &q.compartment {
+            let p = sql.s(patient);
+            conds.push(format!(
+                "EXISTS (SELECT 1 FROM compartment k WHERE {} AND k.patient_id = {p})",
+                owner("k")
+            ));
+        }
+        for c in &q.criteria {
+            conds.push(self.criterion_sql(sql, c)?);
+        }
+        let mut keys = Vec::new();
+        for (i, k) in sort.iter().enumerate() {
+            let expr = match &k.target {
+                Target::Id => "c.id".to_owned(),
+                Target::LastUpdated => "v.last_updated_ms".to_owned(),
+                Target::Param(p) => {
+                    let l = sql.s(&p.code);
+                    // Missing values sort last in both directions.
+                    if k.desc {
+                        let floor = sql.i(i64::MIN);
+                        format!(
+                            "COALESCE((SELECT MAX(d.hi_ms) FROM search_date d WHERE {} AND d.param = {l}), {floor})",
+                            owner("d")
+                        )
+                    } else {
+                        let ceiling = sql.i(i64::MAX);
+                        format!(
+                            "COALESCE((SELECT MIN(d.lo_ms) FROM search_date d WHERE {} AND d.param = {l}), {ceiling})",
+                            owner("d")
+                        )
+                    }
+                }
+            };
+            keys.push(format!("{expr} AS s{i}"));
+        }
+        let from = "FROM resource_current c JOIN resource_version v \
+             ON v.tenant = c.tenant AND v.rtype = c.rtype AND v.id = c.id AND v.version = c.version"
+            .to_owned();
+        let select = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", keys.join(", "))
+        };
+        Ok((select, format!("{from} WHERE {}", conds.join(" AND "))))
+    }
+
+    /// Runs a search. `q.cursor`, if set, must be a cursor this store issued for the same
+    /// type, compartment and parameters.
+    pub async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let position = match &q.cursor {
+            Some(c) => {
+                let state = self.open_cursor_state(&q.rtype, c)?;
+                if state.params != q.params || state.compartment != q.compartment {
+                    return Err(StoreError::InvalidCursor);
+                }
+                Some(state)
+            }
+            None => None,
+        };
+        // Sort keys: as requested (default newest first), then the id as the tie-breaker.
+        let mut sort = if q.sort.is_empty() {
+            vec![SortKey {
+                target: Target::LastUpdated,
+                desc: true,
+            }]
+        } else {
+            q.sort.clone()
+        };
+        if !sort.iter().any(|k| k.target == Target::Id) {
+            sort.push(SortKey {
+                target: Target::Id,
+                desc: false,
+            });
+        }
+        let post: Vec<&Criterion> = q.criteria.iter().filter(|c| c.needs_post_filter()).collect();
+
+        let total = if q.total == TotalMode::Accurate {
+            Some(self.count(q, &post).await?)
+        } else {
+            None
+        };
+        if q.count == 0 {
+            return Ok(SearchPage {
+                matches: Vec::new(),
+                total,
+                next: None,
+                prev: None,
+            });
+        }
+
+        let forward = position.as_ref().is_none_or(|p| p.forward);
+        let want = q.count + 1;
+        let batch = if post.is_empty() { want } else { want.max(64) };
+        let mut boundary: Option<(Vec<Value>, String)> =
+            position.as_ref().map(|p| (p.keys.clone(), p.id.clone()));
+        let mut found: Vec<(Stored, Vec<Value>)> = Vec::new();
+        loop {
+            let rows = self.fetch(q, &sort, boundary.as_ref(), forward, batch).await?;
+            let n = rows.len();
+            for row in &rows {
+                let keys: Vec<Value> = (0..sort.len())
+                    .map(|i| key_value(row, i, &sort[i]))
+                    .collect::<Result<_, _>>()?;
+                let stored = self.decode(row)?;
+                boundary = Some((keys.clone(), stored.id.clone()));
+                let keep = post.is_empty()
+                    || stored
+                        .resource
+                        .as_ref()
+                        .is_some_and(|r| post.iter().all(|c| ward_fhir::search::matches(r, c)));
+                if keep {
+                    found.push((stored, keys));
+                    if found.len() >= want {
+                        break;
+                    }
+                }
+            }
+            if found.len() >= want || n < batch {
+                break;
+            }
+        }
+        let more = found.len() > q.count;
+        found.truncate(q.count);
+        if !forward {
+            found.reverse();
+        }
+        let cursor = |keys: &[Value], id: &str, forward: bool| {
+            self.seal_cursor(&CursorState {
+                v: 1,
+                rtype: q.rtype.clone(),
+                compartment: q.compartment.clone(),
+                params: q.params.clone(),
+                keys: keys.to_vec(),
+                id: id.to_owned(),
+                forward,
+            })
+        };
+        let (has_next, has_prev) = if forward {
+            (more, position.is_some())
+        } else {
+            (position.is_some(), more)
+        };
+        let next = match (has_next, found.last()) {
+            (true, Some((s, k))) => Some(cursor(k, &s.id, true)?),
+            _ => None,
+        };
+        let prev = match (has_prev, found.first()) {
+            (true, Some((s, k))) => Some(cursor(k, &s.id, false)?),
+            _ => None,
+        };
+        Ok(SearchPage {
+            matches: found.into_iter().map(|(s, _)| s).collect(),
+            total,
+            next,
+            prev,
+        })
+    }
+
+    /// Rows after (or before) `boundary` in sort order, at most `limit`.
+    async fn fetch(
+        &self,
+        q: &SearchQuery,
+        sort: &[SortKey],
+        boundary: Option<&(Vec<Value>, String)>,
+        forward: bool,
+        limit: usize,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let mut sql = Sql::new();
+        let (keys, from_where) = self.search_base(&mut sql, q, sort)?;
+        let mut outer = Vec::new();
+        if let Some((values, id)) = boundary {
+            // Lexicographic keyset: (s0 > K0) OR (s0 = K0 AND s1 > K1) OR ...
+            let mut ors = Vec::new();
+            for i in 0..sort.len() {
+                let mut ands = Vec::new();
+                for (j, key) in sort.iter().enumerate().take(i + 1) {
+                    let value = if key.target == Target::Id {
+                        Arg::Str(id.clone())
+                    } else {
+                        match values.get(j) {
+                            Some(Value::Number(n)) => Arg::I64(n.as_i64()),
+                            Some(Value::String(s)) => Arg::Str(s.clone()),
+                            _ => return Err(StoreError::InvalidCursor),
+                        }
+                    };
+                    let ph = sql.arg(value);
+                    let op = if j < i {
+                        "="
+                    } else if key.desc == forward {
+                        "<"
+                    } else {
+                        ">"
+                    };
+                    ands.push(format!("t.s{j} {op} {ph}"));
+                }
+                ors.push(format!("({})", ands.join(" AND ")));
+            }
+            outer.push(format!("({})", ors.join(" OR ")));
+        }
+        let order: Vec<String> = sort
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("t.s{i} {}", if k.desc == forward { "DESC" } else { "ASC" }))
+            .collect();
+        let limit = sql.i(i64::try_from(limit).unwrap_or(i64::MAX));
+        let text = format!(
+            "SELECT t.* FROM (SELECT {VERSION_COLUMNS}{keys} {from_where}) t {} ORDER BY {} LIMIT {limit}",
+            if outer.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", outer.join(" AND "))
+            },
+            order.join(", ")
+        );
+        sql.text = text;
+        // Only generated SQL and placeholders are interpolated; every value is bound.
+        let query = bind(sqlx::query(AssertSqlSafe(sql.text)), &sql.args);
+        Ok(query.fetch_all(&self.inner.reader).await?)
+    }
+
+    async fn count(&self, q: &SearchQuery, post: &[&Criterion]) -> Result<u64, StoreError> {
+        let mut sql = Sql::new();
+        let (_, from_where) = self.search_base(&mut sql, q, &[])?;
+        if post.is_empty() {
+            let text = format!("SELECT COUNT(*) AS n {from_where}");
+            let row = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
+                .fetch_one(&self.inner.reader)
+                .await?;
+            return Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0));
+        }
+        let text = format!("SELECT {VERSION_COLUMNS} {from_where}");
+        let rows = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
+            .fetch_all(&self.inner.reader)
+            .await?;
+        let mut n = 0;
+        for row in &rows {
+            let stored = self.decode(row)?;
+            if stored
+                .resource
+                .as_ref()
+                .is_some_and(|r| post.iter().all(|c| ward_fhir::search::matches(r, c)))
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn seal_cursor(&self, state: &CursorState) -> Result<String, StoreError> {
+        let plain = serde_json::to_vec(state).map_err(|_| StoreError::Corrupt("cursor".into()))?;
+        let aad = Aad {
+            tenant: self.tenant(),
+            rtype: CURSOR_AAD_TYPE,
+            id: &state.rtype,
+            version: 0,
+        };
+        let (epoch, sealed) = self.inner.envelope.seal(&aad, &plain)?;
+        let mut bytes = epoch.to_be_bytes().to_vec();
+        bytes.extend(sealed);
+        Ok(hex::encode(bytes))
+    }
+
+    fn open_cursor_state(&self, rtype: &str, cursor: &str) -> Result<CursorState, StoreError> {
+        let bytes = hex::decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
+        if bytes.len() < 4 {
+            return Err(StoreError::InvalidCursor);
+        }
+        let epoch = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let aad = Aad {
+            tenant: self.tenant(),
+            rtype: CURSOR_AAD_TYPE,
+            id: rtype,
+            version: 0,
+        };
+        let plain = self
+            .inner
+            .envelope
+            .open(epoch, &aad, &bytes[4..])
+            .map_err(|_| StoreError::InvalidCursor)?;
+        let state: CursorState = serde_json::from_slice(&plain).map_err(|_| StoreError::InvalidCursor)?;
+        if state.v != 1 || state.rtype != rtype {
+            return Err(StoreError::InvalidCursor);
+        }
+        Ok(state)
+    }
+
+    /// The query parameters a paging cursor carries (so a next-page URL needs nothing but the
+    /// cursor, and PHI sent in a POST body stays out of URLs).
+    pub fn cursor_params(&self, rtype: &str, cursor: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.open_cursor_state(rtype, cursor)?.params)
+    }
+
+    /// Ids of the live resources of `rtype` matching all criteria (FHIR search semantics), sorted.
+    /// Used by conditional interactions (`If-None-Exist`).
+    pub async fn find_matching(
+        &self,
+        rtype: &str,
+        criteria: &[(String, String)],
+    ) -> Result<Vec<String>, StoreError> {
+        if criteria.is_empty() {
+            return Err(StoreError::UnsupportedCriteria(String::new()));
+        }
+        let mut q = SearchQuery::parse(
+            rtype,
+            criteria,
+            &ward_fhir::search::query::ParseOptions::default(),
+        )
+        .map_err(|e: SearchError| StoreError::UnsupportedCriteria(e.param().to_owned()))?;
+        if q.criteria.is_empty() {
+            return Err(StoreError::UnsupportedCriteria(String::new()));
+        }
+        q.count = 1000;
+        q.total = TotalMode::None;
+        q.sort = vec![SortKey {
+            target: Target::Id,
+            desc: false,
+        }];
+        let page = self.search(&q).await?;
+        Ok(page.matches.into_iter().map(|s| s.id).collect())
+    }
+
+    /// Ids of the patients whose compartment holds `rtype/id`.
+    pub async fn compartments_of(&self, rtype: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT patient_id FROM compartment WHERE tenant = $1 AND rtype = $2 AND id = $3 ORDER BY patient_id",
+        )
+        .bind(self.tenant())
+        .bind(rtype)
+        .bind(id)
+        .fetch_all(&self.inner.reader)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("patient_id").map_err(StoreError::from))
+            .collect()
+    }
+}
+
+fn key_value(row: &AnyRow, i: usize, key: &SortKey) -> Result<Value, StoreError> {
+    let col = format!("s{i}");
+    Ok(match key.target {
+        Target::Id => Value::String(row.try_get::<String, _>(col.as_str())?),
+        _ => Value::from(row.try_get::<i64, _>(col.as_str())?),
+    })
+}

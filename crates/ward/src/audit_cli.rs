@@ -1,0 +1,92 @@
+//! `ward audit verify|export|disclosures`, and the audit records of admin commands
+//! (SPEC AU-1, AU-3, AU-5).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use time::OffsetDateTime;
+use ward_audit::{AuditConfig, AuditSigner, AuditStore, VerifyReport};
+use ward_server::Config;
+
+async fn open(config: &Config) -> anyhow::Result<AuditStore> {
+    AuditStore::open(&config.audit_url())
+        .await
+        .context("opening the audit trail")
+}
+
+fn public_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+    Ok(AuditSigner::load(&config.keys_dir())
+        .context("loading the audit key")?
+        .public_key_bytes()
+        .to_vec())
+}
+
+/// Commits one admin record on this deployment's admin chain (`<node>-admin`), so CLI
+/// actions never fork a running server's chain.
+pub async fn record_admin(
+    config: &Config,
+    action: &str,
+    subject: Option<(&str, &str)>,
+) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    let signer = AuditSigner::load(&config.keys_dir()).context("loading the audit key")?;
+    let node = format!("{}-admin", config.audit.node);
+    let cfg = AuditConfig {
+        batch_max: 1,
+        batch_wait: Duration::from_micros(0),
+        checkpoint_every: config.audit.checkpoint_every,
+        checkpoint_interval: Duration::from_secs(config.audit.checkpoint_secs),
+    };
+    let (handle, writer) = ward_audit::start_writer(store, node, signer, cfg).await?;
+    ward_server::audit::record_admin(&handle, action, subject)
+        .await
+        .context("committing the audit record")?;
+    handle.shutdown().await;
+    let _ = writer.await;
+    Ok(())
+}
+
+pub async fn verify(config: &Config) -> anyhow::Result<VerifyReport> {
+    let store = open(config).await?;
+    Ok(ward_audit::verify(&store, &public_key(config)?).await?)
+}
+
+pub fn verify_file(file: &Path, pubkey_file: &Path) -> anyhow::Result<VerifyReport> {
+    let key = read_public_key(pubkey_file)?;
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    Ok(ward_audit::verify_export(&mut std::io::BufReader::new(f), &key)?)
+}
+
+/// The public key file `export` writes beside its output: base64 of the raw Ed25519 key.
+fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .context("the public key file must hold base64")
+}
+
+pub async fn export(config: &Config, out: &mut dyn Write) -> anyhow::Result<u64> {
+    let store = open(config).await?;
+    let key = public_key(config)?;
+    let mut buf = std::io::BufWriter::new(out);
+    let n = ward_audit::export(&store, &mut buf, &key).await?;
+    buf.flush()?;
+    Ok(n)
+}
+
+pub fn public_key_base64(config: &Config) -> anyhow::Result<String> {
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::STANDARD.encode(public_key(config)?))
+}
+
+pub async fn disclosures(
+    config: &Config,
+    patient: &str,
+    since: Option<OffsetDateTime>,
+) -> anyhow::Result<Vec<ward_audit::AuditRecord>> {
+    let store = open(config).await?;
+    Ok(ward_audit::disclosures(&store, patient, since).await?)
+}

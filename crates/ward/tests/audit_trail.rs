@@ -1,0 +1,803 @@
+//! The audit trail seen from outside (SPEC AU-1..AU-5, AU-8, OPS-3): one durable record per
+//! request, fail-closed when the trail cannot commit, tamper evidence through the CLI, no
+//! PHI in logs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::{Backend, TestServer, distinctive_patient};
+use serde_json::{Value, json};
+use ward_audit::{AuditQuery, AuditRecord, AuditStore, RecordKind};
+
+on_both_backends!(
+    one_record_per_request,
+    fail_closed_and_recovers,
+    audit_event_review_is_read_only
+);
+
+async fn all_records(s: &TestServer) -> Vec<AuditRecord> {
+    let store = AuditStore::open(&s.config.audit_url()).await.unwrap();
+    let q = AuditQuery {
+        count: 100_000,
+        ..AuditQuery::default()
+    };
+    ward_audit::search(&store, &q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// Sends `req` with a fresh request id and returns (request id, status).
+async fn send(req: reqwest::RequestBuilder) -> (String, u16) {
+    let rid = format!("walk-{}", uuid::Uuid::new_v4().simple());
+    let resp = req.header("x-request-id", &rid).send().await.unwrap();
+    (rid, resp.status().as_u16())
+}
+
+async fn one_record_per_request(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let p = s.create(&t, &distinctive_patient("AU")).await;
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": format!("Patient/{pid}")}});
+    let o = s.create(&t, &obs).await;
+    let oid = o["id"].as_str().unwrap().to_owned();
+    let (ro_id, ro_secret) = s.new_client("system/Observation.r").await;
+    let ro = s.token_for(&ro_id, &ro_secret, None).await;
+    let c = &s.client;
+    let f = &s.fhir;
+    let mut p2 = p.clone();
+    p2["active"] = json!(false);
+
+    // (request, expected action, expected status, expected client, resource)
+    let cases: Vec<(reqwest::RequestBuilder, &str, u16, Option<&str>)> = vec![
+        (c.get(format!("{f}/metadata")), "capabilities", 200, None),
+        (
+            c.post(format!("{}/oauth2/token", s.url))
+                .basic_auth(&s.admin_id, Some(&s.admin_secret))
+                .form(&[("grant_type", "client_credentials")]),
+            "token",
+            200,
+            Some(&s.admin_id),
+        ),
+        (
+            c.post(format!("{}/oauth2/token", s.url))
+                .basic_auth(&s.admin_id, Some("wrong"))
+                .form(&[("grant_type", "client_credentials")]),
+            "token",
+            401,
+            Some(&s.admin_id),
+        ),
+        (
+            s.get(&format!("Patient/{pid}"), &t),
+            "read",
+            200,
+            Some(&s.admin_id),
+        ),
+        (c.get(format!("{f}/Patient/{pid}")), "read", 401, None),
+        (s.get(&format!("Patient/{pid}"), &ro), "read", 403, Some(&ro_id)),
+        (
+            s.get(&format!("Observation/{oid}"), &ro),
+            "read",
+            200,
+            Some(&ro_id),
+        ),
+        (
+            s.get(&format!("Patient/{pid}/_history/1"), &t),
+            "vread",
+            200,
+            Some(&s.admin_id),
+        ),
+        (
+            s.get(&format!("Patient/{pid}/_history"), &t),
+            "history-instance",
+            200,
+            Some(&s.admin_id),
+        ),
+        (
+            s.get("Patient/_history", &t),
+            "history-type",
+            200,
+            Some(&s.admin_id),
+        ),
+        (c.get(format!("{f}/Patient/_history")), "history-type", 401, None),
+        (
+            s.put_json(&format!("Patient/{pid}"), &t, &p2),
+            "update",
+            200,
+            Some(&s.admin_id),
+        ),
+        (c.put(format!("{f}/Patient/{pid}")).json(&p2), "update", 401, None),
+        (
+            s.post_json("Patient", &t, &distinctive_patient("A2")),
+            "create",
+            201,
+            Some(&s.admin_id),
+        ),
+        (c.post(format!("{f}/Patient")).json(&p2), "create", 401, None),
+        (
+            c.delete(format!("{f}/Observation/{oid}")).bearer_auth(&t),
+            "delete",
+            204,
+            Some(&s.admin_id),
+        ),
+        (c.delete(format!("{f}/Observation/{oid}")), "delete", 401, None),
+        (s.get("AuditEvent", &t), "search-type", 200, Some(&s.admin_id)),
+        (c.get(format!("{f}/AuditEvent")), "search-type", 401, None),
+        (c.get(format!("{}/no/such/route", s.url)), "http-get", 404, None),
+    ];
+    let mut sent = Vec::new();
+    for (req, action, status, client) in cases {
+        let (rid, got) = send(req).await;
+        assert_eq!(got, status, "{action} expected {status}");
+        sent.push((rid, action, status, client));
+    }
+    let (health_rid, _) = send(c.get(format!("{}/healthz", s.url))).await;
+
+    let records = all_records(&s).await;
+    let mut by_rid: HashMap<&str, Vec<&AuditRecord>> = HashMap::new();
+    for r in &records {
+        by_rid.entry(r.request_id.as_str()).or_default().push(r);
+    }
+    for (rid, action, status, client) in &sent {
+        let recs = by_rid
+            .get(rid.as_str())
+            .unwrap_or_else(|| panic!("no record for {action} {status}"));
+        let finals: Vec<_> = recs.iter().filter(|r| r.kind == RecordKind::Request).collect();
+        assert_eq!(finals.len(), 1, "{action} {status}: exactly one request record");
+        let r = finals[0];
+        assert_eq!(r.action, *action);
+        assert_eq!(r.outcome.status, *status, "{action}");
+        assert_eq!(r.actor.client_id.as_deref(), *client, "{action} {status}");
+        assert!(r.source.ip.as_deref() == Some("127.0.0.1"), "{action}: source ip");
+        assert!(
+            r.at.ends_with('Z') && r.at.contains('.'),
+            "UTC with milliseconds: {}",
+            r.at
+        );
+        let intents = recs.iter().filter(|r| r.kind == RecordKind::Intent).count();
+        let write = matches!(*action, "create" | "update" | "delete") && *status < 300;
+        assert_eq!(intents, usize::from(write), "{action} {status}: intent records");
+        if write {
+            assert!(r.intent_seq.is_some(), "{action}: outcome points at its intent");
+        }
+    }
+    // what was read and about whom
+    let read = by_rid[sent[3].0.as_str()]
+        .iter()
+        .find(|r| r.kind == RecordKind::Request)
+        .unwrap();
+    assert_eq!(read.resource_type.as_deref(), Some("Patient"));
+    assert_eq!(read.resource_id.as_deref(), Some(pid.as_str()));
+    assert_eq!(read.patients, vec![pid.clone()]);
+    assert_eq!(read.returned, 1);
+    let obs_read = by_rid[sent[6].0.as_str()]
+        .iter()
+        .find(|r| r.kind == RecordKind::Request)
+        .unwrap();
+    assert_eq!(
+        obs_read.patients,
+        vec![pid.clone()],
+        "an Observation's patient is recorded"
+    );
+    assert!(
+        !by_rid.contains_key(health_rid.as_str()),
+        "health probes are not audited"
+    );
+    s.stop().await;
+}
+
+async fn fail_closed_and_recovers(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let p = s.create(&t, &distinctive_patient("FC")).await;
+    let path = format!("Patient/{}", p["id"].as_str().unwrap());
+
+    block_audit_inserts(&s, true).await;
+    let resp = s.get(&path, &t).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        503,
+        "ePHI is not released without a committed record"
+    );
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("Zyxwarfield"), "no data in the refusal");
+    let before = s.get("Patient/_history", &t).send().await.unwrap();
+    assert_eq!(before.status(), 503);
+    let write = s
+        .post_json("Patient", &t, &distinctive_patient("F2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 503);
+    assert_eq!(
+        s.client
+            .get(format!("{}/metadata", s.fhir))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.client
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.client
+            .get(format!("{}/readyz", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    block_audit_inserts(&s, false).await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = s.get(&path, &t).send().await.unwrap().status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "service resumes by itself");
+    assert_eq!(
+        s.client
+            .get(format!("{}/readyz", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // the refused write left nothing behind
+    let hist: Value = s
+        .get("Patient/_history", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hist["entry"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+/// Makes the audit store refuse inserts (a trigger, added behind Ward's back) or lifts that.
+async fn block_audit_inserts(s: &TestServer, block: bool) {
+    use sqlx::Executor;
+    match s.backend {
+        Backend::Sqlite => {
+            let url = s.config.audit_url();
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            let sql = if block {
+                "CREATE TRIGGER test_block_audit BEFORE INSERT ON audit_record BEGIN SELECT RAISE(ABORT, 'blocked by test'); END;"
+            } else {
+                "DROP TRIGGER test_block_audit"
+            };
+            conn.execute(sql).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&s.config.audit_url())
+                .await
+                .unwrap();
+            if block {
+                conn.execute(
+                    "CREATE FUNCTION test_block_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'blocked by test'; END $$ LANGUAGE plpgsql;
+                     CREATE TRIGGER test_block_audit BEFORE INSERT ON audit_record FOR EACH ROW EXECUTE FUNCTION test_block_audit();",
+                )
+                .await
+                .unwrap();
+            } else {
+                conn.execute(
+                    "DROP TRIGGER test_block_audit ON audit_record; DROP FUNCTION test_block_audit();",
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+}
+
+async fn audit_event_review_is_read_only(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let p = s.create(&t, &distinctive_patient("RV")).await;
+    let pid = p["id"].as_str().unwrap().to_owned();
+    s.get(&format!("Patient/{pid}"), &t).send().await.unwrap();
+
+    let bundle: Value = s
+        .get(&format!("AuditEvent?patient={pid}"), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["type"], "searchset");
+    let entries = bundle["entry"].as_array().unwrap();
+    assert!(entries.len() >= 2, "create and read of the patient");
+    for e in entries {
+        assert_eq!(e["resource"]["resourceType"], "AuditEvent");
+    }
+    let by_action: Value = s
+        .get("AuditEvent?action=read&outcome=200", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!by_action["entry"].as_array().unwrap().is_empty());
+    let by_agent: Value = s
+        .get(&format!("AuditEvent?agent={}", s.admin_id), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!by_agent["entry"].as_array().unwrap().is_empty());
+    let future: Value = s
+        .get("AuditEvent?date=ge2999-01-01", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(future["entry"].as_array().unwrap().is_empty());
+    assert_eq!(s.get("AuditEvent?name=x", &t).send().await.unwrap().status(), 400);
+
+    // no writes through the API
+    let event = entries[0]["resource"].clone();
+    assert_eq!(
+        s.post_json("AuditEvent", &t, &event)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    let id = event["id"].as_str().unwrap_or("x");
+    assert_eq!(
+        s.put_json(&format!("AuditEvent/{id}"), &t, &event)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    let del = s
+        .client
+        .delete(format!("{}/AuditEvent/{id}", s.fhir))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 405);
+    // a client without AuditEvent scope cannot review
+    let (cid, secret) = s.new_client("system/Patient.rs").await;
+    let pt = s.token_for(&cid, &secret, None).await;
+    assert_eq!(s.get("AuditEvent", &pt).send().await.unwrap().status(), 403);
+    s.stop().await;
+}
+
+// ---- the `ward` binary as a separate process ----
+
+struct Proc {
+    dir: PathBuf,
+    child: Option<Child>,
+    url: String,
+    client: reqwest::Client,
+    admin: (String, String),
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Proc {
+    fn init(tmp: &Path) -> Proc {
+        let dir = tmp.join("deploy");
+        let port = free_port();
+        let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args([
+                "init",
+                "--json",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--dir",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("tls/ca.pem")).unwrap()).unwrap();
+        Proc {
+            url: format!("https://127.0.0.1:{port}"),
+            client: reqwest::Client::builder().tls_certs_only([ca]).build().unwrap(),
+            admin: (
+                v["admin_client_id"].as_str().unwrap().into(),
+                v["admin_client_secret"].as_str().unwrap().into(),
+            ),
+            log: tmp.join("ward.log"),
+            dir,
+            child: None,
+        }
+    }
+
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["serve", "--dir"])
+            .arg(&self.dir)
+            .env(
+                "WARD_LOG",
+                "info,ward=debug,ward_server=debug,ward_store=debug,ward_audit=debug",
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("ward serve did not become ready");
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status()
+                .unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    async fn token(&self) -> String {
+        let r: Value = self
+            .client
+            .post(format!("{}/oauth2/token", self.url))
+            .basic_auth(&self.admin.0, Some(&self.admin.1))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn ward(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Proc::init(tmp.path());
+    w.start().await;
+    let t = w.token().await;
+    let created: Value = w
+        .client
+        .post(format!("{}/fhir/Patient", w.url))
+        .bearer_auth(&t)
+        .header("content-type", "application/fhir+json")
+        .body(distinctive_patient("K9").to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = created["id"].as_str().unwrap().to_owned();
+    let mut rids = Vec::new();
+    for round in 0..5 {
+        let rid = format!("kill-nine-{round}-{}", uuid::Uuid::new_v4().simple());
+        let resp = w
+            .client
+            .get(format!("{}/fhir/Patient/{pid}", w.url))
+            .bearer_auth(&t)
+            .header("x-request-id", &rid)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = resp.bytes().await.unwrap();
+        w.kill9();
+        rids.push(rid);
+        w.start().await;
+    }
+    w.kill9();
+    let config = ward_server::Config::load(Some(&w.dir), None).unwrap();
+    let store = AuditStore::open(&config.audit_url()).await.unwrap();
+    let all = ward_audit::search(
+        &store,
+        &AuditQuery {
+            count: 100_000,
+            ..AuditQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    for rid in &rids {
+        assert!(
+            all.iter()
+                .any(|(r, _)| &r.request_id == rid && r.action == "read"),
+            "record of {rid} survived kill -9"
+        );
+    }
+    // the chains are intact despite the kills
+    let out = w.ward(&["audit", "verify", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_export_disclosures_and_tamper_via_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Proc::init(tmp.path());
+    w.start().await;
+    let t = w.token().await;
+    let created: Value = w
+        .client
+        .post(format!("{}/fhir/Patient", w.url))
+        .bearer_auth(&t)
+        .header("content-type", "application/fhir+json")
+        .header("x-purpose-of-use", "TREAT")
+        .body(distinctive_patient("CL").to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = created["id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        w.client
+            .get(format!("{}/fhir/Patient/{pid}", w.url))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+    }
+    w.terminate(); // SIGTERM: drain, flush, final checkpoint
+
+    let out = w.ward(&["audit", "verify", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["records"].as_u64().unwrap() >= 6);
+
+    let out = w.ward(&["audit", "disclosures", "--patient", &pid, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reads = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "read")
+        .count();
+    assert_eq!(reads, 3);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["purpose_of_use"] == "TREAT")
+    );
+
+    let export = tmp.path().join("audit.ndjson");
+    let out = w.ward(&[
+        "audit",
+        "export",
+        "--format",
+        "ndjson",
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = format!("{}.pub", export.display());
+    let verify_file = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["audit", "verify", "--file"])
+            .arg(file)
+            .args(["--pubkey", &key])
+            .output()
+            .unwrap()
+    };
+    assert!(verify_file(&export).status.success());
+    // an export edited in one record fails offline verification
+    let text = std::fs::read_to_string(&export).unwrap();
+    let tampered = text.replacen("\"read\"", "\"vread\"", 1);
+    assert_ne!(text, tampered);
+    let bad = tmp.path().join("tampered.ndjson");
+    std::fs::write(&bad, tampered).unwrap();
+    assert!(!verify_file(&bad).status.success());
+
+    // edit a row behind the triggers' back: verify names the record
+    let config = ward_server::Config::load(Some(&w.dir), None).unwrap();
+    {
+        use sqlx::Executor;
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&config.audit_url())
+            .await
+            .unwrap();
+        let triggers: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_record'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (name,) in triggers {
+            conn.execute(sqlx::AssertSqlSafe(format!("DROP TRIGGER \"{name}\"")))
+                .await
+                .unwrap();
+        }
+        let done = conn
+            .execute(
+                "UPDATE audit_record SET record = replace(record, '\"action\":\"', '\"action\":\"forged-') \
+                 WHERE node = 'node-1' AND seq = 3",
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+    let out = w.ward(&["audit", "verify", "--json"]);
+    assert!(!out.status.success(), "a damaged trail fails verification");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["first_bad"]["node"], "node-1");
+    assert_eq!(report["first_bad"]["seq"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_phi_in_logs_or_audit_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Proc::init(tmp.path());
+    w.start().await;
+    let t = w.token().await;
+    let patient = distinctive_patient("LG");
+    let created: Value = w
+        .client
+        .post(format!("{}/fhir/Patient", w.url))
+        .bearer_auth(&t)
+        .header("content-type", "application/fhir+json")
+        .body(patient.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = created["id"].as_str().unwrap();
+    // values that could leak: in bodies, in bad bodies, in query strings, in conditional headers
+    let mut bad = patient.clone();
+    bad["name"][0]["family"] = json!(42);
+    w.client
+        .post(format!("{}/fhir/Patient", w.url))
+        .bearer_auth(&t)
+        .header("content-type", "application/fhir+json")
+        .body(bad.to_string())
+        .send()
+        .await
+        .unwrap();
+    w.client
+        .get(format!("{}/fhir/Patient?family=ZyxwarfieldLG", w.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    w.client
+        .get(format!("{}/fhir/Patient/_history?_since=ZyxwarfieldLG", w.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    w.client
+        .post(format!("{}/fhir/Patient", w.url))
+        .bearer_auth(&t)
+        .header("content-type", "application/fhir+json")
+        .header(
+            "if-none-exist",
+            "identifier=urn:oid:1.2.36.146.595.217.0.1|MRNLG77421",
+        )
+        .body(patient.to_string())
+        .send()
+        .await
+        .unwrap();
+    w.client
+        .get(format!("{}/fhir/Patient/{pid}", w.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    w.terminate();
+
+    let mut logs = String::new();
+    std::fs::File::open(&w.log)
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.contains("request"), "the log was captured");
+    let mut audit_bytes = Vec::new();
+    for entry in std::fs::read_dir(&w.dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("audit.db") {
+            audit_bytes.extend(std::fs::read(p).unwrap());
+        }
+    }
+    assert!(audit_bytes.len() > 4096, "the audit files were found");
+    let audit_text = String::from_utf8_lossy(&audit_bytes);
+    for needle in [
+        "Zyxwarfield",
+        "zyxwarfield",
+        "Quillonia",
+        "MRNLG77421",
+        "555-01LG-8841",
+        "1937-04-19",
+        "Marrowgate",
+        "Quabbleton",
+        &t[20..60],
+    ] {
+        assert!(!logs.contains(needle), "log leaks {needle}");
+        assert!(!audit_text.contains(needle), "audit files leak {needle}");
+    }
+}
