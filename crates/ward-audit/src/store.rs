@@ -407,24 +407,29 @@ pub(crate) struct PackedPage {
     pub count: i64,
     pub min_seq: i64,
     pub max_seq: i64,
-    /// Canonical records joined with `\n` (canonical JSON never contains a raw newline).
+    /// Canonical records concatenated.
     pub records: String,
+    /// Byte length of each record, decimal, comma-separated.
+    pub lengths: String,
     /// prev_hash of each row, hex, concatenated.
     pub prev_hashes: String,
     /// hash of each row, hex, concatenated.
     pub hashes: String,
 }
 
+// SQLite: no ORDER BY inside the aggregates (it would copy every page through a sorter); the
+// aggregates follow the ordered subquery's scan. Should they ever not, the fast path sees
+// hashes that do not chain and re-reads the page row by row (correct, only slower).
 const PACKED_PAGE_SQLITE: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
-     string_agg(record, $3 ORDER BY seq), string_agg(hex(prev_hash), '' ORDER BY seq), \
-     string_agg(hex(hash), '' ORDER BY seq) \
+     group_concat(record, ''), group_concat(octet_length(record), ','), \
+     group_concat(hex(prev_hash), ''), group_concat(hex(hash), '') \
      FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
-           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $4) page";
+           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3) page";
 const PACKED_PAGE_PG: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
-     string_agg(record, $3 ORDER BY seq), string_agg(encode(prev_hash, 'hex'), '' ORDER BY seq), \
-     string_agg(encode(hash, 'hex'), '' ORDER BY seq) \
+     string_agg(record, '' ORDER BY seq), string_agg(CAST(octet_length(record) AS TEXT), ',' ORDER BY seq), \
+     string_agg(encode(prev_hash, 'hex'), '' ORDER BY seq), string_agg(encode(hash, 'hex'), '' ORDER BY seq) \
      FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
-           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $4) page";
+           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3) page";
 
 impl AuditStore {
     /// Up to `limit` chain rows of `node` after seq `after`, concatenated by the database into
@@ -444,7 +449,6 @@ impl AuditStore {
         let r = sqlx::query(sql)
             .bind(node)
             .bind(after)
-            .bind("\n")
             .bind(limit)
             .fetch_one(&self.reader)
             .await?;
@@ -455,6 +459,7 @@ impl AuditStore {
                 min_seq: 0,
                 max_seq: 0,
                 records: String::new(),
+                lengths: String::new(),
                 prev_hashes: String::new(),
                 hashes: String::new(),
             });
@@ -464,9 +469,30 @@ impl AuditStore {
             min_seq: r.try_get(1)?,
             max_seq: r.try_get(2)?,
             records: r.try_get(3)?,
-            prev_hashes: r.try_get(4)?,
-            hashes: r.try_get(5)?,
+            lengths: r.try_get(4)?,
+            prev_hashes: r.try_get(5)?,
+            hashes: r.try_get(6)?,
         })
+    }
+}
+
+impl AuditStore {
+    /// The chain rows of `node` with `from <= seq <= to`, in seq order.
+    pub(crate) async fn chain_range(
+        &self,
+        node: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AnyRow>, AuditError> {
+        Ok(sqlx::query(
+            "SELECT seq, record, prev_hash, hash FROM audit_record \
+             WHERE node = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq",
+        )
+        .bind(node)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.reader)
+        .await?)
     }
 }
 

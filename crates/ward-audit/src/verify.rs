@@ -36,11 +36,11 @@ use ward_crypto::{audit_key_id, parse_ed25519_public_key, verify_ed25519};
 
 use crate::AuditError;
 use crate::record::canonical_prefix;
-use crate::store::{AuditStore, Checkpoint};
+use crate::store::{AuditStore, Checkpoint, PackedPage};
 use crate::writer::chain_hash;
 
 /// Rows per page read from the store.
-const PAGE: i64 = 20_000;
+const PAGE: i64 = 4_000;
 /// Most rows looked at after an anomaly to classify it.
 const LOOKAHEAD: usize = 100_000;
 
@@ -163,6 +163,38 @@ pub(crate) struct Walker {
     state: State,
 }
 
+const HEX_INVALID: u8 = 0xff;
+const HEX_TABLE: [u8; 256] = {
+    let mut t = [HEX_INVALID; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Decodes 64 hex digits (either case) into 32 bytes.
+fn decode_hex32(hex: &[u8], out: &mut [u8; 32]) -> bool {
+    if hex.len() != 64 {
+        return false;
+    }
+    let mut bad = 0u8;
+    for (i, o) in out.iter_mut().enumerate() {
+        let hi = HEX_TABLE[hex[2 * i] as usize];
+        let lo = HEX_TABLE[hex[2 * i + 1] as usize];
+        bad |= (hi | lo) & 0xf0;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    bad == 0
+}
+
 fn to32(b: &[u8]) -> Option<[u8; 32]> {
     b.try_into().ok()
 }
@@ -256,6 +288,69 @@ impl Walker {
         self.prev2 = Some(self.prev);
         self.prev = hash;
         self.expected += 1;
+    }
+
+    /// Whether no anomaly has been seen yet (the packed fast path applies).
+    pub(crate) fn is_clean(&self) -> bool {
+        matches!(self.state, State::Ok)
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.state, State::Done(..))
+    }
+
+    /// Counts rows that are not examined (after the damage was classified).
+    pub(crate) fn skip(&mut self, count: u64, max_seq: i64) {
+        self.records += count;
+        self.last_seq = self.last_seq.max(max_seq);
+    }
+
+    /// Fast path over a packed page. Consumes rows while everything is intact; returns the seq
+    /// of the first row it did not accept (to be fed through [`Walker::push`]), or `None` when
+    /// the whole page verified.
+    pub(crate) fn push_packed(&mut self, page: &PackedPage) -> Option<i64> {
+        let count = usize::try_from(page.count).unwrap_or(0);
+        let shape_ok = page.min_seq == self.expected
+            && page.max_seq - page.min_seq + 1 == page.count
+            && page.prev_hashes.len() == 64 * count
+            && page.hashes.len() == 64 * count;
+        if !shape_ok {
+            return Some(page.min_seq.min(self.expected));
+        }
+        let all = page.records.as_bytes();
+        let mut lengths = page.lengths.split(',');
+        let mut offset = 0usize;
+        let node = self.node.as_bytes();
+        let (prevs, hashes) = (page.prev_hashes.as_bytes(), page.hashes.as_bytes());
+        for i in 0..count {
+            let seq = page.min_seq + i as i64;
+            let Some(len) = lengths.next().and_then(|l| l.parse::<usize>().ok()) else {
+                return Some(seq);
+            };
+            let Some(record) = all.get(offset..offset + len) else {
+                return Some(seq);
+            };
+            offset += len;
+            let mut prev = [0u8; 32];
+            let mut hash = [0u8; 32];
+            let ok = decode_hex32(&prevs[i * 64..(i + 1) * 64], &mut prev)
+                && decode_hex32(&hashes[i * 64..(i + 1) * 64], &mut hash)
+                && prev == self.prev
+                && chain_hash(&prev, record) == hash
+                && canonical_prefix(record) == Some((node, seq));
+            if !ok {
+                return Some(seq);
+            }
+            if let Some(slot) = self.cp_seqs.get_mut(&seq) {
+                *slot = Some(hash);
+            }
+            self.records += 1;
+            self.last_seq = self.last_seq.max(seq);
+            self.prev2 = Some(self.prev);
+            self.prev = hash;
+            self.expected += 1;
+        }
+        None
     }
 
     fn anomaly(&mut self, kind: AnomalyKind, row: Info) {
@@ -386,30 +481,44 @@ pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, A
         let cps = store.checkpoints(&node).await?;
         let mut walker = Walker::new(&node, &cps);
         let mut after = 0i64;
-        let mut next = Some(tokio::spawn(fetch_page(store.clone(), node.clone(), after)));
+        let mut next = Some(tokio::spawn(fetch_packed(store.clone(), node.clone(), after)));
         while let Some(handle) = next.take() {
-            let rows = handle
+            let page = handle
                 .await
                 .map_err(|_| AuditError::Corrupt("verification task failed".into()))??;
-            if rows.is_empty() {
+            if page.count == 0 {
                 break;
             }
-            let full = rows.len() as i64 == PAGE;
-            if full {
-                after = rows
-                    .last()
-                    .map(|r| r.try_get::<i64, _>(0))
-                    .transpose()?
-                    .unwrap_or(after);
-                // Read the next page while this one is hashed.
-                next = Some(tokio::spawn(fetch_page(store.clone(), node.clone(), after)));
+            let resume = if walker.is_done() {
+                walker.skip(page.count as u64, page.max_seq);
+                None
+            } else if walker.is_clean() {
+                if page.count == PAGE {
+                    // Read the next page while this one is hashed.
+                    next = Some(tokio::spawn(fetch_packed(
+                        store.clone(),
+                        node.clone(),
+                        page.max_seq,
+                    )));
+                }
+                walker.push_packed(&page)
+            } else {
+                Some(page.min_seq)
+            };
+            if let Some(from) = resume {
+                // Row by row (classification) for the rest of this page.
+                let rows = store.chain_range(&node, from, page.max_seq).await?;
+                for r in &rows {
+                    let seq: i64 = r.try_get(0)?;
+                    let record: &str = r.try_get(1)?;
+                    let prev_hash: &[u8] = r.try_get(2)?;
+                    let hash: &[u8] = r.try_get(3)?;
+                    walker.push(seq, record.as_bytes(), prev_hash, hash);
+                }
             }
-            for r in &rows {
-                let seq: i64 = r.try_get(0)?;
-                let record: &str = r.try_get(1)?;
-                let prev_hash: &[u8] = r.try_get(2)?;
-                let hash: &[u8] = r.try_get(3)?;
-                walker.push(seq, record.as_bytes(), prev_hash, hash);
+            after = page.max_seq;
+            if next.is_none() && page.count == PAGE {
+                next = Some(tokio::spawn(fetch_packed(store.clone(), node.clone(), after)));
             }
         }
         chains.push(walker.finish(&cps, &pk));
@@ -417,10 +526,66 @@ pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, A
     Ok(VerifyReport::from_chains(chains))
 }
 
-async fn fetch_page(
-    store: AuditStore,
-    node: String,
-    after: i64,
-) -> Result<Vec<sqlx::any::AnyRow>, AuditError> {
-    store.chain_page(&node, after, PAGE).await
+async fn fetch_packed(store: AuditStore, node: String, after: i64) -> Result<PackedPage, AuditError> {
+    store.chain_page_packed(&node, after, PAGE).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_pages_verify_and_fall_back() {
+        let mut rec = crate::record::tests::sample();
+        rec.node = "n1".into();
+        let mut page = PackedPage {
+            count: 300,
+            min_seq: 1,
+            max_seq: 300,
+            records: String::new(),
+            lengths: String::new(),
+            prev_hashes: String::new(),
+            hashes: String::new(),
+        };
+        let mut prev = [0u8; 32];
+        for seq in 1..=300 {
+            rec.seq = seq;
+            rec.request_id = format!("r{seq}\n");
+            let b = rec.canonical_bytes();
+            let h = chain_hash(&prev, &b);
+            if seq > 1 {
+                page.lengths.push(',');
+            }
+            page.lengths.push_str(&b.len().to_string());
+            page.records.push_str(std::str::from_utf8(&b).unwrap());
+            page.prev_hashes.push_str(&hex::encode_upper(prev));
+            page.hashes.push_str(&hex::encode(h));
+            prev = h;
+        }
+        let mut w = Walker::new("n1", &[]);
+        assert_eq!(w.push_packed(&page), None);
+        assert_eq!((w.records, w.expected), (300, 301));
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            assert_eq!(Walker::new("n1", &[]).push_packed(&page), None);
+        }
+        eprintln!("push_packed: {:.0} records/s", 6000.0 / t.elapsed().as_secs_f64());
+        // A damaged hash stops the fast path at its row.
+        let mut bad = page.hashes.clone().into_bytes();
+        bad[64 * 150] = b'g';
+        let page2 = PackedPage {
+            hashes: String::from_utf8(bad).unwrap(),
+            ..page
+        };
+        let mut w = Walker::new("n1", &[]);
+        assert_eq!(w.push_packed(&page2), Some(151));
+        assert_eq!(w.expected, 151);
+        let mut out = [0u8; 32];
+        assert!(decode_hex32(
+            b"00ff00FF00000000000000000000000000000000000000000000000000000000",
+            &mut out
+        ));
+        assert_eq!(&out[..4], &[0, 255, 0, 255]);
+        assert!(!decode_hex32(b"0g", &mut out));
+    }
 }

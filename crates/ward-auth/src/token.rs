@@ -5,6 +5,7 @@
 //! foreign keys therefore never verify.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -61,7 +62,14 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     lifetime: Duration,
+    /// Claims of tokens whose signature already verified, by SHA-256 of the token, so each
+    /// token costs one ECDSA verification rather than one per request (DESIGN "token
+    /// verification cost"). Entries are dropped at `exp`.
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
 }
+
+/// Most cached verifications kept; beyond it expired entries go, then everything.
+const VERIFIED_CACHE_MAX: usize = 10_000;
 
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +104,7 @@ impl TokenService {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             lifetime: lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -139,6 +148,30 @@ impl TokenService {
 
     /// Verifies signature, algorithm, key id, issuer, audience and time claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let digest = ward_crypto::sha256(token.as_bytes());
+        let now = now_secs();
+        if let Some(claims) = self.cache().get(&digest)
+            && claims.exp + LEEWAY_SECS > now
+        {
+            return Ok(claims.clone());
+        }
+        let claims = self.verify_signed(token)?;
+        let mut cache = self.cache();
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            cache.retain(|_, c| c.exp + LEEWAY_SECS > now);
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Claims>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::Rejected("algorithm not allowed".into()));
@@ -274,5 +307,24 @@ mod tests {
             svc.verify(&jsonwebtoken::encode(&h2, &claims, &svc.encoding).unwrap()),
             Err(TokenError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn cached_verification_still_expires_and_never_caches_failures() {
+        let svc = service();
+        let t = svc.issue("c", "c", "system/Patient.r").unwrap();
+        assert!(svc.verify(&t.access_token).is_ok());
+        assert!(svc.verify(&t.access_token).is_ok(), "cache hit");
+        // a cached entry past its exp is not used: the token is verified afresh
+        let digest = ward_crypto::sha256(t.access_token.as_bytes());
+        let real_exp = svc.cache()[&digest].exp;
+        svc.cache().get_mut(&digest).unwrap().exp = now_secs() - 2 * LEEWAY_SECS;
+        svc.cache().get_mut(&digest).unwrap().scope = "system/*.cruds".into();
+        let again = svc.verify(&t.access_token).unwrap();
+        assert_eq!((again.exp, again.scope.as_str()), (real_exp, "system/Patient.r"));
+        // a forged token is never cached as valid
+        let forged = format!("{}x", t.access_token);
+        assert!(svc.verify(&forged).is_err());
+        assert!(svc.verify(&forged).is_err());
     }
 }

@@ -66,7 +66,6 @@ pub fn normalize_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn normalizes_text() {

@@ -303,20 +303,14 @@ fn unavailable() -> Response {
     resp
 }
 
-/// The patients whose compartment `resource` belongs to: a Patient is its own; other
-/// resources name theirs through Patient references in `subject`, `patient` or
-/// `beneficiary`. (The full compartment definition replaces this with the search index.)
+/// The patients whose compartment `resource` (stored as `rtype/id`) belongs to, per the R4
+/// patient CompartmentDefinition. The id is passed because a resource being created does not
+/// carry its server-assigned id yet.
 pub fn patients_of(rtype: &str, id: &str, resource: &serde_json::Value) -> Vec<String> {
     if rtype == "Patient" {
         return vec![id.to_owned()];
     }
-    ["subject", "patient", "beneficiary"]
-        .iter()
-        .filter_map(|field| resource.get(*field)?.get("reference")?.as_str())
-        .filter_map(|r| r.strip_prefix("Patient/"))
-        .filter(|pid| ward_fhir::id::is_valid_id(pid))
-        .map(str::to_owned)
-        .collect()
+    ward_fhir::search::patient_compartment(resource)
 }
 
 /// Records an administrative action (CLI commands, configuration load) on `handle`'s chain.

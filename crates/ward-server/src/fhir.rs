@@ -17,6 +17,7 @@ use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
 use ward_store::{StoreError, Stored};
 
+use crate::audit::patients_of;
 use crate::auth::{Authenticated, Authorized, authorize};
 use crate::error::{ApiError, FHIR_JSON};
 use crate::state::AppState;
@@ -154,11 +155,6 @@ impl<'a> DataAccess<'a> {
         }
         Ok(tombstone)
     }
-}
-
-/// The patients whose compartment a resource belongs to (for the audit trail).
-fn patients_of(rtype: &str, id: &str, resource: &Value) -> Vec<String> {
-    crate::audit::patients_of(rtype, id, resource)
 }
 
 async fn create(

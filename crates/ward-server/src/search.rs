@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use ward_auth::Interaction;
+use ward_auth::{Context, Interaction};
 use ward_fhir::outcome::{Issue, IssueType, Severity};
 use ward_fhir::search::query::ParseOptions;
 use ward_fhir::search::{SearchError, SearchQuery, Summary};
@@ -121,11 +121,19 @@ pub(crate) async fn history_system(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     crate::fhir::check_accept(&headers)?;
-    for t in ward_fhir::types::RESOURCE_TYPES {
-        authorize(&auth, t, Interaction::Search)?;
+    // Every type's history: only a scope covering `*` may ask (a list of per-type scopes could
+    // still miss types created later).
+    if !auth.scopes.allows(Context::System, "*", Interaction::Search) {
+        return Err(ApiError::forbidden());
     }
     let params = crate::fhir::HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
     let versions = st.store.history(None, None, params.since, params.count).await?;
+    for v in &versions {
+        if let Some(r) = &v.resource {
+            auth.audit.add_patients(ward_fhir::search::patient_compartment(r));
+            auth.audit.add_returned(1);
+        }
+    }
     Ok(crate::fhir::history_bundle(&st, "_history", &versions))
 }
 
@@ -201,12 +209,30 @@ async fn run(
         max_count: MAX_COUNT.min(st.config.server.max_page_size),
     };
     let mut q = SearchQuery::parse(rtype, &pairs, &opts).map_err(search_error)?;
+    // AU-1: the audit trail gets keyed hashes of the search values, never the values.
+    auth.audit.set_query_hashes(
+        q.params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", st.store.audit_hash(k, v)))
+            .collect(),
+    );
     q.compartment = compartment.clone();
     if q.summary == Some(Summary::Count) {
         q.count = 0;
     }
     let page = st.store.search(&q).await.map_err(store_error)?;
     let included = includes(st, auth, &q, &page).await?;
+    // Following includes authorized other types; the request is about `rtype`.
+    auth.audit.set_resource(rtype, None, None);
+    if let Some(p) = &compartment {
+        auth.audit.add_patients([p.clone()]);
+    }
+    for s in page.matches.iter().chain(&included) {
+        if let Some(r) = &s.resource {
+            auth.audit.add_patients(ward_fhir::search::patient_compartment(r));
+            auth.audit.add_returned(1);
+        }
+    }
 
     let path = match &compartment {
         Some(p) => format!("Patient/{p}/{rtype}"),

@@ -182,7 +182,16 @@ impl crate::Store {
     }
 
     /// The SQL condition for one criterion.
-    fn criterion_sql(&self, sql: &mut Sql, c: &Criterion) -> Result<String, StoreError> {
+    /// `alias.tenant = .. AND alias.rtype = ..` with fresh bound values. Criteria are
+    /// uncorrelated `c.id IN (SELECT ..)` sub-queries, so both planners can drive the search
+    /// from the index instead of probing every resource of the type.
+    fn scope(&self, sql: &mut Sql, alias: &str, rtype: &str) -> String {
+        let t = sql.s(self.tenant());
+        let r = sql.s(rtype);
+        format!("{alias}.tenant = {t} AND {alias}.rtype = {r}")
+    }
+
+    fn criterion_sql(&self, sql: &mut Sql, rtype: &str, c: &Criterion) -> Result<String, StoreError> {
         let missing: Vec<bool> = c
             .values
             .iter()
@@ -257,9 +266,9 @@ impl crate::Store {
             };
             let not = if missing[0] { "NOT " } else { "" };
             let l = sql.s(&label);
+            let scope = self.scope(sql, alias, rtype);
             return Ok(format!(
-                "{not}EXISTS (SELECT 1 FROM {table} {alias} WHERE {} AND {alias}.param = {l})",
-                owner(alias)
+                "c.id {not}IN (SELECT {alias}.id FROM {table} {alias} WHERE {scope} AND {alias}.param = {l})"
             ));
         }
         let mut alternatives = Vec::new();
@@ -342,9 +351,9 @@ impl crate::Store {
         if alternatives.is_empty() {
             return Ok("1 = 0".to_owned());
         }
+        let scope = self.scope(sql, alias, rtype);
         Ok(format!(
-            "EXISTS (SELECT 1 FROM {table} {alias} WHERE {} AND {alias}.param = {l} AND ({}))",
-            owner(alias),
+            "c.id IN (SELECT {alias}.id FROM {table} {alias} WHERE {scope} AND {alias}.param = {l} AND ({}))",
             alternatives.join(" OR ")
         ))
     }
@@ -365,13 +374,13 @@ impl crate::Store {
         ];
         if let Some(patient) = &q.compartment {
             let p = sql.s(patient);
+            let scope = self.scope(sql, "k", &q.rtype);
             conds.push(format!(
-                "EXISTS (SELECT 1 FROM compartment k WHERE {} AND k.patient_id = {p})",
-                owner("k")
+                "c.id IN (SELECT k.id FROM compartment k WHERE k.patient_id = {p} AND {scope})"
             ));
         }
         for c in &q.criteria {
-            conds.push(self.criterion_sql(sql, c)?);
+            conds.push(self.criterion_sql(sql, &q.rtype, c)?);
         }
         let mut keys = Vec::new();
         for (i, k) in sort.iter().enumerate() {
@@ -682,6 +691,12 @@ impl crate::Store {
         }];
         let page = self.search(&q).await?;
         Ok(page.matches.into_iter().map(|s| s.id).collect())
+    }
+
+    /// A keyed hash of a search parameter value for the audit trail (AU-1: search values are
+    /// recorded hashed, never in plaintext). Same key as the blind index, separate domain.
+    pub fn audit_hash(&self, name: &str, value: &str) -> String {
+        hex::encode(self.inner.indexer.blind(&format!("audit-query:{name}"), value))
     }
 
     /// Ids of the patients whose compartment holds `rtype/id`.

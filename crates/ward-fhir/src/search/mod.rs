@@ -426,13 +426,13 @@ fn values_of(p: &SearchParam, item: &Item<'_>, out: &mut Vec<IndexValue>) {
                 Value::String(v) => Some(v.as_str()),
                 _ => None,
             };
-            if let Some((t, id)) = r.and_then(fhirpath::parse_reference) {
-                if p.targets.is_empty() || p.targets.iter().any(|x| x == t) {
-                    out.push(IndexValue::Reference {
-                        rtype: t.to_owned(),
-                        id: id.to_owned(),
-                    });
-                }
+            if let Some((t, id)) = r.and_then(fhirpath::parse_reference)
+                && (p.targets.is_empty() || p.targets.iter().any(|x| x == t))
+            {
+                out.push(IndexValue::Reference {
+                    rtype: t.to_owned(),
+                    id: id.to_owned(),
+                });
             }
         }
         ParamKind::Date => {
