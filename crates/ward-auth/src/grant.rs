@@ -59,10 +59,22 @@ pub async fn client_credentials(
     tokens: &TokenService,
     req: ClientCredentialsRequest,
 ) -> Result<IssuedToken, OAuthError> {
-    let client = store.get_client(&req.client_id).await.map_err(|e| {
-        tracing::error!(error = %e, "client lookup failed");
-        OAuthError::ServerError
-    })?;
+    // Client ids are UUIDs: anything else is an unknown client, without asking the store
+    // (a NUL byte, say, is an error in PostgreSQL text rather than a miss).
+    let plausible = !req.client_id.is_empty()
+        && req.client_id.len() <= 128
+        && req
+            .client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let client = if plausible {
+        store.get_client(&req.client_id).await.map_err(|e| {
+            tracing::error!(error = %e, "client lookup failed");
+            OAuthError::ServerError
+        })?
+    } else {
+        None
+    };
     let usable = client.filter(|c| !c.disabled);
     let hash = usable.as_ref().map(|c| c.secret_hash.clone());
     if !verify_secret(req.client_secret, hash).await {

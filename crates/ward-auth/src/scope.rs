@@ -162,6 +162,15 @@ impl ScopeSet {
         out
     }
 
+    /// Like [`ScopeSet::allows`], but only scopes that name `rtype` count, not `*`: for types
+    /// that a wildcard must not open (the audit trail is for auditors, not every
+    /// integration with `system/*.rs`).
+    pub fn allows_explicitly(&self, context: Context, rtype: &str, interaction: Interaction) -> bool {
+        self.clinical.iter().any(|s| {
+            s.context == context && s.resource.as_deref() == Some(rtype) && s.perms & interaction.bit() != 0
+        })
+    }
+
     /// Whether a scope of `context` allows `interaction` on `rtype`.
     pub fn allows(&self, context: Context, rtype: &str, interaction: Interaction) -> bool {
         self.clinical
@@ -260,6 +269,8 @@ mod tests {
         assert!(s.allows(Context::User, "Condition", Interaction::Search));
         assert!(!s.allows(Context::User, "Condition", Interaction::Update));
         assert!(!s.allows(Context::Patient, "Condition", Interaction::Read));
+        assert!(!s.allows_explicitly(Context::User, "Condition", Interaction::Search));
+        assert!(s.allows_explicitly(Context::System, "Patient", Interaction::Search));
         assert_eq!(set("system/*.write").to_string(), "system/*.cud");
         assert_eq!(set("system/*.*").to_string(), "system/*.cruds");
     }

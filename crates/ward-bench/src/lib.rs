@@ -9,6 +9,7 @@
 //! `--smoke` runs the same thing tiny and checks every response; it fails on wrong
 //! responses, never on speed.
 
+pub mod audit_figures;
 pub mod baseline;
 pub mod client;
 pub mod load;
@@ -47,6 +48,8 @@ pub struct Options {
     pub seed: u64,
     /// Check every response's content (not a sample) and treat any non-2xx as a failure.
     pub smoke: bool,
+    /// Size of the audit log `ward audit verify` is timed on.
+    pub audit_records: usize,
 }
 
 impl Options {
@@ -60,6 +63,7 @@ impl Options {
             warmup: Duration::from_secs(2),
             seed: 42,
             smoke: false,
+            audit_records: 500_000,
         }
     }
 
@@ -73,6 +77,7 @@ impl Options {
             warmup: Duration::ZERO,
             seed: 42,
             smoke: true,
+            audit_records: 2_000,
         }
     }
 }
@@ -279,7 +284,20 @@ async fn run_async(opts: &Options, cpus: usize) -> anyhow::Result<Report> {
     drop(sampler);
     let ward_alive = ward.alive();
     let log_tail = ward.log_tail();
-    drop(ward);
+    let log_path = ward.log.clone();
+    drop(ward); // SIGTERM: Ward logs its audit writer totals as it stops
+    let ward_secs: f64 = scenarios
+        .iter()
+        .filter(|s| s.available && s.name.starts_with("ward"))
+        .map(|_| (opts.warmup + opts.duration).as_secs_f64())
+        .sum();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let audit_writer = audit_figures::writer_figures(&log, ward_secs);
+    let verify_n = opts.audit_records;
+    progress(format!(
+        "building and verifying an audit log of {verify_n} records"
+    ));
+    let audit_verify = Some(audit_figures::verify_speed(tmp.path(), verify_n).await?);
 
     let report = Report::build(
         report::Inputs {
@@ -294,6 +312,8 @@ async fn run_async(opts: &Options, cpus: usize) -> anyhow::Result<Report> {
             rss_after_kib,
             ward_alive,
             log_tail,
+            audit_writer,
+            audit_verify,
         },
         scenarios,
     );

@@ -35,6 +35,9 @@ struct Cli {
     /// Tiny run that checks every response and exits non-zero on a wrong one (never on speed)
     #[arg(long)]
     smoke: bool,
+    /// Records in the audit log `ward audit verify` is timed on [default: 500000; 2000 with --smoke]
+    #[arg(long)]
+    audit_records: Option<usize>,
     /// The ward binary [default: `ward` beside this executable]
     #[arg(long, value_name = "PATH")]
     ward_bin: Option<PathBuf>,
@@ -67,6 +70,9 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
     }
     if let Some(s) = cli.warmup {
         o.warmup = secs(s, "warmup")?;
+    }
+    if let Some(n) = cli.audit_records {
+        o.audit_records = n;
     }
     Ok(o)
 }

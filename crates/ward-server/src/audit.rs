@@ -66,9 +66,17 @@ impl AuditContext {
         });
     }
 
-    /// An actor that only claimed an identity (a failed token request).
+    /// An actor that only claimed an identity (a failed token request). Client ids are
+    /// UUIDs; anything else is recorded as `(malformed)` rather than as attacker-chosen text
+    /// (a NUL byte, say, would make the whole audit batch fail on PostgreSQL).
     pub fn set_claimed_client(&self, client_id: &str) {
-        self.with(|d| d.actor.client_id = Some(client_id.chars().take(128).collect()));
+        let plain = !client_id.is_empty()
+            && client_id.len() <= 128
+            && client_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let recorded = if plain { client_id } else { "(malformed)" };
+        self.with(|d| d.actor.client_id = Some(recorded.to_owned()));
     }
 
     pub fn set_resource(&self, rtype: &str, id: Option<&str>, version: Option<i64>) {
@@ -169,7 +177,13 @@ fn public(path: &str) -> bool {
 
 /// The FHIR interaction (or OAuth action) a route template stands for.
 fn action_of(method: &Method, route: &str) -> String {
-    let a = match (method.as_str(), route) {
+    // HEAD runs the GET handler.
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let a = match (method, route) {
         ("POST", "/fhir/{rtype}") => "create",
         ("GET", "/fhir/{rtype}/{id}") => "read",
         ("PUT", "/fhir/{rtype}/{id}") => "update",
@@ -180,8 +194,10 @@ fn action_of(method: &Method, route: &str) -> String {
         ("GET", "/fhir/_history") => "history-system",
         ("GET", "/fhir/{rtype}") | ("POST", "/fhir/{rtype}/_search") => "search-type",
         ("GET", "/fhir/AuditEvent") => "search-type",
-        ("GET", "/fhir/Patient/{id}/{ctype}") => "search-compartment",
+        ("GET", "/fhir/{rtype}/{id}/{ctype}") => "search-compartment",
         ("GET", "/fhir/metadata") => "capabilities",
+        // Transaction or batch: the route cannot tell which (the body's Bundle.type does).
+        ("POST", "/fhir") => "bundle",
         ("POST", "/oauth2/token") => "token",
         (_, r)
             if r.starts_with("/oauth2/")
@@ -190,7 +206,7 @@ fn action_of(method: &Method, route: &str) -> String {
         {
             "discovery"
         }
-        _ => return format!("http-{}", method.as_str().to_ascii_lowercase()),
+        _ => return format!("http-{}", method.to_ascii_lowercase()),
     };
     a.to_owned()
 }
@@ -231,8 +247,11 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
             user_agent: header(header::USER_AGENT.as_str()).map(|u| u.chars().take(256).collect()),
         },
         action: action_of(&parts.method, &route),
-        rtype: param("rtype").or_else(|| route_rtype.map(str::to_owned)),
-        id: param("id"),
+        // Only well-formed names reach the trail: a path segment is attacker-chosen text.
+        rtype: param("rtype")
+            .or_else(|| route_rtype.map(str::to_owned))
+            .filter(|t| ward_fhir::types::is_resource_type(t)),
+        id: param("id").filter(|id| ward_fhir::id::is_valid_id(id)),
         purpose_of_use: header("x-purpose-of-use")
             .filter(|p| PURPOSES.contains(p))
             .map(str::to_owned),

@@ -78,6 +78,9 @@ impl Authorized {
     }
 }
 
+/// Types a `*` scope does not reach: they must be named (`system/AuditEvent.rs`).
+const EXPLICIT_ONLY: [&str; 1] = ["AuditEvent"];
+
 /// Scope check. Only `system/` scopes are honoured until user and patient contexts exist
 /// (a `patient/` scope without a patient context must not open every patient's data).
 pub fn authorize(
@@ -86,7 +89,12 @@ pub fn authorize(
     interaction: Interaction,
 ) -> Result<Authorized, ApiError> {
     auth.audit.set_resource(rtype, None, None);
-    if auth.scopes.allows(Context::System, rtype, interaction) {
+    let allowed = if EXPLICIT_ONLY.contains(&rtype) {
+        auth.scopes.allows_explicitly(Context::System, rtype, interaction)
+    } else {
+        auth.scopes.allows(Context::System, rtype, interaction)
+    };
+    if allowed {
         Ok(Authorized {
             rtype: rtype.to_owned(),
             interaction,

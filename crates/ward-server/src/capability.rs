@@ -91,7 +91,11 @@ pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) 
                 "description": "OAuth 2.0 bearer tokens (client_credentials) with SMART v2 system scopes"
             },
             "resource": resources,
-            "interaction": [{ "code": "history-system" }],
+            "interaction": [
+                { "code": "transaction", "documentation": "POST [base] with a transaction Bundle: all entries or none; urn:uuid references resolved" },
+                { "code": "batch", "documentation": "POST [base] with a batch Bundle: each entry on its own" },
+                { "code": "history-system" },
+            ],
             "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
         }],
     })

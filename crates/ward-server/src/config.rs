@@ -45,6 +45,8 @@ pub struct ServerSection {
     pub token_lifetime_secs: u64,
     /// Largest `_count` a history request may ask for.
     pub max_page_size: usize,
+    /// Most entries of a transaction or batch Bundle (413 above).
+    pub max_bundle_entries: usize,
 }
 
 impl Default for ServerSection {
@@ -56,6 +58,7 @@ impl Default for ServerSection {
             max_json_depth: 64,
             token_lifetime_secs: 900,
             max_page_size: 1000,
+            max_bundle_entries: 1000,
         }
     }
 }
@@ -110,7 +113,7 @@ impl Default for AuditSection {
             url: String::new(),
             node: "node-1".into(),
             batch_max: 256,
-            batch_wait_us: 2000,
+            batch_wait_us: 250,
             checkpoint_every: 10_000,
             checkpoint_secs: 60,
         }
@@ -198,7 +201,11 @@ impl Config {
                 "server.public_url must start with https:// and have no trailing slash".into(),
             ));
         }
-        if s.max_body_bytes < 1024 || s.max_json_depth < 8 || s.max_page_size == 0 {
+        if s.max_body_bytes < 1024
+            || s.max_json_depth < 8
+            || s.max_page_size == 0
+            || s.max_bundle_entries == 0
+        {
             return Err(ConfigError::Invalid("server limits are too small".into()));
         }
         if !(self.store.url.starts_with("sqlite:")
@@ -265,7 +272,7 @@ impl Config {
         format!(
             "# Ward configuration. Environment variables WARD_<SECTION>_<KEY> override these.\n\
              [server]\nlisten = {:?}\npublic_url = {:?}\nmax_body_bytes = {}\nmax_json_depth = {}\n\
-             token_lifetime_secs = {}\nmax_page_size = {}\n\n[store]\nurl = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n\
+             token_lifetime_secs = {}\nmax_page_size = {}\nmax_bundle_entries = {}\n\n[store]\nurl = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n\
              [audit]\n# empty: audit.db beside a SQLite store, else the store's database\nurl = {:?}\nnode = {:?}\n",
             s.listen,
             s.public_url,
@@ -273,6 +280,7 @@ impl Config {
             s.max_json_depth,
             s.token_lifetime_secs,
             s.max_page_size,
+            s.max_bundle_entries,
             self.store.url,
             self.tls.cert.display().to_string(),
             self.tls.key.display().to_string(),

@@ -24,6 +24,7 @@ use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", post(crate::bundle::bundle))
         .route("/metadata", get(crate::capability::metadata))
         .route("/_history", get(crate::search::history_system))
         .route("/{rtype}", get(crate::search::search_type).post(create))
@@ -123,6 +124,16 @@ impl<'a> DataAccess<'a> {
         Ok(stored)
     }
 
+    /// Whether a live (not deleted) resource has this id; touches nothing in the audit record.
+    async fn is_live(&self, id: &str) -> Result<bool, ApiError> {
+        let rtype = self.rtype_for(Interaction::Update)?;
+        match self.st.store.read(rtype, id).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn update(
         &self,
         id: &str,
@@ -132,6 +143,12 @@ impl<'a> DataAccess<'a> {
         let rtype = self.rtype_for(Interaction::Update)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
+        // A change can move a resource between compartments: both patients are touched.
+        if let Ok(current) = self.st.store.read(rtype, id).await
+            && let Some(r) = &current.resource
+        {
+            audit.add_patients(patients_of(rtype, id, r));
+        }
         audit.add_patients(patients_of(rtype, id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let (stored, created) = self.st.store.update(rtype, id, resource, if_match).await?;
@@ -273,17 +290,11 @@ async fn update(
             );
         }
     }
-    // Update-as-create also creates: without the create permission only existing
-    // resources may be updated.
+    // Update-as-create also creates (a new resource, or one brought back after delete):
+    // without the create permission only live resources may be updated.
     if if_match.is_none() && authorize(&auth, rtype, Interaction::Create).is_err() {
-        let read_authz = authorize(&auth, rtype, Interaction::Read);
-        let exists = match &read_authz {
-            Ok(a) => {
-                !matches!(DataAccess::new(&st, a).read(id).await, Err(e) if e.status == StatusCode::NOT_FOUND)
-            }
-            Err(_) => false,
-        };
-        if !exists {
+        let live = DataAccess::new(&st, &authz).is_live(id).await?;
+        if !live {
             return Err(ApiError::forbidden());
         }
     }
@@ -399,6 +410,14 @@ async fn read_resource(
     body: Body,
     rtype: &str,
 ) -> Result<Value, ApiError> {
+    let value = read_json(st, headers, body).await?;
+    st.validator.validate(&value, rtype)?;
+    Ok(value)
+}
+
+/// The checks of [`read_resource`] before schema validation: Accept, content type, size and
+/// strict JSON parse.
+pub(crate) async fn read_json(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     check_accept(headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -434,12 +453,10 @@ async fn read_resource(
     let bytes = axum::body::to_bytes(body, st.limits.max_bytes)
         .await
         .map_err(|_| too_large())?;
-    let value = ward_fhir::json::parse_strict(&bytes, &st.limits)?;
-    st.validator.validate(&value, rtype)?;
-    Ok(value)
+    Ok(ward_fhir::json::parse_strict(&bytes, &st.limits)?)
 }
 
-fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+pub(crate) fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -456,7 +473,7 @@ fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 }
 
 /// `If-None-Exist: identifier=sys|123&family=x` as (param, value) pairs.
-fn parse_criteria(v: &HeaderValue) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn parse_criteria(v: &HeaderValue) -> Result<Vec<(String, String)>, ApiError> {
     let s = v
         .to_str()
         .map_err(|_| ApiError::bad_request(IssueType::Value, "If-None-Exist must be a search query"))?;
@@ -472,14 +489,14 @@ fn parse_criteria(v: &HeaderValue) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Prefer {
+pub(crate) enum Prefer {
     Representation,
     Minimal,
     OperationOutcome,
 }
 
 impl Prefer {
-    fn from_headers(headers: &HeaderMap) -> Prefer {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Prefer {
         let mut prefer = Prefer::Representation;
         for v in headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()) {
             for token in v.split(',').map(str::trim) {

@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 mod audit_api;
 pub mod auth;
+mod bundle;
 pub mod capability;
 pub mod config;
 pub mod error;

@@ -289,8 +289,8 @@ async fn run(
         .into_response())
 }
 
-/// The self link. A GET search echoes its own parameters (they were already in the request
-/// URL); a POST search does not, so PHI sent in the body never lands in a URL.
+/// The self link. It never repeats search values, GET or POST: values can be PHI, and
+/// Ward puts no PHI in URLs it generates (the next/previous links carry sealed cursors).
 fn self_url(st: &AppState, path: &str, q: &SearchQuery, origin: Origin) -> String {
     let base = format!("{}/{path}", st.fhir_base);
     if let Some(c) = &q.cursor {
@@ -298,13 +298,7 @@ fn self_url(st: &AppState, path: &str, q: &SearchQuery, origin: Origin) -> Strin
     }
     match origin {
         Origin::Post => format!("{}/{}/_search", st.fhir_base, q.rtype),
-        Origin::Get if q.params.is_empty() => base,
-        Origin::Get => {
-            let query: String = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(q.params.iter())
-                .finish();
-            format!("{base}?{query}")
-        }
+        Origin::Get => base,
     }
 }
 

@@ -58,6 +58,12 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         // Every drained request has its record; flush and seal the chain with a checkpoint.
+        let (records, batches) = self.state.audit.stats();
+        tracing::info!(
+            audit_records = records,
+            audit_batches = batches,
+            "audit writer totals"
+        );
         self.state.audit.clone().shutdown().await;
         self.state.store.close().await;
     }

@@ -16,6 +16,9 @@ pub enum StoreError {
     VersionConflict { current: i64 },
     #[error("already exists")]
     Duplicate,
+    /// Conditional-create criteria that match more than one resource.
+    #[error("criteria match more than one resource")]
+    MultipleMatches,
     #[error("unsupported criteria parameter '{0}'")]
     UnsupportedCriteria(String),
     /// A paging cursor that this store did not issue for this search (or that was altered).

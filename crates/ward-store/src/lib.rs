@@ -20,6 +20,7 @@ mod index;
 mod keys;
 mod search;
 pub mod testing;
+mod tx;
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ use zeroize::Zeroizing;
 
 pub use error::StoreError;
 pub use search::SearchPage;
+use tx::WriteFail;
+pub use tx::{TxError, TxOp, TxOutcome};
 pub use ward_fhir::search::MAX_PREFIX_CHARS;
 
 /// The single tenant used for now.
@@ -428,7 +431,16 @@ impl Store {
     /// Creates version 1 of a resource with the given id. [`StoreError::Duplicate`] if a resource
     /// (live or deleted) with this id exists.
     pub async fn create_with_id(&self, rtype: &str, id: &str, resource: Value) -> Result<Stored, StoreError> {
-        self.put(rtype, id, &resource, None, true).await.map(|(s, _)| s)
+        let op = TxOp::Create {
+            rtype: rtype.to_owned(),
+            id: id.to_owned(),
+            resource,
+            if_none_exist: None,
+        };
+        match self.single(op).await? {
+            TxOutcome::Created(s) => Ok(s),
+            _ => Err(StoreError::Corrupt("unexpected outcome of a create".into())),
+        }
     }
 
     /// The current version. [`StoreError::NotFound`] if it never existed,
@@ -488,17 +500,15 @@ impl Store {
         resource: Value,
         if_match: Option<i64>,
     ) -> Result<(Stored, bool), StoreError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.put(rtype, id, &resource, if_match, false).await {
-                Err(StoreError::VersionConflict { .. })
-                    if if_match.is_none() && attempt < UPDATE_ATTEMPTS =>
-                {
-                    continue;
-                }
-                other => return other,
-            }
+        let op = TxOp::Update {
+            rtype: rtype.to_owned(),
+            id: id.to_owned(),
+            resource,
+            if_match,
+        };
+        match self.single(op).await? {
+            TxOutcome::Updated { stored, created } => Ok((stored, created)),
+            _ => Err(StoreError::Corrupt("unexpected outcome of an update".into())),
         }
     }
 
@@ -510,17 +520,14 @@ impl Store {
         id: &str,
         if_match: Option<i64>,
     ) -> Result<Option<Stored>, StoreError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_delete(rtype, id, if_match).await {
-                Err(StoreError::VersionConflict { .. })
-                    if if_match.is_none() && attempt < UPDATE_ATTEMPTS =>
-                {
-                    continue;
-                }
-                other => return other,
-            }
+        let op = TxOp::Delete {
+            rtype: rtype.to_owned(),
+            id: id.to_owned(),
+            if_match,
+        };
+        match self.single(op).await? {
+            TxOutcome::Deleted(tombstone) => Ok(tombstone),
+            _ => Err(StoreError::Corrupt("unexpected outcome of a delete".into())),
         }
     }
 
@@ -779,29 +786,34 @@ impl Store {
         Ok(())
     }
 
-    async fn put(
+    /// Writes a new version of `rtype/id` inside `tx` (the one write path of creates, updates
+    /// and transaction bundles). With `if_match`, the current version must equal it. A lost
+    /// race (a concurrent writer moved the current pointer or took the id) is
+    /// [`WriteFail::Lost`]: the transaction must then be rolled back.
+    async fn put_in(
         &self,
+        tx: &mut Transaction<'static, Any>,
         rtype: &str,
         id: &str,
         resource: &Value,
         if_match: Option<i64>,
         create_only: bool,
-    ) -> Result<(Stored, bool), StoreError> {
-        let mut tx = self.inner.writer.begin().await?;
-        let current = self.current_for_write(&mut tx, rtype, id).await?;
+    ) -> Result<(Stored, bool), WriteFail> {
+        let current = self.current_for_write(tx, rtype, id).await?;
         let (version, created) = match &current {
-            None if if_match.is_some() => return Err(StoreError::NotFound),
+            None if if_match.is_some() => return Err(StoreError::NotFound.into()),
             None => (1, true),
-            Some(_) if create_only => return Err(StoreError::Duplicate),
+            Some(_) if create_only => return Err(StoreError::Duplicate.into()),
             Some(c) => {
                 if let Some(expected) = if_match
                     && expected != c.version
                 {
-                    return Err(StoreError::VersionConflict { current: c.version });
+                    return Err(StoreError::VersionConflict { current: c.version }.into());
                 }
                 (c.version + 1, c.deleted)
             }
         };
+        let lost = WriteFail::Lost { create_only };
         let last_updated_ms = now_ms(current.as_ref().map(|c| c.last_updated_ms));
         let last_updated = ms_to_instant(last_updated_ms)?;
 
@@ -822,47 +834,20 @@ impl Store {
         let index_rows = index::rows_for(&self.inner.indexer, &resource);
 
         match self
-            .insert_version(
-                &mut tx,
-                rtype,
-                id,
-                version,
-                last_updated,
-                Some((epoch, sealed, hash)),
-            )
+            .insert_version(tx, rtype, id, version, last_updated, Some((epoch, sealed, hash)))
             .await
         {
             Ok(()) => {}
-            Err(e) if error::is_unique_violation(&e) => {
-                drop(tx);
-                return Err(if create_only {
-                    StoreError::Duplicate
-                } else {
-                    self.conflict(rtype, id).await
-                });
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) if error::is_unique_violation(&e) => return Err(lost),
+            Err(e) => return Err(StoreError::from(e).into()),
         }
         if !self
-            .set_current(
-                &mut tx,
-                rtype,
-                id,
-                current.as_ref().map(|c| c.version),
-                version,
-                false,
-            )
+            .set_current(tx, rtype, id, current.as_ref().map(|c| c.version), version, false)
             .await?
         {
-            drop(tx);
-            return Err(if create_only {
-                StoreError::Duplicate
-            } else {
-                self.conflict(rtype, id).await
-            });
+            return Err(lost);
         }
-        self.replace_index(&mut tx, rtype, id, &index_rows).await?;
-        tx.commit().await?;
+        self.replace_index(tx, rtype, id, &index_rows).await?;
         Ok((
             Stored {
                 rtype: rtype.to_owned(),
@@ -876,14 +861,16 @@ impl Store {
         ))
     }
 
-    async fn try_delete(
+    /// Writes a tombstone version of `rtype/id` inside `tx`; `None` if it never existed.
+    /// Deleting a deleted resource returns the existing tombstone (after the `if_match` check).
+    async fn delete_in(
         &self,
+        tx: &mut Transaction<'static, Any>,
         rtype: &str,
         id: &str,
         if_match: Option<i64>,
-    ) -> Result<Option<Stored>, StoreError> {
-        let mut tx = self.inner.writer.begin().await?;
-        let Some(current) = self.current_for_write(&mut tx, rtype, id).await? else {
+    ) -> Result<Option<Stored>, WriteFail> {
+        let Some(current) = self.current_for_write(tx, rtype, id).await? else {
             return Ok(None);
         };
         if let Some(expected) = if_match
@@ -891,7 +878,8 @@ impl Store {
         {
             return Err(StoreError::VersionConflict {
                 current: current.version,
-            });
+            }
+            .into());
         }
         if current.deleted {
             return Ok(Some(Stored {
@@ -903,29 +891,25 @@ impl Store {
                 resource: None,
             }));
         }
+        let lost = WriteFail::Lost { create_only: false };
         let version = current.version + 1;
         let last_updated = ms_to_instant(now_ms(Some(current.last_updated_ms)))?;
         match self
-            .insert_version(&mut tx, rtype, id, version, last_updated, None)
+            .insert_version(tx, rtype, id, version, last_updated, None)
             .await
         {
             Ok(()) => {}
-            Err(e) if error::is_unique_violation(&e) => {
-                drop(tx);
-                return Err(self.conflict(rtype, id).await);
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) if error::is_unique_violation(&e) => return Err(lost),
+            Err(e) => return Err(StoreError::from(e).into()),
         }
         if !self
-            .set_current(&mut tx, rtype, id, Some(current.version), version, true)
+            .set_current(tx, rtype, id, Some(current.version), version, true)
             .await?
         {
-            drop(tx);
-            return Err(self.conflict(rtype, id).await);
+            return Err(lost);
         }
-        self.replace_index(&mut tx, rtype, id, &index::IndexRows::default())
+        self.replace_index(tx, rtype, id, &index::IndexRows::default())
             .await?;
-        tx.commit().await?;
         Ok(Some(Stored {
             rtype: rtype.to_owned(),
             id: id.to_owned(),
@@ -934,6 +918,46 @@ impl Store {
             deleted: true,
             resource: None,
         }))
+    }
+
+    /// The current version (or `version`) of `rtype/id` as seen inside `tx`, including the
+    /// transaction's own earlier writes. Errors as [`Store::read`] / [`Store::vread`].
+    async fn read_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        rtype: &str,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Stored, StoreError> {
+        let row = match version {
+            None => {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM resource_current c JOIN resource_version v \
+                       ON v.tenant = c.tenant AND v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
+                     WHERE c.tenant = $1 AND c.rtype = $2 AND c.id = $3"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(self.tenant())
+                    .bind(rtype)
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            Some(version) => {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM resource_version v \
+                     WHERE v.tenant = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(self.tenant())
+                    .bind(rtype)
+                    .bind(id)
+                    .bind(version)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+        };
+        self.gone_or_live(self.decode(&row.ok_or(StoreError::NotFound)?)?)
     }
 
     // ----- read internals ----------------------------------------------------------------------

@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 use ward_crypto::Aad;
@@ -421,6 +422,12 @@ impl crate::Store {
     /// Runs a search. `q.cursor`, if set, must be a cursor this store issued for the same
     /// type, compartment and parameters.
     pub async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let mut conn = self.inner.reader.acquire().await?;
+        self.search_on(&mut conn, q).await
+    }
+
+    /// [`Store::search`] on `conn` (a reader, or a write transaction's connection).
+    async fn search_on(&self, conn: &mut AnyConnection, q: &SearchQuery) -> Result<SearchPage, StoreError> {
         let position = match &q.cursor {
             Some(c) => {
                 let state = self.open_cursor_state(&q.rtype, c)?;
@@ -449,7 +456,7 @@ impl crate::Store {
         let post: Vec<&Criterion> = q.criteria.iter().filter(|c| c.needs_post_filter()).collect();
 
         let total = if q.total == TotalMode::Accurate {
-            Some(self.count(q, &post).await?)
+            Some(self.count(conn, q, &post).await?)
         } else {
             None
         };
@@ -469,7 +476,9 @@ impl crate::Store {
             position.as_ref().map(|p| (p.keys.clone(), p.id.clone()));
         let mut found: Vec<(Stored, Vec<Value>)> = Vec::new();
         loop {
-            let rows = self.fetch(q, &sort, boundary.as_ref(), forward, batch).await?;
+            let rows = self
+                .fetch(conn, q, &sort, boundary.as_ref(), forward, batch)
+                .await?;
             let n = rows.len();
             for row in &rows {
                 let keys: Vec<Value> = (0..sort.len())
@@ -533,6 +542,7 @@ impl crate::Store {
     /// Rows after (or before) `boundary` in sort order, at most `limit`.
     async fn fetch(
         &self,
+        conn: &mut AnyConnection,
         q: &SearchQuery,
         sort: &[SortKey],
         boundary: Option<&(Vec<Value>, String)>,
@@ -589,22 +599,27 @@ impl crate::Store {
         sql.text = text;
         // Only generated SQL and placeholders are interpolated; every value is bound.
         let query = bind(sqlx::query(AssertSqlSafe(sql.text)), &sql.args);
-        Ok(query.fetch_all(&self.inner.reader).await?)
+        Ok(query.fetch_all(&mut *conn).await?)
     }
 
-    async fn count(&self, q: &SearchQuery, post: &[&Criterion]) -> Result<u64, StoreError> {
+    async fn count(
+        &self,
+        conn: &mut AnyConnection,
+        q: &SearchQuery,
+        post: &[&Criterion],
+    ) -> Result<u64, StoreError> {
         let mut sql = Sql::new();
         let (_, from_where) = self.search_base(&mut sql, q, &[])?;
         if post.is_empty() {
             let text = format!("SELECT COUNT(*) AS n {from_where}");
             let row = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
-                .fetch_one(&self.inner.reader)
+                .fetch_one(&mut *conn)
                 .await?;
             return Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0));
         }
         let text = format!("SELECT {VERSION_COLUMNS} {from_where}");
         let rows = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
-            .fetch_all(&self.inner.reader)
+            .fetch_all(&mut *conn)
             .await?;
         let mut n = 0;
         for row in &rows {
@@ -671,6 +686,18 @@ impl crate::Store {
         rtype: &str,
         criteria: &[(String, String)],
     ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.inner.reader.acquire().await?;
+        self.find_matching_on(&mut conn, rtype, criteria).await
+    }
+
+    /// [`Store::find_matching`] on `conn` (a write transaction evaluates conditional creates
+    /// on its own connection, so waiting transactions never need a second one).
+    pub(crate) async fn find_matching_on(
+        &self,
+        conn: &mut AnyConnection,
+        rtype: &str,
+        criteria: &[(String, String)],
+    ) -> Result<Vec<String>, StoreError> {
         if criteria.is_empty() {
             return Err(StoreError::UnsupportedCriteria(String::new()));
         }
@@ -689,7 +716,7 @@ impl crate::Store {
             target: Target::Id,
             desc: false,
         }];
-        let page = self.search(&q).await?;
+        let page = self.search_on(conn, &q).await?;
         Ok(page.matches.into_iter().map(|s| s.id).collect())
     }
 

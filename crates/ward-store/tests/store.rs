@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use time::OffsetDateTime;
 use ward_crypto::Kek;
-use ward_store::{Backend, ClientRecord, Store, StoreError, Stored};
+use ward_store::{Backend, ClientRecord, Store, StoreError, Stored, TxOp, TxOutcome};
 
 struct H {
     store: Store,
@@ -124,6 +124,9 @@ both!(
     concurrent_updates,
     oauth_clients,
     reopen_and_wrong_kek,
+    transaction_all_or_nothing,
+    transaction_conditional_create_and_reads,
+    transaction_concurrent_conditional_creates,
 );
 
 fn patient(family: &str) -> Value {
@@ -1000,4 +1003,270 @@ async fn unsupported_url_scheme() {
     let err = Store::open("mysql://localhost/x", &kek).await.unwrap_err();
     assert!(matches!(err, StoreError::Database(_)));
     assert_eq!(err.to_string(), "database error");
+}
+
+/// Number of stored versions of `rtype` (all ids, tombstones included).
+async fn version_count(h: &H, rtype: &str) -> usize {
+    h.store
+        .history(Some(rtype), None, None, 10_000)
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn transaction_all_or_nothing(h: &H) {
+    let s = &h.store;
+    let existing = s.create("Patient", patient("Tx-Existing")).await.unwrap();
+    let other = s.create("Patient", patient("Tx-Other")).await.unwrap();
+    let obs = |pid: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+               "subject": {"reference": format!("Patient/{pid}")}})
+    };
+    let before = (
+        version_count(h, "Patient").await,
+        version_count(h, "Observation").await,
+    );
+
+    // The 3rd of 4 operations fails (stale if_match): nothing of the first two remains.
+    let ops = vec![
+        TxOp::Create {
+            rtype: "Patient".into(),
+            id: "tx-new-patient".into(),
+            resource: patient("Tx-New"),
+            if_none_exist: None,
+        },
+        TxOp::Delete {
+            rtype: "Patient".into(),
+            id: other.id.clone(),
+            if_match: None,
+        },
+        TxOp::Update {
+            rtype: "Patient".into(),
+            id: existing.id.clone(),
+            resource: resource(&existing).clone(),
+            if_match: Some(7),
+        },
+        TxOp::Create {
+            rtype: "Observation".into(),
+            id: "tx-new-obs".into(),
+            resource: obs("tx-new-patient"),
+            if_none_exist: None,
+        },
+    ];
+    let err = s.transaction(&ops).await.unwrap_err();
+    assert_eq!(err.index, Some(2));
+    assert!(
+        matches!(err.error, StoreError::VersionConflict { current: 1 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        (
+            version_count(h, "Patient").await,
+            version_count(h, "Observation").await
+        ),
+        before
+    );
+    assert!(matches!(
+        s.read("Patient", "tx-new-patient").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.read("Patient", &other.id).await.unwrap().version, 1);
+    assert!(
+        s.compartments_of("Observation", "tx-new-obs")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.find_matching("Patient", &crit(&[("family", "Tx-New")]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no index rows of the rolled-back create"
+    );
+    // A duplicate id fails the same way.
+    let dup = vec![
+        TxOp::Create {
+            rtype: "Observation".into(),
+            id: "tx-new-obs".into(),
+            resource: obs(&existing.id),
+            if_none_exist: None,
+        },
+        TxOp::Create {
+            rtype: "Patient".into(),
+            id: existing.id.clone(),
+            resource: patient("Tx-Dup"),
+            if_none_exist: None,
+        },
+    ];
+    let err = s.transaction(&dup).await.unwrap_err();
+    assert_eq!(err.index, Some(1));
+    assert!(matches!(err.error, StoreError::Duplicate));
+    assert!(matches!(
+        s.read("Observation", "tx-new-obs").await,
+        Err(StoreError::NotFound)
+    ));
+
+    // With the right version, everything is written, index and compartments included.
+    let mut ok = ops;
+    if let TxOp::Update { if_match, .. } = &mut ok[2] {
+        *if_match = Some(1);
+    }
+    let out = s.transaction(&ok).await.unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(matches!(&out[0], TxOutcome::Created(c) if c.id == "tx-new-patient" && c.version == 1));
+    assert!(matches!(&out[1], TxOutcome::Deleted(Some(t)) if t.deleted && t.version == 2));
+    assert!(matches!(&out[2], TxOutcome::Updated { stored, created: false } if stored.version == 2));
+    assert!(matches!(&out[3], TxOutcome::Created(c) if c.id == "tx-new-obs"));
+    assert_eq!(
+        s.compartments_of("Observation", "tx-new-obs").await.unwrap(),
+        vec!["tx-new-patient".to_owned()]
+    );
+    assert_eq!(
+        s.find_matching("Patient", &crit(&[("family", "Tx-New")]))
+            .await
+            .unwrap(),
+        vec!["tx-new-patient".to_owned()]
+    );
+    assert!(matches!(
+        s.read("Patient", &other.id).await,
+        Err(StoreError::Gone { .. })
+    ));
+}
+
+async fn transaction_conditional_create_and_reads(h: &H) {
+    let s = &h.store;
+    let existing = s.create("Patient", patient("Cond-Existing")).await.unwrap();
+    let ops = vec![
+        // matches the existing patient: nothing written, references redirected
+        TxOp::Create {
+            rtype: "Patient".into(),
+            id: "planned-1".into(),
+            resource: patient("Cond-Existing"),
+            if_none_exist: Some(crit(&[("identifier", "urn:mrn|MRN-Cond-Existing")])),
+        },
+        // matches nothing: created
+        TxOp::Create {
+            rtype: "Patient".into(),
+            id: "planned-2".into(),
+            resource: patient("Cond-New"),
+            if_none_exist: Some(crit(&[("identifier", "urn:mrn|MRN-Cond-New")])),
+        },
+        TxOp::Create {
+            rtype: "Observation".into(),
+            id: "cond-obs".into(),
+            resource: json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/planned-1"},
+                "performer": [{"reference": "Patient/planned-2"}]}),
+            if_none_exist: None,
+        },
+        // reads see the transaction's own writes
+        TxOp::Read {
+            rtype: "Observation".into(),
+            id: "cond-obs".into(),
+            version: None,
+        },
+    ];
+    let out = s.transaction(&ops).await.unwrap();
+    match &out[0] {
+        TxOutcome::Matched(m) => assert_eq!(m.id, existing.id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&out[1], TxOutcome::Created(c) if c.id == "planned-2"));
+    let read = match &out[3] {
+        TxOutcome::Read(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        resource(&read)["subject"]["reference"],
+        format!("Patient/{}", existing.id)
+    );
+    assert_eq!(resource(&read)["performer"][0]["reference"], "Patient/planned-2");
+    assert!(matches!(
+        s.read("Patient", "planned-1").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(version_count(h, "Patient").await, 2);
+    let mut comp = s.compartments_of("Observation", "cond-obs").await.unwrap();
+    comp.sort();
+    let mut want = vec![existing.id.clone(), "planned-2".to_owned()];
+    want.sort();
+    assert_eq!(comp, want);
+
+    // Two matches: the transaction fails as a whole.
+    s.create("Patient", patient("Cond-New")).await.unwrap();
+    let ops = vec![
+        TxOp::Create {
+            rtype: "Basic".into(),
+            id: "never".into(),
+            resource: json!({"resourceType": "Basic", "code": {"text": "x"}}),
+            if_none_exist: None,
+        },
+        TxOp::Create {
+            rtype: "Patient".into(),
+            id: "planned-3".into(),
+            resource: patient("Cond-New"),
+            if_none_exist: Some(crit(&[("identifier", "urn:mrn|MRN-Cond-New")])),
+        },
+    ];
+    let err = s.transaction(&ops).await.unwrap_err();
+    assert_eq!(err.index, Some(1));
+    assert!(matches!(err.error, StoreError::MultipleMatches));
+    assert!(matches!(
+        s.read("Basic", "never").await,
+        Err(StoreError::NotFound)
+    ));
+    // A failing read fails the transaction too.
+    let ops = vec![
+        TxOp::Create {
+            rtype: "Basic".into(),
+            id: "never".into(),
+            resource: json!({"resourceType": "Basic", "code": {"text": "x"}}),
+            if_none_exist: None,
+        },
+        TxOp::Read {
+            rtype: "Basic".into(),
+            id: "missing".into(),
+            version: None,
+        },
+    ];
+    let err = s.transaction(&ops).await.unwrap_err();
+    assert_eq!(err.index, Some(1));
+    assert!(matches!(err.error, StoreError::NotFound));
+    assert!(matches!(
+        s.read("Basic", "never").await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// Concurrent conditional creates with the same criteria create exactly one resource.
+async fn transaction_concurrent_conditional_creates(h: &H) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let op = TxOp::Create {
+                rtype: "Patient".into(),
+                id: format!("racer-{i}"),
+                resource: patient("Racer"),
+                if_none_exist: Some(crit(&[("identifier", "urn:mrn|MRN-Racer")])),
+            };
+            s.transaction(&[op]).await.unwrap().pop().unwrap()
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), TxOutcome::Created(_)) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(
+        h.store
+            .find_matching("Patient", &crit(&[("identifier", "urn:mrn|MRN-Racer")]))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -96,8 +96,8 @@ pub fn instructions(config: &Config, demo: &DemoClient, dir: &Path) -> String {
          Get a token:\n  \
          TOKEN=$(curl -s --cacert {ca} -u '{id}:{secret}' -d grant_type=client_credentials {url}/oauth2/token \\\n    \
          | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n\n\
-         Read the patients' history, then one patient:\n  \
-         curl -s --cacert {ca} -H \"Authorization: Bearer $TOKEN\" '{base}/Patient/_history?_count=3'\n  \
+         Search patients (POST keeps search values out of URLs), then read one:\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $TOKEN\" -d family=Nguyen {base}/Patient/_search\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $TOKEN\" {base}/Patient/<id>\n",
         ca = ca.display(),
         id = demo.client_id,

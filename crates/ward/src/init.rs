@@ -12,7 +12,8 @@ use crate::clients::{self, NewClient};
 use crate::{certs, files};
 
 /// Scopes of the admin service client made at init.
-pub const ADMIN_SCOPES: &str = "system/*.cruds";
+/// (`AuditEvent` must be named: a wildcard never opens the audit trail.)
+pub const ADMIN_SCOPES: &str = "system/*.cruds system/AuditEvent.rs";
 
 pub struct InitOptions {
     pub dir: PathBuf,

@@ -367,15 +367,44 @@ async fn scopes_are_enforced(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status(), 403);
     // the 403 body says nothing about the data
-    let body = s
-        .get(&format!("Condition/{pid}"), &t)
+    let cond = json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{pid}")},
+        "code": {"text": "Quillonia-condition-text"}});
+    let cid = s.create(&admin, &cond).await["id"].as_str().unwrap().to_owned();
+    let resp = s.get(&format!("Condition/{cid}"), &t).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("Quillonia") && !body.contains(&pid), "{body}");
+    // update-as-create needs the create permission, also for a deleted resource
+    let (uid, usecret) = s.new_client("system/Patient.u system/Patient.d").await;
+    let ut = s.token_for(&uid, &usecret, None).await;
+    let mut fresh = distinctive_patient("UC");
+    fresh["id"] = json!("brand-new-id");
+    assert_eq!(
+        s.put_json("Patient/brand-new-id", &ut, &fresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let del = s
+        .client
+        .delete(format!("{}/Patient/{pid}", s.fhir))
+        .bearer_auth(&ut)
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    assert!(!body.contains("Zyxwarfield"));
+    assert_eq!(del.status(), 204);
+    let mut revived = p.clone();
+    revived["active"] = json!(true);
+    assert_eq!(
+        s.put_json(&format!("Patient/{pid}"), &ut, &revived)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     s.stop().await;
 }
 

@@ -132,6 +132,31 @@ async fn one_record_per_request(backend: Backend) {
         (s.get("AuditEvent", &t), "search-type", 200, Some(&s.admin_id)),
         (c.get(format!("{f}/AuditEvent")), "search-type", 401, None),
         (c.get(format!("{}/no/such/route", s.url)), "http-get", 404, None),
+        (
+            s.get("Patient?family=ZyxwarfieldAU", &t),
+            "search-type",
+            200,
+            Some(&s.admin_id),
+        ),
+        (
+            s.get(&format!("Patient/{pid}/Observation"), &t),
+            "search-compartment",
+            200,
+            Some(&s.admin_id),
+        ),
+        (s.get("_history", &t), "history-system", 200, Some(&s.admin_id)),
+        // attacker-chosen bytes in the path and in the claimed client id do not break the trail
+        (c.get(format!("{f}/Patient/%00%01")), "read", 401, None),
+        (
+            c.post(format!("{}/oauth2/token", s.url)).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "\u{0}evil"),
+                ("client_secret", "x"),
+            ]),
+            "token",
+            401,
+            Some("(malformed)"),
+        ),
     ];
     let mut sent = Vec::new();
     for (req, action, status, client) in cases {
@@ -190,6 +215,23 @@ async fn one_record_per_request(backend: Backend) {
     assert!(
         !by_rid.contains_key(health_rid.as_str()),
         "health probes are not audited"
+    );
+    // search values are recorded only as keyed hashes
+    let search = by_rid[sent[20].0.as_str()]
+        .iter()
+        .find(|r| r.kind == RecordKind::Request)
+        .unwrap();
+    assert_eq!(search.query_hashes.len(), 1, "{:?}", search.query_hashes);
+    let (name, hash) = search.query_hashes[0].split_once('=').unwrap();
+    assert_eq!(name, "family");
+    assert!(
+        hash.len() >= 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{hash}"
+    );
+    assert!(!search.query_hashes[0].contains("Zyxwarfield"));
+    assert!(
+        search.patients.contains(&pid),
+        "the patients a search returned are recorded"
     );
     s.stop().await;
 }
@@ -396,6 +438,18 @@ async fn audit_event_review_is_read_only(backend: Backend) {
     let (cid, secret) = s.new_client("system/Patient.rs").await;
     let pt = s.token_for(&cid, &secret, None).await;
     assert_eq!(s.get("AuditEvent", &pt).send().await.unwrap().status(), 403);
+    // nor does a wildcard: the trail must be named explicitly
+    let (wid, wsecret) = s.new_client("system/*.rs").await;
+    let wt = s.token_for(&wid, &wsecret, None).await;
+    assert_eq!(s.get("AuditEvent", &wt).send().await.unwrap().status(), 403);
+    assert_eq!(
+        s.get(&format!("Patient/{pid}"), &wt)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     s.stop().await;
 }
 

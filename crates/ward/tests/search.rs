@@ -762,6 +762,8 @@ async fn post_search_keeps_phi_out_of_urls(backend: Backend) {
     loop {
         for l in page["link"].as_array().unwrap() {
             let url = l["url"].as_str().unwrap();
+            // The sealed cursor is random-looking hex that may contain any digits by chance.
+            let url = url.split("_cursor=").next().unwrap();
             assert!(
                 !url.to_lowercase().contains("zyxpost") && !url.contains("1945"),
                 "no PHI in links: {url}"

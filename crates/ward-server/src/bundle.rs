@@ -1,0 +1,813 @@
+//! Transaction and batch Bundles: `POST /fhir` (SPEC F-1, IN-5).
+//!
+//! Both kinds go through the same steps before anything is written: content type, size and
+//! strict JSON (`fhir::read_json`); the entry cap (`server.max_bundle_entries`, 413); the
+//! Bundle's own schema; each entry's `request` (method and URL); the caller's scopes for every
+//! entry (`auth::authorize` with the entry's interaction); and each entry resource's schema.
+//!
+//! * **transaction**: any failing entry fails the whole Bundle (its status, an
+//!   OperationOutcome naming `Bundle.entry[n]`) and nothing is written. POST entries get
+//!   their ids up front; every `Reference.reference` naming a POST or PUT entry's
+//!   `urn:uuid:`/`urn:oid:` `fullUrl` is rewritten to `Type/id` (an unresolved one is a
+//!   400). The entries then run in FHIR order (DELETE, POST, PUT, GET) as ONE store
+//!   transaction (`Store::transaction`): `ifNoneExist` and `ifMatch` are honoured inside it,
+//!   and GET entries (read and vread only) run inside it too, after the writes and seeing
+//!   them; a failing GET fails the transaction. A conditional create that matches an
+//!   existing resource redirects the references to it. Deleting a resource that never
+//!   existed is a `204` (FHIR allows it; the single DELETE answers 404).
+//! * **batch**: each entry on its own, each write in its own store transaction; failures give
+//!   the entry a status and an OperationOutcome in `response.outcome`. Batch entries must not
+//!   reference each other (a `urn:uuid:` reference is a 400 for that entry).
+//!
+//! Not supported (400): search GETs, conditional update/delete URLs, PATCH and HEAD entries.
+//! Responses list per entry `status`, `location`, `etag` and `lastModified`; resources only
+//! with `Prefer: return=representation` (GET entries always carry theirs).
+//!
+//! Audit: one intent record before the first write; the request's record gets every patient
+//! of every written, deleted or read resource and the number of resources touched.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use ward_auth::Interaction;
+use ward_fhir::outcome::IssueType;
+use ward_store::{StoreError, Stored, TxError, TxOp, TxOutcome};
+
+use crate::auth::{Authenticated, Authorized, authorize};
+use crate::error::{ApiError, FHIR_JSON};
+use crate::fhir::{Prefer, parse_criteria, parse_if_match, read_json};
+use crate::state::AppState;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Transaction,
+    Batch,
+}
+
+/// What one entry asks for, parsed from `entry.request` (and `entry.resource`).
+enum Action {
+    Create {
+        rtype: String,
+        resource: Value,
+        if_none_exist: Option<Vec<(String, String)>>,
+    },
+    Update {
+        rtype: String,
+        id: String,
+        resource: Value,
+        if_match: Option<i64>,
+    },
+    Delete {
+        rtype: String,
+        id: String,
+        if_match: Option<i64>,
+    },
+    Read {
+        rtype: String,
+        id: String,
+        version: Option<i64>,
+    },
+}
+
+impl Action {
+    /// FHIR transaction processing order: DELETE, POST, PUT, GET.
+    fn rank(&self) -> u8 {
+        match self {
+            Action::Delete { .. } => 0,
+            Action::Create { .. } => 1,
+            Action::Update { .. } => 2,
+            Action::Read { .. } => 3,
+        }
+    }
+
+    fn resource_mut(&mut self) -> Option<&mut Value> {
+        match self {
+            Action::Create { resource, .. } | Action::Update { resource, .. } => Some(resource),
+            _ => None,
+        }
+    }
+}
+
+/// An entry whose request parsed, whose every needed interaction the caller's scopes allow
+/// (the [`Authorized`]s are the proof), and whose resource validated.
+struct Allowed {
+    index: usize,
+    full_url: Option<String>,
+    action: Action,
+    _authorized: Vec<Authorized>,
+}
+
+pub async fn bundle(
+    State(st): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut bundle = read_json(&st, &headers, body).await?;
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(
+            ApiError::bad_request(IssueType::Invalid, "POST to the base URL takes a Bundle")
+                .at("resourceType"),
+        );
+    }
+    let kind = match bundle.get("type").and_then(Value::as_str) {
+        Some("transaction") => Kind::Transaction,
+        Some("batch") => Kind::Batch,
+        _ => {
+            return Err(ApiError::bad_request(
+                IssueType::NotSupported,
+                "Bundle.type must be transaction or batch",
+            )
+            .at("Bundle.type"));
+        }
+    };
+    let max = st.config.server.max_bundle_entries;
+    let count = bundle.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
+    if count > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooCostly,
+            format!("the Bundle has {count} entries; at most {max} are accepted (server.max_bundle_entries)"),
+        )
+        .at("Bundle.entry"));
+    }
+    let resources = take_resources(&mut bundle)?;
+    st.validator.validate(&bundle, "Bundle")?;
+    let entries: Vec<Map<String, Value>> = match bundle.get_mut("entry").map(Value::take) {
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|e| match e {
+                Value::Object(o) => o,
+                _ => Map::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let representation = asks_representation(&headers);
+
+    let mut planned: Vec<Result<Allowed, ApiError>> = Vec::with_capacity(entries.len());
+    for (index, (entry, resource)) in entries.into_iter().zip(resources).enumerate() {
+        planned.push(plan(&st, &auth, kind, index, entry, resource, representation).await);
+    }
+    // `authorize` notes each entry's type; the record is about the Bundle.
+    auth.audit.set_resource("Bundle", None, None);
+    let response = match kind {
+        Kind::Transaction => {
+            let allowed = planned.into_iter().collect::<Result<Vec<_>, _>>()?;
+            transaction(&st, &auth, allowed, representation).await?
+        }
+        Kind::Batch => batch(&st, &auth, planned, representation).await?,
+    };
+    Ok(response)
+}
+
+/// Whether the caller asked for `Prefer: return=representation` (without it, bundle
+/// responses carry no written resources).
+fn asks_representation(headers: &HeaderMap) -> bool {
+    Prefer::from_headers(headers) == Prefer::Representation
+        && headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim() == "return=representation"))
+}
+
+/// Takes each entry's resource out of the Bundle (so the Bundle's schema check covers its
+/// own structure only, and each resource is checked on its own with an entry-specific
+/// path). Every entry needs a `request`.
+fn take_resources(bundle: &mut Value) -> Result<Vec<Option<Value>>, ApiError> {
+    let Some(Value::Array(entries)) = bundle.get_mut("entry") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter_mut().enumerate() {
+        let Value::Object(o) = e else {
+            return Err(
+                ApiError::bad_request(IssueType::Structure, "a Bundle entry must be an object")
+                    .at(format!("Bundle.entry[{i}]")),
+            );
+        };
+        if !o.get("request").is_some_and(Value::is_object) {
+            return Err(ApiError::bad_request(
+                IssueType::Required,
+                "every entry of a transaction or batch needs a request",
+            )
+            .at(format!("Bundle.entry[{i}].request")));
+        }
+        out.push(o.remove("resource"));
+    }
+    Ok(out)
+}
+
+/// Parses, authorizes and validates one entry (in that order).
+async fn plan(
+    st: &AppState,
+    auth: &Authenticated,
+    kind: Kind,
+    index: usize,
+    entry: Map<String, Value>,
+    resource: Option<Value>,
+    representation: bool,
+) -> Result<Allowed, ApiError> {
+    let at = format!("Bundle.entry[{index}]");
+    let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
+    let request = entry.get("request").cloned().unwrap_or(Value::Null);
+    let mut action = parse_request(st, &request, resource).map_err(|e| e.at(format!("{at}.request")))?;
+    let authorized = authorize_entry(st, auth, &action, representation)
+        .await
+        .map_err(|e| e.at(at.clone()))?;
+    if let Some(resource) = action.resource_mut() {
+        let rtype = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        st.validator.validate(resource, &rtype).map_err(|e| {
+            let path = e.path.strip_prefix(rtype.as_str()).unwrap_or(&e.path);
+            ApiError::bad_request(e.code, e.message.clone()).at(format!("{at}.resource{path}"))
+        })?;
+        if kind == Kind::Batch && has_local_reference(resource) {
+            return Err(ApiError::bad_request(
+                IssueType::Invalid,
+                "batch entries must not reference other entries (urn:uuid and urn:oid references resolve only in transactions)",
+            )
+            .at(format!("{at}.resource")));
+        }
+    }
+    Ok(Allowed {
+        index,
+        full_url,
+        action,
+        _authorized: authorized,
+    })
+}
+
+/// `entry.request` as an [`Action`]. `resource` is the entry's resource, if any.
+fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Result<Action, ApiError> {
+    let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+    let url = request.get("url").and_then(Value::as_str).unwrap_or("");
+    let base = format!("{}/", st.fhir_base);
+    let url = url.strip_prefix(&base).unwrap_or(url);
+    let bad = |msg: &str| ApiError::bad_request(IssueType::NotSupported, msg.to_owned());
+    if url.contains("://") {
+        return Err(bad("entry URLs must be relative to this server's base"));
+    }
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let rtype = segments[0];
+    if !ward_fhir::types::is_resource_type(rtype) {
+        return Err(ApiError::bad_request(
+            IssueType::NotSupported,
+            "the entry URL names no FHIR R4 resource type",
+        ));
+    }
+    let id = |i: usize| -> Result<String, ApiError> {
+        match segments.get(i) {
+            Some(id) if ward_fhir::id::is_valid_id(id) => Ok((*id).to_owned()),
+            _ => Err(ApiError::bad_request(
+                IssueType::Value,
+                "malformed resource id in the entry URL",
+            )),
+        }
+    };
+    let if_match = || -> Result<Option<i64>, ApiError> {
+        match request.get("ifMatch").and_then(Value::as_str) {
+            None => Ok(None),
+            Some(v) => {
+                let mut h = HeaderMap::new();
+                let v = HeaderValue::from_str(v).map_err(|_| {
+                    ApiError::bad_request(IssueType::Value, "ifMatch must be an ETag like W/\"3\"")
+                })?;
+                h.insert(header::IF_MATCH, v);
+                parse_if_match(&h)
+            }
+        }
+    };
+    let with_resource = |resource: Option<Value>| -> Result<Value, ApiError> {
+        let resource = resource.ok_or_else(|| {
+            ApiError::bad_request(IssueType::Required, "POST and PUT entries need a resource")
+        })?;
+        if resource.get("resourceType").and_then(Value::as_str) != Some(rtype) {
+            return Err(ApiError::bad_request(
+                IssueType::Invalid,
+                "the entry resource's type does not match the entry URL",
+            ));
+        }
+        Ok(resource)
+    };
+    if query.is_some() && method != "POST" {
+        return Err(bad(if method == "GET" {
+            "search entries are not supported in bundles; use GET or POST [type]/_search"
+        } else {
+            "conditional update and delete are not supported"
+        }));
+    }
+    match method {
+        "POST" => {
+            if segments.len() != 1 || query.is_some() {
+                return Err(bad("a POST entry's URL must be the resource type"));
+            }
+            let if_none_exist = match request.get("ifNoneExist").and_then(Value::as_str) {
+                Some(q) => {
+                    let v = HeaderValue::from_str(q).map_err(|_| {
+                        ApiError::bad_request(IssueType::Value, "ifNoneExist must be a search query")
+                    })?;
+                    Some(parse_criteria(&v)?)
+                }
+                None => None,
+            };
+            Ok(Action::Create {
+                rtype: rtype.to_owned(),
+                resource: with_resource(resource)?,
+                if_none_exist,
+            })
+        }
+        "PUT" => {
+            if segments.len() != 2 {
+                return Err(bad("a PUT entry's URL must be [type]/[id]"));
+            }
+            let id = id(1)?;
+            let resource = with_resource(resource)?;
+            if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+                return Err(ApiError::bad_request(
+                    IssueType::Value,
+                    "the entry resource's id must equal the id in the entry URL",
+                ));
+            }
+            Ok(Action::Update {
+                rtype: rtype.to_owned(),
+                id,
+                resource,
+                if_match: if_match()?,
+            })
+        }
+        "DELETE" => {
+            if segments.len() != 2 {
+                return Err(bad("a DELETE entry's URL must be [type]/[id]"));
+            }
+            Ok(Action::Delete {
+                rtype: rtype.to_owned(),
+                id: id(1)?,
+                if_match: if_match()?,
+            })
+        }
+        "GET" => {
+            let version = match segments.len() {
+                2 => None,
+                4 if segments[2] == "_history" => Some(
+                    segments[3]
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|v| *v >= 1)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(IssueType::Value, "version id must be a positive integer")
+                        })?,
+                ),
+                _ => {
+                    return Err(bad(
+                        "GET entries support read ([type]/[id]) and vread ([type]/[id]/_history/[vid]) only",
+                    ));
+                }
+            };
+            Ok(Action::Read {
+                rtype: rtype.to_owned(),
+                id: id(1)?,
+                version,
+            })
+        }
+        _ => Err(bad("entry methods are GET, POST, PUT and DELETE")),
+    }
+}
+
+/// Every interaction the entry needs, as for the single interaction: create (plus search for
+/// `ifNoneExist`, plus read when a matched resource would be returned), update (plus create,
+/// unless the resource is live, when there is no `ifMatch`), delete, read.
+async fn authorize_entry(
+    st: &AppState,
+    auth: &Authenticated,
+    action: &Action,
+    representation: bool,
+) -> Result<Vec<Authorized>, ApiError> {
+    Ok(match action {
+        Action::Create {
+            rtype, if_none_exist, ..
+        } => {
+            let mut a = vec![authorize(auth, rtype, Interaction::Create)?];
+            if if_none_exist.is_some() {
+                a.push(authorize(auth, rtype, Interaction::Search)?);
+                if representation {
+                    a.push(authorize(auth, rtype, Interaction::Read)?);
+                }
+            }
+            a
+        }
+        Action::Update {
+            rtype, id, if_match, ..
+        } => {
+            let a = vec![authorize(auth, rtype, Interaction::Update)?];
+            // Update-as-create also creates (a new resource, or one brought back after
+            // delete): without the create permission only live resources may be updated.
+            if if_match.is_none() && authorize(auth, rtype, Interaction::Create).is_err() {
+                match st.store.read(rtype, id).await {
+                    Ok(_) => {}
+                    Err(StoreError::NotFound | StoreError::Gone { .. }) => return Err(ApiError::forbidden()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            a
+        }
+        Action::Delete { rtype, .. } => vec![authorize(auth, rtype, Interaction::Delete)?],
+        Action::Read { rtype, .. } => vec![authorize(auth, rtype, Interaction::Read)?],
+    })
+}
+
+/// Whether any `reference` in `v` is an entry-local `urn:uuid:` / `urn:oid:` reference.
+fn has_local_reference(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => o.iter().any(|(k, c)| match c {
+            Value::String(s) if k == "reference" => is_local(s),
+            _ => has_local_reference(c),
+        }),
+        Value::Array(a) => a.iter().any(has_local_reference),
+        _ => false,
+    }
+}
+
+fn is_local(s: &str) -> bool {
+    s.starts_with("urn:uuid:") || s.starts_with("urn:oid:")
+}
+
+/// Rewrites every `reference` found in `map`; an unresolved local reference is an error.
+fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) -> Result<(), ()> {
+    match v {
+        Value::Object(o) => {
+            for (k, c) in o.iter_mut() {
+                match c {
+                    Value::String(s) if k == "reference" => {
+                        if let Some(to) = map.get(s.as_str()) {
+                            *s = to.clone();
+                        } else if is_local(s) {
+                            return Err(());
+                        }
+                    }
+                    _ => rewrite_references(c, map)?,
+                }
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(|c| rewrite_references(c, map)),
+        _ => Ok(()),
+    }
+}
+
+/// The store operation of an entry; POST entries get `id`.
+fn op_of(action: Action, id: Option<String>) -> TxOp {
+    match action {
+        Action::Create {
+            rtype,
+            resource,
+            if_none_exist,
+        } => TxOp::Create {
+            rtype,
+            id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            resource,
+            if_none_exist,
+        },
+        Action::Update {
+            rtype,
+            id,
+            resource,
+            if_match,
+        } => TxOp::Update {
+            rtype,
+            id,
+            resource,
+            if_match,
+        },
+        Action::Delete { rtype, id, if_match } => TxOp::Delete { rtype, id, if_match },
+        Action::Read { rtype, id, version } => TxOp::Read { rtype, id, version },
+    }
+}
+
+/// The patients an operation is about to touch, for the intent record: those of the new
+/// content and, for updates and deletes, those of the current version (a change can move a
+/// resource between compartments).
+async fn intended_patients(st: &AppState, op: &TxOp) -> Vec<String> {
+    let current = |rtype: &str, id: &str| {
+        let (rtype, id) = (rtype.to_owned(), id.to_owned());
+        async move {
+            match st.store.read(&rtype, &id).await {
+                Ok(Stored {
+                    resource: Some(r), ..
+                }) => crate::audit::patients_of(&rtype, &id, &r),
+                _ => Vec::new(),
+            }
+        }
+    };
+    match op {
+        TxOp::Create {
+            rtype, id, resource, ..
+        } => crate::audit::patients_of(rtype, id, resource),
+        TxOp::Update {
+            rtype, id, resource, ..
+        } => {
+            let mut p = crate::audit::patients_of(rtype, id, resource);
+            p.extend(current(rtype, id).await);
+            p
+        }
+        TxOp::Delete { rtype, id, .. } => current(rtype, id).await,
+        TxOp::Read { .. } => Vec::new(),
+    }
+}
+
+/// Commits the intent record naming every patient the writes are about to touch.
+async fn record_intent(st: &AppState, auth: &Authenticated, ops: &[&TxOp]) -> Result<(), ApiError> {
+    if !ops.iter().any(|op| !matches!(op, TxOp::Read { .. })) {
+        return Ok(());
+    }
+    for op in ops {
+        auth.audit.add_patients(intended_patients(st, op).await);
+    }
+    crate::audit::record_intent(st, &auth.audit).await
+}
+
+async fn transaction(
+    st: &AppState,
+    auth: &Authenticated,
+    mut allowed: Vec<Allowed>,
+    representation: bool,
+) -> Result<Response, ApiError> {
+    let entry_at = |i: usize| format!("Bundle.entry[{i}]");
+    // One entry per resource: two writes (or a write and a delete) of one resource are an error.
+    let mut targets = HashSet::new();
+    for a in &allowed {
+        if let Action::Update { rtype, id, .. } | Action::Delete { rtype, id, .. } = &a.action
+            && !targets.insert((rtype.clone(), id.clone()))
+        {
+            return Err(ApiError::bad_request(
+                IssueType::BusinessRule,
+                "a transaction may change each resource only once",
+            )
+            .at(entry_at(a.index)));
+        }
+    }
+    // Ids of POST entries, and the local references that name them (or PUT entries).
+    let mut ids: HashMap<usize, String> = HashMap::new();
+    let mut local: HashMap<String, String> = HashMap::new();
+    for a in &allowed {
+        let target = match &a.action {
+            Action::Create { rtype, .. } => {
+                let id = uuid::Uuid::new_v4().to_string();
+                ids.insert(a.index, id.clone());
+                format!("{rtype}/{id}")
+            }
+            Action::Update { rtype, id, .. } => format!("{rtype}/{id}"),
+            _ => continue,
+        };
+        if let Some(full_url) = a.full_url.as_deref().filter(|u| is_local(u))
+            && local.insert(full_url.to_owned(), target).is_some()
+        {
+            return Err(
+                ApiError::bad_request(IssueType::Duplicate, "two entries have the same fullUrl")
+                    .at(format!("{}.fullUrl", entry_at(a.index))),
+            );
+        }
+    }
+    for a in &mut allowed {
+        let index = a.index;
+        if let Some(resource) = a.action.resource_mut() {
+            rewrite_references(resource, &local).map_err(|()| {
+                ApiError::bad_request(
+                    IssueType::NotFound,
+                    "a urn:uuid or urn:oid reference names no entry of this transaction",
+                )
+                .at(format!("{}.resource", entry_at(index)))
+            })?;
+        }
+    }
+    allowed.sort_by_key(|a| a.action.rank());
+    let order: Vec<usize> = allowed.iter().map(|a| a.index).collect();
+    let ops: Vec<TxOp> = allowed
+        .into_iter()
+        .map(|a| {
+            let id = ids.remove(&a.index);
+            op_of(a.action, id)
+        })
+        .collect();
+
+    record_intent(st, auth, &ops.iter().collect::<Vec<_>>()).await?;
+    let outcomes = match st.store.transaction(&ops).await {
+        Ok(o) => o,
+        Err(TxError { index, error }) => {
+            let err = entry_error(error);
+            return Err(match index {
+                Some(k) => err.at(entry_at(order[k])),
+                None => err,
+            });
+        }
+    };
+    let mut entries: Vec<(usize, Value)> = order
+        .iter()
+        .zip(outcomes)
+        .map(|(&i, o)| (i, success_entry(st, auth, o, representation)))
+        .collect();
+    entries.sort_by_key(|(i, _)| *i);
+    Ok(bundle_response(
+        "transaction-response",
+        entries.into_iter().map(|(_, e)| e).collect(),
+    ))
+}
+
+async fn batch(
+    st: &AppState,
+    auth: &Authenticated,
+    planned: Vec<Result<Allowed, ApiError>>,
+    representation: bool,
+) -> Result<Response, ApiError> {
+    let ops: Vec<Result<TxOp, ApiError>> = planned
+        .into_iter()
+        .map(|p| p.map(|a| op_of(a.action, None)))
+        .collect();
+    record_intent(
+        st,
+        auth,
+        &ops.iter().filter_map(|o| o.as_ref().ok()).collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut entries = Vec::with_capacity(ops.len());
+    for (index, op) in ops.into_iter().enumerate() {
+        let entry = match op {
+            Err(e) => failure_entry(e),
+            Ok(op) => {
+                let run = match &op {
+                    // A read on its own needs no transaction.
+                    TxOp::Read { rtype, id, version } => match version {
+                        Some(v) => st.store.vread(rtype, id, *v).await,
+                        None => st.store.read(rtype, id).await,
+                    }
+                    .map(TxOutcome::Read),
+                    _ => st
+                        .store
+                        .transaction(std::slice::from_ref(&op))
+                        .await
+                        .map_err(|e| e.error)
+                        .and_then(|mut o| {
+                            o.pop().ok_or_else(|| {
+                                StoreError::Corrupt("a transaction returned no outcome".into())
+                            })
+                        }),
+                };
+                match run {
+                    // As the single DELETE: a resource that never existed is a 404.
+                    Ok(TxOutcome::Deleted(None)) => failure_entry(ApiError::not_found()),
+                    Ok(outcome) => success_entry(st, auth, outcome, representation),
+                    Err(e) => {
+                        if !matches!(
+                            e,
+                            StoreError::NotFound
+                                | StoreError::Gone { .. }
+                                | StoreError::VersionConflict { .. }
+                                | StoreError::Duplicate
+                                | StoreError::MultipleMatches
+                                | StoreError::UnsupportedCriteria(_)
+                        ) {
+                            tracing::error!(entry = index, error = %e, "batch entry failed");
+                        }
+                        failure_entry(entry_error(e))
+                    }
+                }
+            }
+        };
+        entries.push(entry);
+    }
+    Ok(bundle_response("batch-response", entries))
+}
+
+/// The answer to a store error of an entry.
+fn entry_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::MultipleMatches => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            IssueType::MultipleMatches,
+            "ifNoneExist criteria match more than one resource",
+        ),
+        other => ApiError::from(other),
+    }
+}
+
+fn status_line(status: StatusCode) -> String {
+    format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+}
+
+fn failure_entry(e: ApiError) -> Value {
+    json!({
+        "response": {
+            "status": status_line(e.status),
+            "outcome": ward_fhir::outcome::operation_outcome(&[e.issue], crate::request_id::current().as_deref()),
+        }
+    })
+}
+
+/// The response entry of a successful operation; notes the resource in the audit record.
+fn success_entry(st: &AppState, auth: &Authenticated, outcome: TxOutcome, representation: bool) -> Value {
+    let (status, stored, location, with_resource) = match outcome {
+        TxOutcome::Created(s) => (StatusCode::CREATED, s, true, representation),
+        TxOutcome::Matched(s) => (StatusCode::OK, s, true, representation),
+        TxOutcome::Updated { stored, created } => (
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            stored,
+            true,
+            representation,
+        ),
+        TxOutcome::Deleted(Some(s)) => (StatusCode::NO_CONTENT, s, false, false),
+        TxOutcome::Deleted(None) => {
+            // Deleting what never existed: nothing to undo, nothing to report (FHIR allows 204).
+            return json!({ "response": { "status": status_line(StatusCode::NO_CONTENT) } });
+        }
+        TxOutcome::Read(s) => (StatusCode::OK, s, false, true),
+    };
+    if let Some(r) = &stored.resource {
+        auth.audit
+            .add_patients(crate::audit::patients_of(&stored.rtype, &stored.id, r));
+        auth.audit.add_returned(1);
+    }
+    let mut response = json!({
+        "status": status_line(status),
+        "etag": format!("W/\"{}\"", stored.version),
+        "lastModified": ward_store::format_instant(stored.last_updated),
+    });
+    if location {
+        response["location"] = json!(format!(
+            "{}/{}/{}/_history/{}",
+            st.fhir_base, stored.rtype, stored.id, stored.version
+        ));
+    }
+    let mut entry = json!({
+        "fullUrl": format!("{}/{}/{}", st.fhir_base, stored.rtype, stored.id),
+        "response": response,
+    });
+    if with_resource && let Some(r) = stored.resource {
+        entry["resource"] = r;
+    }
+    entry
+}
+
+fn bundle_response(kind: &str, entries: Vec<Value>) -> Response {
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
+        "type": kind,
+    });
+    // FHIR JSON has no empty arrays.
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_nested_local_references() {
+        let map = HashMap::from([("urn:uuid:a".to_owned(), "Patient/1".to_owned())]);
+        let mut v = json!({
+            "subject": {"reference": "urn:uuid:a"},
+            "hasMember": [{"reference": "urn:uuid:a"}, {"reference": "Observation/x"}],
+            "identifier": [{"value": "urn:uuid:a"}],
+            "extension": [{"url": "u", "valueReference": {"reference": "urn:uuid:a"}}]
+        });
+        rewrite_references(&mut v, &map).unwrap();
+        assert_eq!(v["subject"]["reference"], "Patient/1");
+        assert_eq!(v["hasMember"][0]["reference"], "Patient/1");
+        assert_eq!(v["hasMember"][1]["reference"], "Observation/x");
+        assert_eq!(
+            v["identifier"][0]["value"], "urn:uuid:a",
+            "only references are rewritten"
+        );
+        assert_eq!(v["extension"][0]["valueReference"]["reference"], "Patient/1");
+        assert!(!has_local_reference(&v));
+        let mut unresolved = json!({"subject": {"reference": "urn:uuid:b"}});
+        assert!(has_local_reference(&unresolved));
+        assert!(rewrite_references(&mut unresolved, &map).is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! Several writes in one database transaction (SPEC IN-5): all of them or none.
+//!
+//! [`Store::transaction`] is the only write path: `create_with_id`, `update` and `delete` are
+//! one-operation transactions, so a bundle and a single interaction share the same code (the
+//! version row, the current pointer, the search index and the compartment rows of every
+//! resource, in the caller's transaction).
+//!
+//! Order of work inside the transaction:
+//! 1. PostgreSQL only: locks taken in a fixed order so concurrent transactions queue instead of
+//!    deadlocking: a transaction-scoped advisory lock per resource type that has a conditional
+//!    create, then the current rows of every resource that is updated or deleted, sorted.
+//! 2. Conditional creates (`if_none_exist`) are evaluated on the transaction's connection
+//!    before any of its writes (so against the state before the transaction, never its own
+//!    writes). The advisory lock serializes conditional creates of one type across
+//!    transactions and nodes; on SQLite the single writer connection does the same.
+//! 3. The operations, in the given order. A failing operation rolls everything back.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::Value;
+use ward_crypto::sha256;
+
+use crate::{Backend, Store, StoreError, Stored, UPDATE_ATTEMPTS};
+
+/// One operation of [`Store::transaction`].
+#[derive(Clone)]
+pub enum TxOp {
+    /// Creates version 1 of `rtype/id` ([`StoreError::Duplicate`] if the id is taken, live or
+    /// deleted). With `if_none_exist` (search parameters, as for `If-None-Exist`): when they
+    /// match exactly one live resource nothing is written, the outcome is
+    /// [`TxOutcome::Matched`], and every `reference` equal to `rtype/id` in the resources of the
+    /// transaction's other operations is redirected to the matched resource; more than one
+    /// match is [`StoreError::MultipleMatches`].
+    Create {
+        rtype: String,
+        id: String,
+        resource: Value,
+        if_none_exist: Option<Vec<(String, String)>>,
+    },
+    /// As [`Store::update`]: a new version (with `if_match`, of exactly that version), or the
+    /// creation of `rtype/id`.
+    Update {
+        rtype: String,
+        id: String,
+        resource: Value,
+        if_match: Option<i64>,
+    },
+    /// As [`Store::delete`]: a tombstone version.
+    Delete {
+        rtype: String,
+        id: String,
+        if_match: Option<i64>,
+    },
+    /// Reads the current version (or `version`) inside the transaction, seeing its earlier
+    /// writes. Not found or deleted fails the transaction like any other operation.
+    Read {
+        rtype: String,
+        id: String,
+        version: Option<i64>,
+    },
+}
+
+impl TxOp {
+    /// The resource type and id the operation targets.
+    pub fn target(&self) -> (&str, &str) {
+        match self {
+            TxOp::Create { rtype, id, .. }
+            | TxOp::Update { rtype, id, .. }
+            | TxOp::Delete { rtype, id, .. }
+            | TxOp::Read { rtype, id, .. } => (rtype, id),
+        }
+    }
+
+    /// An update or delete without `if_match` that lost a race is retried (as a whole
+    /// transaction): the caller asked for "the latest version", whatever it is.
+    fn retry_on_conflict(&self) -> bool {
+        matches!(
+            self,
+            TxOp::Update { if_match: None, .. } | TxOp::Delete { if_match: None, .. }
+        )
+    }
+}
+
+/// Prints no resource content and no search values (they can be PHI).
+impl fmt::Debug for TxOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxOp::Create {
+                rtype,
+                id,
+                if_none_exist,
+                ..
+            } => f
+                .debug_struct("Create")
+                .field("rtype", rtype)
+                .field("id", id)
+                .field("conditional", &if_none_exist.is_some())
+                .finish_non_exhaustive(),
+            TxOp::Update {
+                rtype, id, if_match, ..
+            } => f
+                .debug_struct("Update")
+                .field("rtype", rtype)
+                .field("id", id)
+                .field("if_match", if_match)
+                .finish_non_exhaustive(),
+            TxOp::Delete { rtype, id, if_match } => f
+                .debug_struct("Delete")
+                .field("rtype", rtype)
+                .field("id", id)
+                .field("if_match", if_match)
+                .finish(),
+            TxOp::Read { rtype, id, version } => f
+                .debug_struct("Read")
+                .field("rtype", rtype)
+                .field("id", id)
+                .field("version", version)
+                .finish(),
+        }
+    }
+}
+
+/// The result of one [`TxOp`], in the order of the operations.
+#[derive(Debug, Clone)]
+pub enum TxOutcome {
+    /// A created resource (version 1).
+    Created(Stored),
+    /// A conditional create whose criteria matched this existing resource; nothing written.
+    Matched(Stored),
+    /// A new version; `created` when the update created (or revived) the resource.
+    Updated { stored: Stored, created: bool },
+    /// The tombstone, or `None` if the resource never existed.
+    Deleted(Option<Stored>),
+    /// A version read inside the transaction.
+    Read(Stored),
+}
+
+/// Why a transaction was rolled back: the failing operation (`None`: the transaction itself,
+/// e.g. the commit) and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("transaction rolled back: {error}")]
+pub struct TxError {
+    pub index: Option<usize>,
+    #[source]
+    pub error: StoreError,
+}
+
+/// A failed write inside a transaction.
+pub(crate) enum WriteFail {
+    Error(StoreError),
+    /// A concurrent writer moved the current pointer or took the id first. The transaction
+    /// must be rolled back (on PostgreSQL it is already aborted) before the error is resolved.
+    Lost {
+        create_only: bool,
+    },
+}
+
+impl From<StoreError> for WriteFail {
+    fn from(e: StoreError) -> Self {
+        WriteFail::Error(e)
+    }
+}
+
+impl From<sqlx::Error> for WriteFail {
+    fn from(e: sqlx::Error) -> Self {
+        WriteFail::Error(e.into())
+    }
+}
+
+impl From<ward_crypto::Error> for WriteFail {
+    fn from(e: ward_crypto::Error) -> Self {
+        WriteFail::Error(e.into())
+    }
+}
+
+/// Key of the PostgreSQL advisory lock that serializes conditional creates of one type.
+fn conditional_lock_key(tenant: &str, rtype: &str) -> i64 {
+    let h = sha256(format!("ward:if-none-exist:{tenant}\0{rtype}").as_bytes());
+    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+/// Replaces every `reference` string that is a key of `map` (anywhere in `v`).
+fn redirect_references(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                if k == "reference"
+                    && let Value::String(s) = child
+                {
+                    if let Some(to) = map.get(s.as_str()) {
+                        *s = to.clone();
+                    }
+                } else {
+                    redirect_references(child, map);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| redirect_references(c, map)),
+        _ => {}
+    }
+}
+
+impl Store {
+    /// Applies `ops` in one database transaction: all or none. On failure nothing is written
+    /// and [`TxError::index`] names the failing operation. Updates and deletes without
+    /// `if_match` that lose a race to a concurrent writer retry the whole transaction.
+    pub async fn transaction(&self, ops: &[TxOp]) -> Result<Vec<TxOutcome>, TxError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_transaction(ops).await {
+                Err(TxError {
+                    index: Some(i),
+                    error: StoreError::VersionConflict { .. },
+                }) if attempt < UPDATE_ATTEMPTS && ops[i].retry_on_conflict() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// A transaction of one operation.
+    pub(crate) async fn single(&self, op: TxOp) -> Result<TxOutcome, StoreError> {
+        let mut out = self
+            .transaction(std::slice::from_ref(&op))
+            .await
+            .map_err(|e| e.error)?;
+        out.pop()
+            .ok_or_else(|| StoreError::Corrupt("a transaction returned no outcome".into()))
+    }
+
+    async fn try_transaction(&self, ops: &[TxOp]) -> Result<Vec<TxOutcome>, TxError> {
+        let whole = |error: StoreError| TxError { index: None, error };
+        let at = |i: usize| {
+            move |error: StoreError| TxError {
+                index: Some(i),
+                error,
+            }
+        };
+        let mut tx = self.inner.writer.begin().await.map_err(|e| whole(e.into()))?;
+
+        if self.inner.backend == Backend::Postgres {
+            let mut types: Vec<&str> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    TxOp::Create {
+                        rtype,
+                        if_none_exist: Some(_),
+                        ..
+                    } => Some(rtype.as_str()),
+                    _ => None,
+                })
+                .collect();
+            types.sort_unstable();
+            types.dedup();
+            for rtype in types {
+                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+                    .bind(conditional_lock_key(self.tenant(), rtype))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| whole(e.into()))?;
+            }
+            let mut targets: Vec<(&str, &str)> = ops
+                .iter()
+                .filter(|op| matches!(op, TxOp::Update { .. } | TxOp::Delete { .. }))
+                .map(TxOp::target)
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            if targets.len() > 1 {
+                for (rtype, id) in targets {
+                    self.current_for_write(&mut tx, rtype, id).await.map_err(whole)?;
+                }
+            }
+        }
+
+        // Conditional creates, against the committed state.
+        let mut matched: Vec<Option<String>> = vec![None; ops.len()];
+        let mut redirect: HashMap<String, String> = HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            if let TxOp::Create {
+                rtype,
+                id,
+                if_none_exist: Some(criteria),
+                ..
+            } = op
+            {
+                let ids = self
+                    .find_matching_on(&mut tx, rtype, criteria)
+                    .await
+                    .map_err(at(i))?;
+                match ids.as_slice() {
+                    [] => {}
+                    [found] => {
+                        redirect.insert(format!("{rtype}/{id}"), format!("{rtype}/{found}"));
+                        matched[i] = Some(found.clone());
+                    }
+                    _ => return Err(at(i)(StoreError::MultipleMatches)),
+                }
+            }
+        }
+        let resource_of = |r: &'_ Value| -> Value {
+            let mut r = Cow::Borrowed(r);
+            if !redirect.is_empty() {
+                redirect_references(r.to_mut(), &redirect);
+            }
+            r.into_owned()
+        };
+
+        let mut out = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let result: Result<TxOutcome, WriteFail> = match op {
+                TxOp::Create {
+                    rtype, id, resource, ..
+                } => match &matched[i] {
+                    Some(found) => self
+                        .read_in(&mut tx, rtype, found, None)
+                        .await
+                        .map(TxOutcome::Matched)
+                        .map_err(WriteFail::from),
+                    None => self
+                        .put_in(&mut tx, rtype, id, &resource_of(resource), None, true)
+                        .await
+                        .map(|(s, _)| TxOutcome::Created(s)),
+                },
+                TxOp::Update {
+                    rtype,
+                    id,
+                    resource,
+                    if_match,
+                } => self
+                    .put_in(&mut tx, rtype, id, &resource_of(resource), *if_match, false)
+                    .await
+                    .map(|(stored, created)| TxOutcome::Updated { stored, created }),
+                TxOp::Delete { rtype, id, if_match } => self
+                    .delete_in(&mut tx, rtype, id, *if_match)
+                    .await
+                    .map(TxOutcome::Deleted),
+                TxOp::Read { rtype, id, version } => self
+                    .read_in(&mut tx, rtype, id, *version)
+                    .await
+                    .map(TxOutcome::Read)
+                    .map_err(WriteFail::from),
+            };
+            match result {
+                Ok(o) => out.push(o),
+                Err(fail) => {
+                    // Roll back before looking at what the winner of a race committed.
+                    drop(tx);
+                    let error = match fail {
+                        WriteFail::Error(e) => e,
+                        WriteFail::Lost { create_only: true } => StoreError::Duplicate,
+                        WriteFail::Lost { create_only: false } => {
+                            let (rtype, id) = op.target();
+                            self.conflict(rtype, id).await
+                        }
+                    };
+                    return Err(at(i)(error));
+                }
+            }
+        }
+        tx.commit().await.map_err(|e| whole(e.into()))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn redirects_nested_references_only() {
+        let map = HashMap::from([("Patient/planned".to_owned(), "Patient/real".to_owned())]);
+        let mut v = json!({
+            "subject": {"reference": "Patient/planned"},
+            "performer": [{"reference": "Patient/planned"}, {"reference": "Patient/other"}],
+            "identifier": [{"value": "Patient/planned"}],
+            "contained": [{"resourceType": "Provenance", "target": [{"reference": "Patient/planned"}]}]
+        });
+        redirect_references(&mut v, &map);
+        assert_eq!(v["subject"]["reference"], "Patient/real");
+        assert_eq!(v["performer"][0]["reference"], "Patient/real");
+        assert_eq!(v["performer"][1]["reference"], "Patient/other");
+        assert_eq!(v["identifier"][0]["value"], "Patient/planned");
+        assert_eq!(v["contained"][0]["target"][0]["reference"], "Patient/real");
+    }
+
+    #[test]
+    fn lock_keys_differ_per_type() {
+        assert_ne!(
+            conditional_lock_key("default", "Patient"),
+            conditional_lock_key("default", "Observation")
+        );
+    }
+}
