@@ -36,6 +36,8 @@ pub struct AuditContext {
 
 #[derive(Default, Clone)]
 struct Draft {
+    /// Set when the route alone does not tell (a Bundle's type is in its body).
+    action: Option<String>,
     actor: Actor,
     resource_type: Option<String>,
     resource_id: Option<String>,
@@ -104,6 +106,11 @@ impl AuditContext {
         self.with(|d| d.query_hashes = hashes);
     }
 
+    /// Names the action when the route does not (`transaction` or `batch` for `POST /fhir`).
+    pub fn set_action(&self, action: &str) {
+        self.with(|d| d.action = Some(action.to_owned()));
+    }
+
     pub fn set_intent(&self, seq: i64) {
         self.with(|d| d.intent_seq = Some(seq));
     }
@@ -119,7 +126,7 @@ impl AuditContext {
             request_id: meta.request_id.clone(),
             actor: d.actor,
             source: meta.source.clone(),
-            action: meta.action.clone(),
+            action: d.action.unwrap_or_else(|| meta.action.clone()),
             kind,
             resource_type: d.resource_type.or_else(|| meta.rtype.clone()),
             resource_id: d.resource_id.or_else(|| meta.id.clone()),

@@ -126,6 +126,10 @@ pub async fn bundle(
             .at("Bundle.type"));
         }
     };
+    auth.audit.set_action(match kind {
+        Kind::Transaction => "transaction",
+        Kind::Batch => "batch",
+    });
     let max = st.config.server.max_bundle_entries;
     let count = bundle.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
     if count > max {

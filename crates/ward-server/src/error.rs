@@ -99,6 +99,11 @@ impl From<StoreError> for ApiError {
                 IssueType::Conflict,
                 "version conflict: the resource has changed since the given version",
             ),
+            StoreError::MultipleMatches => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                IssueType::Duplicate,
+                "the conditional criteria match more than one resource",
+            ),
             StoreError::Duplicate => ApiError::new(
                 StatusCode::CONFLICT,
                 IssueType::Duplicate,

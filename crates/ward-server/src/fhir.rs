@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
-use ward_store::{StoreError, Stored};
+use ward_store::{StoreError, Stored, TxOp, TxOutcome};
 
 use crate::audit::patients_of;
 use crate::auth::{Authenticated, Authorized, authorize};
@@ -38,13 +38,13 @@ pub fn routes() -> Router<AppState> {
 
 /// The store, reachable only with an authorization for the matching interaction. Every
 /// call also fills in the request's audit record; writes commit an intent record first.
-struct DataAccess<'a> {
+pub(crate) struct DataAccess<'a> {
     st: &'a AppState,
     authz: &'a Authorized,
 }
 
 impl<'a> DataAccess<'a> {
-    fn new(st: &'a AppState, authz: &'a Authorized) -> Self {
+    pub(crate) fn new(st: &'a AppState, authz: &'a Authorized) -> Self {
         DataAccess { st, authz }
     }
 
@@ -61,6 +61,15 @@ impl<'a> DataAccess<'a> {
         let audit = self.authz.audit();
         audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
         if let Some(r) = &stored.resource {
+            audit.add_patients(patients_of(&stored.rtype, &stored.id, r));
+            audit.add_returned(1);
+        }
+    }
+
+    /// Notes one entry of a list (history): its patients and the count, not its id.
+    fn listed(&self, stored: &Stored) {
+        if let Some(r) = &stored.resource {
+            let audit = self.authz.audit();
             audit.add_patients(patients_of(&stored.rtype, &stored.id, r));
             audit.add_returned(1);
         }
@@ -83,6 +92,22 @@ impl<'a> DataAccess<'a> {
     }
 
     /// Instance history needs Read, type history Search.
+    /// Every type's history; needs an authorization for `*` (see `authorize`).
+    pub(crate) async fn history_all(&self, params: &HistoryParams) -> Result<Vec<Stored>, ApiError> {
+        if self.rtype_for(Interaction::Search)? != "*" {
+            return Err(ApiError::internal(
+                "system history needs an authorization for every type",
+            ));
+        }
+        let versions = self
+            .st
+            .store
+            .history(None, None, params.since, params.count)
+            .await?;
+        versions.iter().for_each(|v| self.listed(v));
+        Ok(versions)
+    }
+
     async fn history(&self, id: Option<&str>, params: &HistoryParams) -> Result<Vec<Stored>, ApiError> {
         let rtype = self.rtype_for(if id.is_some() {
             Interaction::Read
@@ -101,27 +126,44 @@ impl<'a> DataAccess<'a> {
             .store
             .history(Some(rtype), id, params.since, params.count)
             .await?;
-        versions.iter().for_each(|v| self.touched(v));
+        versions.iter().for_each(|v| self.listed(v));
         Ok(versions)
     }
 
-    async fn find_matching(&self, criteria: &[(String, String)]) -> Result<Vec<String>, ApiError> {
-        let rtype = self.rtype_for(Interaction::Search)?;
-        Ok(self.st.store.find_matching(rtype, criteria).await?)
-    }
-
     /// Creates with a server-assigned id, chosen before the intent record so the trail
-    /// names the resource even if the process dies mid-write.
-    async fn create(&self, resource: Value) -> Result<Stored, ApiError> {
+    /// names the resource even if the process dies mid-write. With `if_none_exist` the
+    /// search and the create run in one store transaction (no duplicate from a race); a
+    /// single match is returned instead, with `created == false`.
+    async fn create(
+        &self,
+        resource: Value,
+        if_none_exist: Option<Vec<(String, String)>>,
+    ) -> Result<(Stored, bool), ApiError> {
         let rtype = self.rtype_for(Interaction::Create)?;
         let id = uuid::Uuid::new_v4().to_string();
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(&id), Some(1));
         audit.add_patients(patients_of(rtype, &id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
-        let stored = self.st.store.create_with_id(rtype, &id, resource).await?;
+        let op = TxOp::Create {
+            rtype: rtype.to_owned(),
+            id,
+            resource,
+            if_none_exist,
+        };
+        let outcome = self
+            .st
+            .store
+            .transaction(std::slice::from_ref(&op))
+            .await
+            .map_err(|e| e.error)?;
+        let (stored, created) = match outcome.into_iter().next() {
+            Some(TxOutcome::Created(s)) => (s, true),
+            Some(TxOutcome::Matched(s)) => (s, false),
+            _ => return Err(ApiError::internal("unexpected outcome of a create")),
+        };
         self.touched(&stored);
-        Ok(stored)
+        Ok((stored, created))
     }
 
     /// Whether a live (not deleted) resource has this id; touches nothing in the audit record.
@@ -185,33 +227,21 @@ async fn create(
     let authz = authorize(&auth, rtype, Interaction::Create)?;
     let conditional = match headers.get("if-none-exist") {
         // A conditional create answers "does a match exist?": that is a search.
-        Some(v) => Some((authorize(&auth, rtype, Interaction::Search)?, parse_criteria(v)?)),
+        Some(v) => {
+            authorize(&auth, rtype, Interaction::Search)?;
+            Some(parse_criteria(v)?)
+        }
         None => None,
     };
     let prefer = Prefer::from_headers(&headers);
     let resource = read_resource(&st, &headers, body, rtype).await?;
-    if let Some((search_authz, criteria)) = conditional {
-        let matches = DataAccess::new(&st, &search_authz)
-            .find_matching(&criteria)
-            .await?;
-        match matches.as_slice() {
-            [] => {}
-            [id] => {
-                let read_authz = authorize(&auth, rtype, Interaction::Read)?;
-                let stored = DataAccess::new(&st, &read_authz).read(id).await?;
-                return Ok(resource_response(&st, StatusCode::OK, &stored, prefer, false));
-            }
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::PRECONDITION_FAILED,
-                    IssueType::Duplicate,
-                    "If-None-Exist criteria match more than one resource",
-                ));
-            }
-        }
+    let (stored, created) = DataAccess::new(&st, &authz).create(resource, conditional).await?;
+    if created {
+        return Ok(resource_response(&st, StatusCode::CREATED, &stored, prefer, true));
     }
-    let stored = DataAccess::new(&st, &authz).create(resource).await?;
-    Ok(resource_response(&st, StatusCode::CREATED, &stored, prefer, true))
+    // The criteria matched an existing resource: returning it is a read.
+    authorize(&auth, rtype, Interaction::Read)?;
+    Ok(resource_response(&st, StatusCode::OK, &stored, prefer, false))
 }
 
 async fn read(

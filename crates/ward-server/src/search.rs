@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use ward_auth::{Context, Interaction};
+use ward_auth::Interaction;
 use ward_fhir::outcome::{Issue, IssueType, Severity};
 use ward_fhir::search::query::ParseOptions;
 use ward_fhir::search::{SearchError, SearchQuery, Summary};
@@ -123,17 +123,11 @@ pub(crate) async fn history_system(
     crate::fhir::check_accept(&headers)?;
     // Every type's history: only a scope covering `*` may ask (a list of per-type scopes could
     // still miss types created later).
-    if !auth.scopes.allows(Context::System, "*", Interaction::Search) {
-        return Err(ApiError::forbidden());
-    }
+    let authz = authorize(&auth, "*", Interaction::Search)?;
     let params = crate::fhir::HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
-    let versions = st.store.history(None, None, params.since, params.count).await?;
-    for v in &versions {
-        if let Some(r) = &v.resource {
-            auth.audit.add_patients(ward_fhir::search::patient_compartment(r));
-            auth.audit.add_returned(1);
-        }
-    }
+    let versions = crate::fhir::DataAccess::new(&st, &authz)
+        .history_all(&params)
+        .await?;
     Ok(crate::fhir::history_bundle(&st, "_history", &versions))
 }
 

@@ -745,7 +745,8 @@ async fn bundle_is_audited_with_its_patients(backend: Backend) {
     assert_eq!(intents.len(), 1, "one intent record before the writes");
     assert_eq!(finals.len(), 1);
     let f = finals[0];
-    assert_eq!(f.action, "bundle");
+    assert_eq!(f.action, "transaction");
+    assert_eq!(intents[0].action, "transaction");
     assert_eq!(f.outcome.status, 200);
     assert_eq!(f.resource_type.as_deref(), Some("Bundle"));
     assert_eq!(f.intent_seq, Some(intents[0].seq));
