@@ -27,11 +27,22 @@ impl BlindIndexer {
     }
 
     pub fn blind(&self, param: &str, value: &str) -> [u8; 32] {
+        self.tag(&[param.as_bytes(), value.as_bytes()])
+    }
+
+    /// A keyed digest of `bytes` in the domain `label` (e.g. the content hash of a stored
+    /// version): unlike a bare SHA-256, it cannot be used to confirm a guessed plaintext.
+    pub fn mac(&self, label: &str, bytes: &[u8]) -> [u8; 32] {
+        self.tag(&[label.as_bytes(), bytes])
+    }
+
+    /// HMAC over length-prefixed fields, so field boundaries cannot be shifted.
+    fn tag(&self, fields: &[&[u8]]) -> [u8; 32] {
         let mut ctx = hmac::Context::with_key(&self.key);
-        for field in [param, value] {
+        for field in fields {
             let len = u64::try_from(field.len()).unwrap_or(u64::MAX);
             ctx.update(&len.to_be_bytes());
-            ctx.update(field.as_bytes());
+            ctx.update(field);
         }
         let tag = ctx.sign();
         let mut out = [0u8; 32];

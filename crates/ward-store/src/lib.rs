@@ -12,7 +12,7 @@
 //!   at most their plaintext year.
 //! * IN-1: every change is a new version; delete writes a tombstone version.
 //! * IN-2: optimistic concurrency; a lost race surfaces as [`StoreError::VersionConflict`].
-//! * IN-3: each version stores the SHA-256 of its plaintext; every read verifies the AEAD tag and
+//! * IN-3: each version stores a keyed SHA-256 (HMAC) of its plaintext; every read verifies the AEAD tag and
 //!   the hash and fails with [`StoreError::Integrity`] (and an error log line) on mismatch.
 
 mod error;
@@ -31,7 +31,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, SqlSafeStr, Transaction};
 use time::OffsetDateTime;
-use ward_crypto::{Aad, BlindIndexer, Envelope, Kek, sha256};
+use ward_crypto::{Aad, BlindIndexer, Envelope, Kek};
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
@@ -400,6 +400,13 @@ impl Store {
             tracing::info!(resources = done, "search index rebuilt");
         }
         Ok(())
+    }
+
+    /// IN-3: the integrity hash stored beside each version, HMAC-SHA-256 of the exact
+    /// plaintext under the index key (domain `content-v1`). Keyed, so that someone who can
+    /// read the database cannot test guesses of a small resource against it.
+    fn content_hash(&self, plaintext: &[u8]) -> [u8; 32] {
+        self.inner.indexer.mac("content-v1", plaintext)
     }
 
     pub fn backend(&self) -> Backend {
@@ -823,7 +830,7 @@ impl Store {
             serde_json::to_vec(&resource)
                 .map_err(|_| StoreError::Corrupt("resource does not serialize".into()))?,
         );
-        let hash = sha256(&plaintext);
+        let hash = self.content_hash(&plaintext);
         let aad = Aad {
             tenant: self.tenant(),
             rtype,
@@ -963,7 +970,7 @@ impl Store {
     // ----- read internals ----------------------------------------------------------------------
 
     /// Decodes a `resource_version` row, verifying the AEAD tag (with AAD bound to the row's own
-    /// tenant/type/id/version) and the plaintext SHA-256.
+    /// tenant/type/id/version) and the keyed content hash.
     fn decode(&self, row: &AnyRow) -> Result<Stored, StoreError> {
         let rtype: String = row.try_get("rtype")?;
         let id: String = row.try_get("id")?;
@@ -1012,7 +1019,7 @@ impl Store {
             }
             Err(_) => return Err(integrity(rtype, id)),
         };
-        if sha256(&plaintext)[..] != content_hash[..] {
+        if self.content_hash(&plaintext)[..] != content_hash[..] {
             return Err(integrity(rtype, id));
         }
         let resource: Value = serde_json::from_slice(&plaintext)

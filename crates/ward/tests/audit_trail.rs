@@ -132,6 +132,34 @@ async fn one_record_per_request(backend: Backend) {
         (s.get("AuditEvent", &t), "search-type", 200, Some(&s.admin_id)),
         (c.get(format!("{f}/AuditEvent")), "search-type", 401, None),
         (c.get(format!("{}/no/such/route", s.url)), "http-get", 404, None),
+        (c.get(format!("{f}/Patient/{pid}/_history/1")), "vread", 401, None),
+        (
+            c.get(format!("{f}/Patient/{pid}/_history")),
+            "history-instance",
+            401,
+            None,
+        ),
+        (c.get(format!("{f}/Patient?family=x")), "search-type", 401, None),
+        (
+            c.post(format!("{f}/Patient/_search")).form(&[("family", "x")]),
+            "search-type",
+            401,
+            None,
+        ),
+        (
+            c.get(format!("{f}/Patient/{pid}/Observation")),
+            "search-compartment",
+            401,
+            None,
+        ),
+        (c.get(format!("{f}/_history")), "history-system", 401, None),
+        (
+            c.post(f.to_string())
+                .json(&json!({"resourceType": "Bundle", "type": "batch"})),
+            "bundle",
+            401,
+            None,
+        ),
         (
             s.get("Patient?family=ZyxwarfieldAU", &t),
             "search-type",
@@ -217,9 +245,11 @@ async fn one_record_per_request(backend: Backend) {
         "health probes are not audited"
     );
     // search values are recorded only as keyed hashes
-    let search = by_rid[sent[20].0.as_str()]
+    let search = sent
         .iter()
-        .find(|r| r.kind == RecordKind::Request)
+        .filter(|(_, a, st, c)| *a == "search-type" && *st == 200 && c.is_some())
+        .flat_map(|(rid, ..)| by_rid[rid.as_str()].iter())
+        .find(|r| r.kind == RecordKind::Request && r.resource_type.as_deref() == Some("Patient"))
         .unwrap();
     assert_eq!(search.query_hashes.len(), 1, "{:?}", search.query_hashes);
     let (name, hash) = search.query_hashes[0].split_once('=').unwrap();
@@ -474,19 +504,26 @@ fn free_port() -> u16 {
 
 impl Proc {
     fn init(tmp: &Path) -> Proc {
+        Proc::init_with(tmp, None)
+    }
+
+    /// `ward init`, on SQLite or on the given store URL (the audit trail follows the store).
+    fn init_with(tmp: &Path, store_url: Option<&str>) -> Proc {
         let dir = tmp.join("deploy");
         let port = free_port();
-        let out = Command::new(env!("CARGO_BIN_EXE_ward"))
-            .args([
-                "init",
-                "--json",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--dir",
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
+        cmd.args([
+            "init",
+            "--json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--dir",
+        ])
+        .arg(&dir);
+        if let Some(url) = store_url {
+            cmd.args(["--store-url", url]);
+        }
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("tls/ca.pem")).unwrap()).unwrap();
@@ -582,9 +619,19 @@ impl Drop for Proc {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_survive_kill_9() {
+async fn records_survive_kill_9_sqlite() {
+    records_survive_kill_9(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_survive_kill_9_postgres() {
+    let url = ward_store::testing::fresh_postgres_url().await;
+    records_survive_kill_9(Some(&url)).await;
+}
+
+async fn records_survive_kill_9(store_url: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut w = Proc::init(tmp.path());
+    let mut w = Proc::init_with(tmp.path(), store_url);
     w.start().await;
     let t = w.token().await;
     let created: Value = w
