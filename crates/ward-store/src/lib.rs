@@ -402,6 +402,14 @@ impl Store {
         Ok(())
     }
 
+    /// The integrity hash of a tombstone, which has no content: a MAC over where it lives and
+    /// when, so that setting `deleted` on a live version (or clearing it on a tombstone) is
+    /// detected on read like any other tampering.
+    fn tombstone_hash(&self, rtype: &str, id: &str, version: i64, last_updated_ms: i64) -> [u8; 32] {
+        let place = format!("{}\0{rtype}\0{id}\0{version}\0{last_updated_ms}", self.tenant());
+        self.inner.indexer.mac("tombstone-v1", place.as_bytes())
+    }
+
     /// IN-3: the integrity hash stored beside each version, HMAC-SHA-256 of the exact
     /// plaintext under the index key (domain `content-v1`). Keyed, so that someone who can
     /// read the database cannot test guesses of a small resource against it.
@@ -660,7 +668,12 @@ impl Store {
         let last_updated = format_instant(last_updated);
         let (deleted, epoch, ct, hash) = match sealed {
             Some((e, ct, h)) => (0i64, Some(i64::from(e)), Some(ct), Some(h.to_vec())),
-            None => (1i64, None, None, None),
+            None => (
+                1i64,
+                None,
+                None,
+                Some(self.tombstone_hash(rtype, id, version, last_updated_ms).to_vec()),
+            ),
         };
         sqlx::query(
             "INSERT INTO resource_version (tenant, rtype, id, version, last_updated, last_updated_ms, \
@@ -978,6 +991,13 @@ impl Store {
         let last_updated = ms_to_instant(row.try_get("last_updated_ms")?)?;
         let deleted = row.try_get::<i64, _>("deleted")? != 0;
         if deleted {
+            let last_updated_ms: i64 = row.try_get("last_updated_ms")?;
+            let stored_hash: Option<Vec<u8>> = row.try_get("content_hash")?;
+            let expected = self.tombstone_hash(&rtype, &id, version, last_updated_ms);
+            if stored_hash.as_deref() != Some(&expected[..]) {
+                tracing::error!(rtype = %rtype, id = %id, version, "tombstone failed its integrity check");
+                return Err(StoreError::Integrity { rtype, id, version });
+            }
             return Ok(Stored {
                 rtype,
                 id,

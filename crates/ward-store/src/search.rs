@@ -53,6 +53,18 @@ struct CursorState {
     id: String,
     /// true: the rows after the boundary; false: the rows before it.
     forward: bool,
+    /// Unix seconds after which the cursor is refused: a leaked next-page URL stops working.
+    exp: u64,
+}
+
+/// How long a paging cursor stays usable.
+const CURSOR_LIFETIME_SECS: u64 = 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 const CURSOR_AAD_TYPE: &str = "search-cursor";
@@ -516,6 +528,7 @@ impl crate::Store {
                 keys: keys.to_vec(),
                 id: id.to_owned(),
                 forward,
+                exp: unix_now() + CURSOR_LIFETIME_SECS,
             })
         };
         let (has_next, has_prev) = if forward {
@@ -667,7 +680,7 @@ impl crate::Store {
             .open(epoch, &aad, &bytes[4..])
             .map_err(|_| StoreError::InvalidCursor)?;
         let state: CursorState = serde_json::from_slice(&plain).map_err(|_| StoreError::InvalidCursor)?;
-        if state.v != 1 || state.rtype != rtype {
+        if state.v != 1 || state.rtype != rtype || state.exp < unix_now() {
             return Err(StoreError::InvalidCursor);
         }
         Ok(state)
@@ -748,4 +761,40 @@ fn key_value(row: &AnyRow, i: usize, key: &SortKey) -> Result<Value, StoreError>
         Target::Id => Value::String(row.try_get::<String, _>(col.as_str())?),
         _ => Value::from(row.try_get::<i64, _>(col.as_str())?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cursors_expire_and_stay_with_their_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        let store = crate::Store::open(&url, &ward_crypto::Kek::generate().unwrap())
+            .await
+            .unwrap();
+        let state = |exp| CursorState {
+            v: 1,
+            rtype: "Patient".into(),
+            compartment: None,
+            params: vec![("family".into(), "x".into())],
+            keys: Vec::new(),
+            id: "a".into(),
+            forward: true,
+            exp,
+        };
+        let live = store.seal_cursor(&state(unix_now() + 60)).unwrap();
+        assert!(store.cursor_params("Patient", &live).is_ok());
+        assert!(
+            store.cursor_params("Observation", &live).is_err(),
+            "bound to its type"
+        );
+        let stale = store.seal_cursor(&state(unix_now() - 1)).unwrap();
+        assert!(
+            store.cursor_params("Patient", &stale).is_err(),
+            "expired cursors are refused"
+        );
+        store.close().await;
+    }
 }

@@ -645,6 +645,36 @@ async fn tamper_detection(h: &H) {
         Err(StoreError::Integrity { .. })
     ));
 
+    // Marking a live version deleted behind Ward's back is detected: tombstones carry a MAC.
+    let victim = s.create("Patient", patient("Victim")).await.unwrap();
+    sqlx::query("UPDATE resource_version SET deleted = 1 WHERE id = $1 AND version = 1")
+        .bind(victim.id.clone())
+        .execute(&h.raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.vread("Patient", &victim.id, 1).await,
+        Err(StoreError::Integrity { .. })
+    ));
+    // ...and so is an edited tombstone (moved in time).
+    let gone = s.create("Patient", patient("Gone")).await.unwrap();
+    s.delete("Patient", &gone.id, None).await.unwrap();
+    assert!(matches!(
+        s.read("Patient", &gone.id).await,
+        Err(StoreError::Gone { .. })
+    ));
+    sqlx::query(
+        "UPDATE resource_version SET last_updated_ms = last_updated_ms - 1000 WHERE id = $1 AND version = 2",
+    )
+    .bind(gone.id.clone())
+    .execute(&h.raw)
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.read("Patient", &gone.id).await,
+        Err(StoreError::Integrity { .. })
+    ));
+
     // A live row without ciphertext is an integrity failure too, never an empty resource.
     sqlx::query("UPDATE resource_version SET ciphertext = NULL WHERE id = $1 AND version = 1")
         .bind(other.id.clone())
