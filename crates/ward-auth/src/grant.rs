@@ -45,6 +45,16 @@ impl OAuthError {
     }
 }
 
+/// Whether `id` can be a client id at all (Ward issues UUIDs): short, plain ASCII. Anything
+/// else is never looked up, logged or audited as given.
+pub fn is_plausible_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// An authenticated client-credentials request, as extracted by the HTTP layer.
 pub struct ClientCredentialsRequest {
     pub client_id: String,
@@ -61,13 +71,7 @@ pub async fn client_credentials(
 ) -> Result<IssuedToken, OAuthError> {
     // Client ids are UUIDs: anything else is an unknown client, without asking the store
     // (a NUL byte, say, is an error in PostgreSQL text rather than a miss).
-    let plausible = !req.client_id.is_empty()
-        && req.client_id.len() <= 128
-        && req
-            .client_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    let client = if plausible {
+    let client = if is_plausible_client_id(&req.client_id) {
         store.get_client(&req.client_id).await.map_err(|e| {
             tracing::error!(error = %e, "client lookup failed");
             OAuthError::ServerError

@@ -8,6 +8,6 @@ pub mod scope;
 pub mod secret;
 pub mod token;
 
-pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials};
+pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
 pub use scope::{Context, Interaction, ScopeSet};
 pub use token::{Claims, IssuedToken, TokenError, TokenService};

@@ -72,11 +72,7 @@ impl AuditContext {
     /// UUIDs; anything else is recorded as `(malformed)` rather than as attacker-chosen text
     /// (a NUL byte, say, would make the whole audit batch fail on PostgreSQL).
     pub fn set_claimed_client(&self, client_id: &str) {
-        let plain = !client_id.is_empty()
-            && client_id.len() <= 128
-            && client_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let plain = ward_auth::is_plausible_client_id(client_id);
         let recorded = if plain { client_id } else { "(malformed)" };
         self.with(|d| d.actor.client_id = Some(recorded.to_owned()));
     }

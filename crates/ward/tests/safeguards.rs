@@ -318,46 +318,10 @@ async fn no_plaintext_phi_at_rest(backend: Backend) {
         "Quabbleton",
         "quabbleton",
     ];
-    let dump: Vec<u8> = match backend {
-        Backend::Sqlite => {
-            let mut bytes = Vec::new();
-            for entry in std::fs::read_dir(&s.dir).unwrap() {
-                let path = entry.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy().to_string();
-                if name.starts_with("ward.db") {
-                    bytes.extend(std::fs::read(&path).unwrap());
-                }
-            }
-            assert!(bytes.len() > 4096, "the database files were found");
-            bytes
-        }
-        Backend::Postgres => {
-            use sqlx::Row;
-            let pool = sqlx::PgPool::connect(&s.config.store.url).await.unwrap();
-            let tables: Vec<String> =
-                sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.get::<String, _>(0))
-                    .collect();
-            assert!(tables.len() >= 3, "{tables:?}");
-            let mut text = String::new();
-            for table in tables {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{table}\" t")))
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap();
-                for r in rows {
-                    text.push_str(&r.get::<String, _>(0));
-                    text.push('\n');
-                }
-            }
-            pool.close().await;
-            text.into_bytes()
-        }
-    };
+    let (dump, tables) = common::store_dump(&s).await;
+    if s.backend == Backend::Postgres {
+        assert!(tables.len() >= 3, "{tables:?}");
+    }
     let hay = String::from_utf8_lossy(&dump).to_string();
     for needle in planted {
         assert!(

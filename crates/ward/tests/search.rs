@@ -954,54 +954,18 @@ async fn no_plaintext_after_searches(backend: Backend) {
         "plonkwhistlebury",
         "1911-11-11",
     ];
-    let dump: Vec<u8> = match backend {
-        Backend::Sqlite => {
-            let mut bytes = Vec::new();
-            for entry in std::fs::read_dir(&s.dir).unwrap() {
-                let path = entry.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy().to_string();
-                if name.starts_with("ward.db") {
-                    bytes.extend(std::fs::read(&path).unwrap());
-                }
-            }
-            assert!(bytes.len() > 4096, "the database files were found");
-            bytes
+    let (dump, tables) = common::store_dump(&s).await;
+    if s.backend == Backend::Postgres {
+        for expected in [
+            "search_blind",
+            "search_date",
+            "search_reference",
+            "search_quantity",
+            "compartment",
+        ] {
+            assert!(tables.iter().any(|t| t == expected), "{expected} in {tables:?}");
         }
-        Backend::Postgres => {
-            use sqlx::Row;
-            let pool = sqlx::PgPool::connect(&s.config.store.url).await.unwrap();
-            let tables: Vec<String> =
-                sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.get::<String, _>(0))
-                    .collect();
-            for expected in [
-                "search_blind",
-                "search_date",
-                "search_reference",
-                "search_quantity",
-                "compartment",
-            ] {
-                assert!(tables.iter().any(|t| t == expected), "{expected} in {tables:?}");
-            }
-            let mut text = String::new();
-            for table in tables {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{table}\" t")))
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap();
-                for r in rows {
-                    text.push_str(&r.get::<String, _>(0));
-                    text.push('\n');
-                }
-            }
-            pool.close().await;
-            text.into_bytes()
-        }
-    };
+    }
     for needle in planted {
         assert!(
             !dump.windows(needle.len()).any(|w| w == needle.as_bytes()),

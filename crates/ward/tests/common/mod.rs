@@ -182,3 +182,47 @@ pub fn distinctive_patient(tag: &str) -> Value {
         "address": [{ "line": [format!("{tag}77 Marrowgate Lane")], "city": "Quabbleton", "postalCode": "99501" }],
     })
 }
+
+/// Every byte the store holds at rest: the SQLite database, WAL and SHM files, or every
+/// PostgreSQL table as text (with the table names), for plaintext scans.
+pub async fn store_dump(s: &TestServer) -> (Vec<u8>, Vec<String>) {
+    match s.backend {
+        Backend::Sqlite => {
+            let mut bytes = Vec::new();
+            for entry in std::fs::read_dir(&s.dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().unwrap().to_string_lossy().starts_with("ward.db") {
+                    bytes.extend(std::fs::read(&path).unwrap());
+                }
+            }
+            assert!(bytes.len() > 4096, "the database files were found");
+            (bytes, Vec::new())
+        }
+        Backend::Postgres => {
+            use sqlx::Row;
+            let pool = sqlx::PgPool::connect(&s.config.store.url).await.unwrap();
+            let tables: Vec<String> =
+                sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.get::<String, _>(0))
+                    .collect();
+            let mut text = String::new();
+            for table in &tables {
+                let sql = format!("SELECT t::text FROM \"{table}\" t");
+                for r in sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                {
+                    text.push_str(&r.get::<String, _>(0));
+                    text.push('\n');
+                }
+            }
+            pool.close().await;
+            (text.into_bytes(), tables)
+        }
+    }
+}
