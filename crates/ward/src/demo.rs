@@ -53,6 +53,8 @@ pub async fn prepare(opts: &DemoOptions) -> anyhow::Result<(Config, DemoClient)>
         let json = Zeroizing::new(serde_json::to_vec_pretty(&demo)?);
         files::write_new(&opts.dir.join(DEMO_CLIENT_FILE), &json, 0o600)?;
         load_synthetic(&config, opts.patients, opts.seed).await?;
+        // Writing data outside the API is an admin action like any other: on the trail.
+        crate::audit_cli::record_admin(&config, "demo-load", None).await?;
     }
     let config = Config::load(Some(&opts.dir), None)?;
     let demo = read_demo_client(&opts.dir)?;
