@@ -226,7 +226,8 @@ fn nested_element(
 }
 
 /// Rules FHIR has and the schema does not express: no `null` (except to align primitive
-/// arrays with their `_x` extension arrays), no empty objects, arrays or strings.
+/// arrays with their `_x` extension arrays), no empty objects, arrays or strings, no control
+/// characters in strings.
 fn check_content(value: &Value, path: &mut String) -> Result<(), ValidationError> {
     match value {
         Value::Null => Err(ValidationError::new(
@@ -239,6 +240,18 @@ fn check_content(value: &Value, path: &mut String) -> Result<(), ValidationError
             path.clone(),
             "empty or whitespace-only strings are not allowed",
         )),
+        // FHIR strings carry no control characters but tab, CR and LF; a NUL would also be
+        // refused by PostgreSQL text columns further down.
+        Value::String(s)
+            if s.chars()
+                .any(|c| u32::from(c) < 0x20 && !matches!(c, '\t' | '\r' | '\n')) =>
+        {
+            Err(ValidationError::new(
+                IssueType::Value,
+                path.clone(),
+                "control characters are not allowed in strings",
+            ))
+        }
         Value::Array(items) if items.is_empty() => Err(ValidationError::new(
             IssueType::Structure,
             path.clone(),
@@ -636,6 +649,18 @@ mod tests {
     #[test]
     fn empty_values_rejected() {
         let cases = [
+            (
+                "/name/0/family",
+                json!("Smi\u{0}th"),
+                "Patient.name[0].family",
+                IssueType::Value,
+            ),
+            (
+                "/name/0/family",
+                json!("Smi\u{1b}th"),
+                "Patient.name[0].family",
+                IssueType::Value,
+            ),
             (
                 "/name/0/family",
                 json!(""),

@@ -89,8 +89,14 @@ impl AuditContext {
         });
     }
 
+    /// Patient ids come from references inside resources, i.e. from client text: only
+    /// well-formed FHIR ids are recorded, so no submitted byte (a NUL, say) can make a whole
+    /// audit batch fail.
     pub fn add_patients<I: IntoIterator<Item = String>>(&self, ids: I) {
-        self.with(|d| d.patients.extend(ids));
+        self.with(|d| {
+            d.patients
+                .extend(ids.into_iter().filter(|id| ward_fhir::id::is_valid_id(id)))
+        });
     }
 
     pub fn add_returned(&self, n: usize) {

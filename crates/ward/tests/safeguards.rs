@@ -70,6 +70,26 @@ async fn invalid_input_is_refused_and_nothing_stored(backend: Backend) {
     )
     .await;
 
+    // control characters (a NUL would also poison PostgreSQL text columns downstream)
+    let mut nul = distinctive_patient("V5");
+    nul["name"][0]["family"] = json!("Zyx\u{0}warfield");
+    expect_outcome(
+        s.post_json("Patient", &t, &nul).send().await.unwrap(),
+        400,
+        Some("Patient.name[0].family"),
+    )
+    .await;
+    let mut nul_ref = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
+    nul_ref["subject"] = json!({"reference": "Patient/\u{0}x"});
+    assert_eq!(
+        s.post_json("Observation", &t, &nul_ref)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
     let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
     expect_outcome(
         s.post_json("Patient", &t, &obs).send().await.unwrap(),
