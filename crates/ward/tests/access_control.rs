@@ -330,13 +330,7 @@ async fn scopes_are_enforced(backend: Backend) {
             .status(),
         403
     );
-    let del = s
-        .client
-        .delete(format!("{}/Patient/{pid}", s.fhir))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let del = s.delete(&format!("Patient/{pid}"), &t).send().await.unwrap();
     assert_eq!(del.status(), 403);
     // other types: nothing
     assert_eq!(
@@ -387,13 +381,7 @@ async fn scopes_are_enforced(backend: Backend) {
             .status(),
         403
     );
-    let del = s
-        .client
-        .delete(format!("{}/Patient/{pid}", s.fhir))
-        .bearer_auth(&ut)
-        .send()
-        .await
-        .unwrap();
+    let del = s.delete(&format!("Patient/{pid}"), &ut).send().await.unwrap();
     assert_eq!(del.status(), 204);
     let mut revived = p.clone();
     revived["active"] = json!(true);

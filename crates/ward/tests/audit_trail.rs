@@ -456,13 +456,7 @@ async fn audit_event_review_is_read_only(backend: Backend) {
             .status(),
         405
     );
-    let del = s
-        .client
-        .delete(format!("{}/AuditEvent/{id}", s.fhir))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let del = s.delete(&format!("AuditEvent/{id}"), &t).send().await.unwrap();
     assert_eq!(del.status(), 405);
     // a client without AuditEvent scope cannot review
     let (cid, secret) = s.new_client("system/Patient.rs").await;
@@ -585,6 +579,19 @@ impl Proc {
                 .unwrap();
             c.wait().unwrap();
         }
+    }
+
+    fn get_fhir(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}/fhir/{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    fn post_fhir(&self, rtype: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/fhir/{rtype}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
     }
 
     async fn token(&self) -> String {
@@ -714,12 +721,7 @@ async fn verify_export_disclosures_and_tamper_via_cli() {
         .unwrap();
     let pid = created["id"].as_str().unwrap().to_owned();
     for _ in 0..3 {
-        w.client
-            .get(format!("{}/fhir/Patient/{pid}", w.url))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap();
+        w.get_fhir(&format!("Patient/{pid}"), &t).send().await.unwrap();
     }
     w.terminate(); // SIGTERM: drain, flush, final checkpoint
 
@@ -832,30 +834,20 @@ async fn no_phi_in_logs_or_audit_files() {
     // values that could leak: in bodies, in bad bodies, in query strings, in conditional headers
     let mut bad = patient.clone();
     bad["name"][0]["family"] = json!(42);
-    w.client
-        .post(format!("{}/fhir/Patient", w.url))
-        .bearer_auth(&t)
-        .header("content-type", "application/fhir+json")
+    w.post_fhir("Patient", &t)
         .body(bad.to_string())
         .send()
         .await
         .unwrap();
-    w.client
-        .get(format!("{}/fhir/Patient?family=ZyxwarfieldLG", w.url))
-        .bearer_auth(&t)
+    w.get_fhir("Patient?family=ZyxwarfieldLG", &t)
         .send()
         .await
         .unwrap();
-    w.client
-        .get(format!("{}/fhir/Patient/_history?_since=ZyxwarfieldLG", w.url))
-        .bearer_auth(&t)
+    w.get_fhir("Patient/_history?_since=ZyxwarfieldLG", &t)
         .send()
         .await
         .unwrap();
-    w.client
-        .post(format!("{}/fhir/Patient", w.url))
-        .bearer_auth(&t)
-        .header("content-type", "application/fhir+json")
+    w.post_fhir("Patient", &t)
         .header(
             "if-none-exist",
             "identifier=urn:oid:1.2.36.146.595.217.0.1|MRNLG77421",
@@ -864,12 +856,7 @@ async fn no_phi_in_logs_or_audit_files() {
         .send()
         .await
         .unwrap();
-    w.client
-        .get(format!("{}/fhir/Patient/{pid}", w.url))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    w.get_fhir(&format!("Patient/{pid}"), &t).send().await.unwrap();
     w.terminate();
 
     let mut logs = String::new();

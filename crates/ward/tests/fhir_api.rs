@@ -89,13 +89,7 @@ async fn crud_versions_and_headers(backend: Backend) {
     );
 
     // delete makes a tombstone: read gives 410, history keeps every version
-    let resp = s
-        .client
-        .delete(format!("{}/Patient/{id}", s.fhir))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.delete(&format!("Patient/{id}"), &t).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["etag"], "W/\"3\"");
     let resp = s.get(&format!("Patient/{id}"), &t).send().await.unwrap();
@@ -125,13 +119,7 @@ async fn crud_versions_and_headers(backend: Backend) {
         404
     );
     assert_eq!(s.get("NotAType/x", &t).send().await.unwrap().status(), 404);
-    let resp = s
-        .client
-        .delete(format!("{}/Patient/never-was", s.fhir))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.delete("Patient/never-was", &t).send().await.unwrap();
     assert_eq!(resp.status(), 404);
 
     // update-as-create with a client-chosen id
@@ -297,9 +285,7 @@ async fn prefer_minimal_and_if_match(backend: Backend) {
         .unwrap();
     assert_eq!(bad.status(), 400);
     let del = s
-        .client
-        .delete(format!("{}/Patient/{id}", s.fhir))
-        .bearer_auth(&t)
+        .delete(&format!("Patient/{id}"), &t)
         .header("if-match", "W/\"1\"")
         .send()
         .await
@@ -323,12 +309,7 @@ async fn history_bundles(backend: Backend) {
             .status(),
         200
     );
-    s.client
-        .delete(format!("{}/Patient/{id}", s.fhir))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    s.delete(&format!("Patient/{id}"), &t).send().await.unwrap();
     s.create(&t, &distinctive_patient("H2")).await;
 
     let b: Value = s

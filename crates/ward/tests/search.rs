@@ -187,13 +187,7 @@ async fn string_and_token_parameters(backend: Backend) {
     );
     assert_eq!(idset(&search(&s, &t, &q("family=zyxwar")).await), set(&[&a]));
     assert_eq!(idset(&search(&s, &t, &q("family=renamed")).await), set(&[&b]));
-    let resp = s
-        .client
-        .delete(format!("{}/Patient/{a}", s.fhir))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.delete(&format!("Patient/{a}"), &t).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     assert!(ids(&search(&s, &t, &q("family=zyxwar")).await).is_empty());
     assert!(ids(&search(&s, &t, &q("identifier=M100")).await).is_empty());

@@ -138,6 +138,12 @@ impl TestServer {
             .body(serde_json::to_vec(body).unwrap())
     }
 
+    pub fn delete(&self, path: &str, token: &str) -> RequestBuilder {
+        self.client
+            .delete(format!("{}/{}", self.fhir, path))
+            .bearer_auth(token)
+    }
+
     /// Creates a resource and returns the stored body.
     pub async fn create(&self, token: &str, body: &Value) -> Value {
         let rtype = body["resourceType"].as_str().unwrap();
