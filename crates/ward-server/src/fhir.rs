@@ -92,6 +92,21 @@ impl<'a> DataAccess<'a> {
     }
 
     /// Instance history needs Read, type history Search.
+    /// A search of the authorized type. `_include` fetches (an `_id` search of the target
+    /// type) run under a Read authorization, everything else under Search.
+    pub(crate) async fn search(
+        &self,
+        q: &ward_fhir::search::SearchQuery,
+    ) -> Result<ward_store::SearchPage, StoreError> {
+        let allowed = matches!(self.authz.interaction(), Interaction::Search | Interaction::Read);
+        if !allowed || q.rtype != self.authz.rtype() {
+            return Err(StoreError::Corrupt(
+                "authorization does not match the search".into(),
+            ));
+        }
+        self.st.store.search(q).await
+    }
+
     /// Every type's history; needs an authorization for `*` (see `authorize`).
     pub(crate) async fn history_all(&self, params: &HistoryParams) -> Result<Vec<Stored>, ApiError> {
         if self.rtype_for(Interaction::Search)? != "*" {

@@ -19,8 +19,9 @@ use ward_fhir::search::query::ParseOptions;
 use ward_fhir::search::{SearchError, SearchQuery, Summary};
 use ward_store::{SearchPage, StoreError, Stored};
 
-use crate::auth::{Authenticated, authorize};
+use crate::auth::{Authenticated, Authorized, authorize};
 use crate::error::{ApiError, FHIR_JSON};
+use crate::fhir::DataAccess;
 use crate::state::AppState;
 
 /// Default page size (MN-1).
@@ -190,7 +191,7 @@ async fn run(
     origin: Origin,
 ) -> Result<Response, ApiError> {
     crate::fhir::check_accept(headers)?;
-    authorize(auth, rtype, Interaction::Search)?;
+    let authz = authorize(auth, rtype, Interaction::Search)?;
     // A cursor carries the whole query: the next-page URL needs nothing else.
     if let Some((_, cursor)) = pairs.iter().find(|(k, _)| k == "_cursor").cloned() {
         let mut carried = st.store.cursor_params(rtype, &cursor).map_err(store_error)?;
@@ -214,7 +215,10 @@ async fn run(
     if q.summary == Some(Summary::Count) {
         q.count = 0;
     }
-    let page = st.store.search(&q).await.map_err(store_error)?;
+    let page = DataAccess::new(st, &authz)
+        .search(&q)
+        .await
+        .map_err(store_error)?;
     let included = includes(st, auth, &q, &page).await?;
     // Following includes authorized other types; the request is about `rtype`.
     auth.audit.set_resource(rtype, None, None);
@@ -381,25 +385,25 @@ async fn includes(
             }
         }
         for (t, ids) in by_type {
-            if authorize(auth, &t, Interaction::Read).is_err() {
+            let Ok(authz) = authorize(auth, &t, Interaction::Read) else {
                 continue;
-            }
+            };
             let pairs = vec![("_id".to_owned(), ids.join(","))];
-            fetch_into(st, &t, pairs, q, &mut out, &seen).await?;
+            fetch_into(st, &authz, pairs, q, &mut out, &seen).await?;
         }
     }
     if !page.matches.is_empty() {
         for inc in &q.revinclude {
-            if authorize(auth, &inc.source, Interaction::Search).is_err() {
+            let Ok(authz) = authorize(auth, &inc.source, Interaction::Search) else {
                 continue;
-            }
+            };
             let refs: Vec<String> = page
                 .matches
                 .iter()
                 .map(|s| format!("{}/{}", s.rtype, s.id))
                 .collect();
             let pairs = vec![(inc.param.code.clone(), refs.join(","))];
-            fetch_into(st, &inc.source, pairs, q, &mut out, &seen).await?;
+            fetch_into(st, &authz, pairs, q, &mut out, &seen).await?;
         }
     }
     Ok(out)
@@ -407,7 +411,7 @@ async fn includes(
 
 async fn fetch_into(
     st: &AppState,
-    rtype: &str,
+    authz: &Authorized,
     pairs: Vec<(String, String)>,
     q: &SearchQuery,
     out: &mut Vec<Stored>,
@@ -416,13 +420,17 @@ async fn fetch_into(
     if out.len() >= MAX_INCLUDED {
         return Ok(());
     }
+    let rtype = authz.rtype();
     let mut sub = SearchQuery::parse(rtype, &pairs, &ParseOptions::default()).map_err(search_error)?;
     sub.count = MAX_INCLUDED - out.len();
     sub.total = ward_fhir::search::TotalMode::None;
     if ward_fhir::search::in_compartment_definition(rtype) {
         sub.compartment = q.compartment.clone();
     }
-    let page = st.store.search(&sub).await.map_err(store_error)?;
+    let page = DataAccess::new(st, authz)
+        .search(&sub)
+        .await
+        .map_err(store_error)?;
     for s in page.matches {
         if !seen(out, &s.rtype, &s.id) {
             out.push(s);
