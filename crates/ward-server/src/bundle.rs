@@ -49,47 +49,20 @@ enum Kind {
     Batch,
 }
 
-/// What one entry asks for, parsed from `entry.request` (and `entry.resource`).
-enum Action {
-    Create {
-        rtype: String,
-        resource: Value,
-        if_none_exist: Option<Vec<(String, String)>>,
-    },
-    Update {
-        rtype: String,
-        id: String,
-        resource: Value,
-        if_match: Option<i64>,
-    },
-    Delete {
-        rtype: String,
-        id: String,
-        if_match: Option<i64>,
-    },
-    Read {
-        rtype: String,
-        id: String,
-        version: Option<i64>,
-    },
+/// FHIR transaction processing order: DELETE, POST, PUT, GET.
+fn rank(op: &TxOp) -> u8 {
+    match op {
+        TxOp::Delete { .. } => 0,
+        TxOp::Create { .. } => 1,
+        TxOp::Update { .. } => 2,
+        TxOp::Read { .. } => 3,
+    }
 }
 
-impl Action {
-    /// FHIR transaction processing order: DELETE, POST, PUT, GET.
-    fn rank(&self) -> u8 {
-        match self {
-            Action::Delete { .. } => 0,
-            Action::Create { .. } => 1,
-            Action::Update { .. } => 2,
-            Action::Read { .. } => 3,
-        }
-    }
-
-    fn resource_mut(&mut self) -> Option<&mut Value> {
-        match self {
-            Action::Create { resource, .. } | Action::Update { resource, .. } => Some(resource),
-            _ => None,
-        }
+fn resource_mut(op: &mut TxOp) -> Option<&mut Value> {
+    match op {
+        TxOp::Create { resource, .. } | TxOp::Update { resource, .. } => Some(resource),
+        _ => None,
     }
 }
 
@@ -98,7 +71,7 @@ impl Action {
 struct Allowed {
     index: usize,
     full_url: Option<String>,
-    action: Action,
+    action: TxOp,
     _authorized: Vec<Authorized>,
 }
 
@@ -225,7 +198,7 @@ async fn plan(
     let authorized = authorize_entry(st, auth, &action, representation)
         .await
         .map_err(|e| e.at(at.clone()))?;
-    if let Some(resource) = action.resource_mut() {
+    if let Some(resource) = resource_mut(&mut action) {
         let rtype = resource
             .get("resourceType")
             .and_then(Value::as_str)
@@ -251,8 +224,8 @@ async fn plan(
     })
 }
 
-/// `entry.request` as an [`Action`]. `resource` is the entry's resource, if any.
-fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Result<Action, ApiError> {
+/// `entry.request` as a [`TxOp`]. `resource` is the entry's resource, if any.
+fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Result<TxOp, ApiError> {
     let method = request.get("method").and_then(Value::as_str).unwrap_or("");
     let url = request.get("url").and_then(Value::as_str).unwrap_or("");
     let base = format!("{}/", st.fhir_base);
@@ -328,8 +301,10 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
                 }
                 None => None,
             };
-            Ok(Action::Create {
+            // The id is assigned now, so `urn:uuid:` references can be rewritten to it.
+            Ok(TxOp::Create {
                 rtype: rtype.to_owned(),
+                id: uuid::Uuid::new_v4().to_string(),
                 resource: with_resource(resource)?,
                 if_none_exist,
             })
@@ -346,7 +321,7 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
                     "the entry resource's id must equal the id in the entry URL",
                 ));
             }
-            Ok(Action::Update {
+            Ok(TxOp::Update {
                 rtype: rtype.to_owned(),
                 id,
                 resource,
@@ -357,7 +332,7 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
             if segments.len() != 2 {
                 return Err(bad("a DELETE entry's URL must be [type]/[id]"));
             }
-            Ok(Action::Delete {
+            Ok(TxOp::Delete {
                 rtype: rtype.to_owned(),
                 id: id(1)?,
                 if_match: if_match()?,
@@ -381,7 +356,7 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
                     ));
                 }
             };
-            Ok(Action::Read {
+            Ok(TxOp::Read {
                 rtype: rtype.to_owned(),
                 id: id(1)?,
                 version,
@@ -397,11 +372,11 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
 async fn authorize_entry(
     st: &AppState,
     auth: &Authenticated,
-    action: &Action,
+    action: &TxOp,
     representation: bool,
 ) -> Result<Vec<Authorized>, ApiError> {
     Ok(match action {
-        Action::Create {
+        TxOp::Create {
             rtype, if_none_exist, ..
         } => {
             let mut a = vec![authorize(auth, rtype, Interaction::Create)?];
@@ -413,7 +388,7 @@ async fn authorize_entry(
             }
             a
         }
-        Action::Update {
+        TxOp::Update {
             rtype, id, if_match, ..
         } => {
             let a = vec![authorize(auth, rtype, Interaction::Update)?];
@@ -428,8 +403,8 @@ async fn authorize_entry(
             }
             a
         }
-        Action::Delete { rtype, .. } => vec![authorize(auth, rtype, Interaction::Delete)?],
-        Action::Read { rtype, .. } => vec![authorize(auth, rtype, Interaction::Read)?],
+        TxOp::Delete { rtype, .. } => vec![authorize(auth, rtype, Interaction::Delete)?],
+        TxOp::Read { rtype, .. } => vec![authorize(auth, rtype, Interaction::Read)?],
     })
 }
 
@@ -469,35 +444,6 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) -> Result<()
         }
         Value::Array(a) => a.iter_mut().try_for_each(|c| rewrite_references(c, map)),
         _ => Ok(()),
-    }
-}
-
-/// The store operation of an entry; POST entries get `id`.
-fn op_of(action: Action, id: Option<String>) -> TxOp {
-    match action {
-        Action::Create {
-            rtype,
-            resource,
-            if_none_exist,
-        } => TxOp::Create {
-            rtype,
-            id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            resource,
-            if_none_exist,
-        },
-        Action::Update {
-            rtype,
-            id,
-            resource,
-            if_match,
-        } => TxOp::Update {
-            rtype,
-            id,
-            resource,
-            if_match,
-        },
-        Action::Delete { rtype, id, if_match } => TxOp::Delete { rtype, id, if_match },
-        Action::Read { rtype, id, version } => TxOp::Read { rtype, id, version },
     }
 }
 
@@ -553,7 +499,7 @@ async fn transaction(
     // One entry per resource: two writes (or a write and a delete) of one resource are an error.
     let mut targets = HashSet::new();
     for a in &allowed {
-        if let Action::Update { rtype, id, .. } | Action::Delete { rtype, id, .. } = &a.action
+        if let TxOp::Update { rtype, id, .. } | TxOp::Delete { rtype, id, .. } = &a.action
             && !targets.insert((rtype.clone(), id.clone()))
         {
             return Err(ApiError::bad_request(
@@ -563,17 +509,11 @@ async fn transaction(
             .at(entry_at(a.index)));
         }
     }
-    // Ids of POST entries, and the local references that name them (or PUT entries).
-    let mut ids: HashMap<usize, String> = HashMap::new();
+    // The local references that name POST or PUT entries.
     let mut local: HashMap<String, String> = HashMap::new();
     for a in &allowed {
         let target = match &a.action {
-            Action::Create { rtype, .. } => {
-                let id = uuid::Uuid::new_v4().to_string();
-                ids.insert(a.index, id.clone());
-                format!("{rtype}/{id}")
-            }
-            Action::Update { rtype, id, .. } => format!("{rtype}/{id}"),
+            TxOp::Create { rtype, id, .. } | TxOp::Update { rtype, id, .. } => format!("{rtype}/{id}"),
             _ => continue,
         };
         if let Some(full_url) = a.full_url.as_deref().filter(|u| is_local(u))
@@ -587,7 +527,7 @@ async fn transaction(
     }
     for a in &mut allowed {
         let index = a.index;
-        if let Some(resource) = a.action.resource_mut() {
+        if let Some(resource) = resource_mut(&mut a.action) {
             rewrite_references(resource, &local).map_err(|()| {
                 ApiError::bad_request(
                     IssueType::NotFound,
@@ -597,15 +537,9 @@ async fn transaction(
             })?;
         }
     }
-    allowed.sort_by_key(|a| a.action.rank());
+    allowed.sort_by_key(|a| rank(&a.action));
     let order: Vec<usize> = allowed.iter().map(|a| a.index).collect();
-    let ops: Vec<TxOp> = allowed
-        .into_iter()
-        .map(|a| {
-            let id = ids.remove(&a.index);
-            op_of(a.action, id)
-        })
-        .collect();
+    let ops: Vec<TxOp> = allowed.into_iter().map(|a| a.action).collect();
 
     record_intent(st, auth, &ops.iter().collect::<Vec<_>>()).await?;
     let outcomes = match st.store.transaction(&ops).await {
@@ -636,10 +570,7 @@ async fn batch(
     planned: Vec<Result<Allowed, ApiError>>,
     representation: bool,
 ) -> Result<Response, ApiError> {
-    let ops: Vec<Result<TxOp, ApiError>> = planned
-        .into_iter()
-        .map(|p| p.map(|a| op_of(a.action, None)))
-        .collect();
+    let ops: Vec<Result<TxOp, ApiError>> = planned.into_iter().map(|p| p.map(|a| a.action)).collect();
     record_intent(
         st,
         auth,
