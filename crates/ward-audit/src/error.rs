@@ -16,6 +16,9 @@ pub enum AuditError {
     InvalidNode,
     #[error("audit database error")]
     Database(#[source] sqlx::Error),
+    /// A failed statement on a direct SQLite connection (the batch inserts).
+    #[error("audit database error")]
+    Sqlite(#[source] rusqlite::Error),
     #[error("audit key error")]
     Crypto(#[source] ward_crypto::Error),
     #[error("audit I/O error")]
@@ -25,6 +28,12 @@ pub enum AuditError {
 impl From<sqlx::Error> for AuditError {
     fn from(e: sqlx::Error) -> Self {
         AuditError::Database(e)
+    }
+}
+
+impl From<rusqlite::Error> for AuditError {
+    fn from(e: rusqlite::Error) -> Self {
+        AuditError::Sqlite(e)
     }
 }
 

@@ -3,6 +3,7 @@
 //! placeholders); only the DDL differs per backend.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -44,6 +45,17 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
 }
 
+impl StoreOptions {
+    /// WAL, and a synced WAL on every commit: an acknowledged record survives power loss (AU-2).
+    fn sqlite(&self, read_only: bool) -> ward_sqlite::Settings {
+        ward_sqlite::Settings {
+            busy_timeout: self.busy_timeout,
+            foreign_keys: false,
+            read_only,
+        }
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
@@ -61,6 +73,9 @@ pub struct AuditStore {
     pub(crate) writer: AnyPool,
     /// Reads: verification, export, queries (read-only connections on SQLite).
     pub(crate) reader: AnyPool,
+    /// SQLite file: the direct connection records and checkpoints are inserted through (see
+    /// [`AuditStore::insert_batch`]).
+    direct: Option<Arc<Mutex<rusqlite::Connection>>>,
 }
 
 impl fmt::Debug for AuditStore {
@@ -86,6 +101,16 @@ pub(crate) struct PreparedRow {
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
     pub patients: Vec<String>,
+}
+
+impl PreparedRow {
+    /// The record's patient ids, each once (the `audit_patient` key).
+    fn distinct_patients(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.patients.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }
 
 /// A stored signed checkpoint.
@@ -148,32 +173,43 @@ async fn sqlite_pool(
     read_only: bool,
     opts: &StoreOptions,
 ) -> Result<AnyPool, AuditError> {
-    let busy = format!("PRAGMA busy_timeout = {}", opts.busy_timeout.as_millis());
-    let pool = AnyPoolOptions::new()
-        .max_connections(max)
-        .min_connections(0)
-        .acquire_timeout(opts.acquire_timeout)
-        .after_connect(move |conn, _meta| {
-            let busy = busy.clone();
-            Box::pin(async move {
-                sqlx::query(AssertSqlSafe(busy)).execute(&mut *conn).await?;
-                // WAL, and a synced WAL on every commit: an acknowledged record survives power
-                // loss (AU-2).
-                sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("PRAGMA synchronous = FULL")
-                    .execute(&mut *conn)
-                    .await?;
-                if read_only {
-                    sqlx::query("PRAGMA query_only = ON").execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
-        })
-        .connect(url)
-        .await?;
-    Ok(pool)
+    Ok(ward_sqlite::pool(url, max, opts.acquire_timeout, opts.sqlite(read_only)).await?)
+}
+
+/// [`AuditStore::insert_batch`] on a direct SQLite connection. `IMMEDIATE`: take the write
+/// lock at BEGIN, so a busy database is waited for (busy timeout) rather than failing mid-batch.
+fn insert_batch_direct(conn: &mut rusqlite::Connection, rows: &[PreparedRow]) -> Result<(), AuditError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut record = tx.prepare_cached(
+            "INSERT INTO audit_record (node, seq, at_ms, action, status, client_id, user_id, \
+             resource_type, resource_id, record, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        let mut patient =
+            tx.prepare_cached("INSERT INTO audit_patient (node, seq, patient_id) VALUES (?1, ?2, ?3)")?;
+        for r in rows {
+            record.execute(rusqlite::params![
+                r.node,
+                r.seq,
+                r.at_ms,
+                r.action,
+                r.status,
+                r.client_id,
+                r.user_id,
+                r.resource_type,
+                r.resource_id,
+                r.record,
+                &r.prev_hash[..],
+                &r.hash[..],
+            ])?;
+            for p in r.distinct_patients() {
+                patient.execute(rusqlite::params![r.node, r.seq, p])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn hash32(v: &[u8]) -> Result<[u8; 32], AuditError> {
@@ -201,12 +237,19 @@ impl AuditStore {
                 "unsupported database URL scheme (expected sqlite: or postgres:)".into(),
             )));
         };
-        let (writer, reader) = match backend {
+        let (writer, reader, direct) = match backend {
             Backend::Sqlite => {
                 let writer = sqlite_pool(url, 1, false, opts).await?;
                 migrate(&writer, backend).await?;
                 let reader = sqlite_pool(url, 2, true, opts).await?;
-                (writer, reader)
+                let direct = match ward_sqlite::file_of_url(url) {
+                    Some(path) => Some(Arc::new(Mutex::new(ward_sqlite::connect(
+                        &path,
+                        opts.sqlite(false),
+                    )?))),
+                    None => None,
+                };
+                (writer, reader, direct)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -215,13 +258,14 @@ impl AuditStore {
                     .connect(url)
                     .await?;
                 migrate(&pool, backend).await?;
-                (pool.clone(), pool)
+                (pool.clone(), pool, None)
             }
         };
         Ok(AuditStore {
             backend,
             writer,
             reader,
+            direct,
         })
     }
 
@@ -236,15 +280,24 @@ impl AuditStore {
 
     /// The last record of `node`'s chain.
     pub(crate) async fn head(&self, node: &str) -> Result<Head, AuditError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_record WHERE node = $1 ORDER BY seq DESC LIMIT 1")
-            .bind(node)
-            .fetch_optional(&self.writer)
-            .await?;
+        const SQL: &str = "SELECT seq, hash FROM audit_record WHERE node = $1 ORDER BY seq DESC LIMIT 1";
+        let row: Option<(i64, Vec<u8>)> = match &self.direct {
+            Some(conn) => Self::with_direct(conn, |c| {
+                use rusqlite::OptionalExtension;
+                Ok(c.prepare_cached(SQL)?
+                    .query_row([node], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?)
+            })?,
+            None => match sqlx::query(SQL).bind(node).fetch_optional(&self.writer).await? {
+                Some(r) => Some((r.try_get("seq")?, r.try_get("hash")?)),
+                None => None,
+            },
+        };
         match row {
             None => Ok(Head::EMPTY),
-            Some(r) => Ok(Head {
-                seq: r.try_get("seq")?,
-                hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
+            Some((seq, hash)) => Ok(Head {
+                seq,
+                hash: hash32(&hash)?,
             }),
         }
     }
@@ -262,8 +315,38 @@ impl AuditStore {
         })
     }
 
-    /// Inserts sequenced, hashed records (and their patient index rows) in ONE transaction.
-    pub(crate) async fn insert_batch(&self, rows: &[PreparedRow]) -> Result<(), AuditError> {
+    /// Whether inserts go through a direct SQLite connection, blocking the calling thread: the
+    /// writer then runs on a thread of its own ([`crate::start_writer`]).
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Runs `f` on the direct connection, on this thread.
+    fn with_direct<T>(
+        conn: &Mutex<rusqlite::Connection>,
+        f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, AuditError>,
+    ) -> Result<T, AuditError> {
+        let mut conn = conn
+            .lock()
+            .map_err(|_| AuditError::Corrupt("audit connection poisoned".into()))?;
+        f(&mut conn)
+    }
+
+    /// Inserts sequenced, hashed records (and their patient index rows) in ONE transaction, and
+    /// gives the rows back.
+    ///
+    /// On a SQLite file this runs on the calling thread through the direct connection, with
+    /// prepared single-row inserts: sqlx would hand every statement to its worker thread and
+    /// back, and the writer's latency is every waiting request's latency.
+    pub(crate) async fn insert_batch(&self, rows: Vec<PreparedRow>) -> Result<Vec<PreparedRow>, AuditError> {
+        match &self.direct {
+            Some(conn) => Self::with_direct(conn, |c| insert_batch_direct(c, &rows))?,
+            None => self.insert_batch_sqlx(&rows).await?,
+        }
+        Ok(rows)
+    }
+
+    async fn insert_batch_sqlx(&self, rows: &[PreparedRow]) -> Result<(), AuditError> {
         let mut tx = self.writer.begin().await?;
         for chunk in rows.chunks(RECORD_ROWS_PER_INSERT) {
             let mut sql = String::from(
@@ -305,10 +388,9 @@ impl AuditStore {
         let patients: Vec<(&str, i64, &str)> = rows
             .iter()
             .flat_map(|r| {
-                let mut ids: Vec<&str> = r.patients.iter().map(String::as_str).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids.into_iter().map(move |p| (r.node.as_str(), r.seq, p))
+                r.distinct_patients()
+                    .into_iter()
+                    .map(move |p| (r.node.as_str(), r.seq, p))
             })
             .collect();
         for chunk in patients.chunks(PATIENT_ROWS_PER_INSERT) {
@@ -330,18 +412,30 @@ impl AuditStore {
     }
 
     pub(crate) async fn insert_checkpoint(&self, cp: &Checkpoint) -> Result<(), AuditError> {
-        sqlx::query(
-            "INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(cp.node.as_str())
-        .bind(cp.seq)
-        .bind(cp.hash.clone())
-        .bind(cp.key_id.as_str())
-        .bind(cp.signature.clone())
-        .bind(cp.at.as_str())
-        .execute(&self.writer)
-        .await?;
+        const SQL: &str = "INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        if let Some(conn) = &self.direct {
+            return Self::with_direct(conn, |c| {
+                c.prepare_cached(SQL)?.execute(rusqlite::params![
+                    cp.node,
+                    cp.seq,
+                    cp.hash,
+                    cp.key_id,
+                    cp.signature,
+                    cp.at
+                ])?;
+                Ok(())
+            });
+        }
+        sqlx::query(SQL)
+            .bind(cp.node.as_str())
+            .bind(cp.seq)
+            .bind(cp.hash.clone())
+            .bind(cp.key_id.as_str())
+            .bind(cp.signature.clone())
+            .bind(cp.at.as_str())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

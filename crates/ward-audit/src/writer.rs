@@ -205,7 +205,17 @@ pub async fn start_writer(
         since_cp,
         last_cp_at: Instant::now(),
     };
-    let join = tokio::spawn(writer.run(rx));
+    let join = if writer.store.is_direct() {
+        // SQLite: the writer blocks its thread on each commit, so it gets a thread of its own
+        // with a small runtime for its timers. On the shared runtime it would also wait its
+        // turn behind every busy request task, and every waiting request with it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        tokio::task::spawn_blocking(move || rt.block_on(writer.run(rx)))
+    } else {
+        tokio::spawn(writer.run(rx))
+    };
     Ok((AuditHandle { tx, shared }, join))
 }
 
@@ -313,13 +323,12 @@ impl Writer {
             acks.push((next.seq, ack));
             prev = next;
         }
-        match self.store.insert_batch(&rows).await {
-            Ok(()) => {
+        let n = rows.len();
+        match self.store.insert_batch(rows).await {
+            Ok(_) => {
                 self.head = Some(prev);
-                self.since_cp += rows.len() as u64;
-                self.shared
-                    .records
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                self.since_cp += n as u64;
+                self.shared.records.fetch_add(n as u64, Ordering::Relaxed);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 if !self.shared.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!("audit store recovered");
@@ -330,7 +339,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string),
-                    records = rows.len(), "audit batch could not be committed; failing closed");
+                    records = n, "audit batch could not be committed; failing closed");
                 self.head = None;
                 self.shared.healthy.store(false, Ordering::Release);
                 for (_, ack) in acks {
@@ -426,12 +435,12 @@ pub async fn bulk_append(
         head = next;
         n += 1;
         if rows.len() >= per_tx.max(1) {
-            store.insert_batch(&rows).await?;
+            rows = store.insert_batch(rows).await?;
             rows.clear();
         }
     }
     if !rows.is_empty() {
-        store.insert_batch(&rows).await?;
+        store.insert_batch(rows).await?;
     }
     if n > 0 {
         store

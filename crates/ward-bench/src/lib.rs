@@ -50,6 +50,8 @@ pub struct Options {
     pub smoke: bool,
     /// Size of the audit log `ward audit verify` is timed on.
     pub audit_records: usize,
+    /// Run only the baseline and read scenarios (for profiling the read path).
+    pub read_only: bool,
 }
 
 impl Options {
@@ -64,6 +66,7 @@ impl Options {
             seed: 42,
             smoke: false,
             audit_records: 500_000,
+            read_only: false,
         }
     }
 
@@ -78,6 +81,7 @@ impl Options {
             seed: 42,
             smoke: true,
             audit_records: 2_000,
+            read_only: false,
         }
     }
 }
@@ -227,55 +231,59 @@ async fn run_async(opts: &Options, cpus: usize) -> anyhow::Result<Report> {
         .await?,
     );
 
-    let search = Search::new(&demo.families, bearer.clone());
-    // A fresh connection: Ward may have closed an idle one meanwhile.
-    let probe_reply = client::Conn::connect(addr, tls.clone())
-        .await?
-        .send(search.request_for(0))
-        .await
-        .context("search probe")?;
-    let unavailable = [
-        StatusCode::BAD_REQUEST,
-        StatusCode::NOT_FOUND,
-        StatusCode::METHOD_NOT_ALLOWED,
-        StatusCode::NOT_IMPLEMENTED,
-    ];
-    if unavailable.contains(&probe_reply.status) {
-        progress(format!(
-            "search by family name answered {}: not available",
-            probe_reply.status
-        ));
-        scenarios.push(ScenarioReport::not_available(
-            "ward search",
-            "GET /fhir/Patient?family=NAME",
-            format!(
-                "the server answered HTTP {} to the probe: {}",
-                probe_reply.status.as_u16(),
-                snippet(&probe_reply.body)
-            ),
-        ));
+    if opts.read_only {
+        progress("--read-only: skipping search and create");
     } else {
+        let search = Search::new(&demo.families, bearer.clone());
+        // A fresh connection: Ward may have closed an idle one meanwhile.
+        let probe_reply = client::Conn::connect(addr, tls.clone())
+            .await?
+            .send(search.request_for(0))
+            .await
+            .context("search probe")?;
+        let unavailable = [
+            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
+            StatusCode::METHOD_NOT_ALLOWED,
+            StatusCode::NOT_IMPLEMENTED,
+        ];
+        if unavailable.contains(&probe_reply.status) {
+            progress(format!(
+                "search by family name answered {}: not available",
+                probe_reply.status
+            ));
+            scenarios.push(ScenarioReport::not_available(
+                "ward search",
+                "GET /fhir/Patient?family=NAME",
+                format!(
+                    "the server answered HTTP {} to the probe: {}",
+                    probe_reply.status.as_u16(),
+                    snippet(&probe_reply.body)
+                ),
+            ));
+        } else {
+            scenarios.push(
+                ctx.scenario(
+                    "ward search",
+                    "GET /fhir/Patient?family=NAME, default page size",
+                    true,
+                    Arc::new(search),
+                    &drive(addr),
+                )
+                .await?,
+            );
+        }
         scenarios.push(
             ctx.scenario(
-                "ward search",
-                "GET /fhir/Patient?family=NAME, default page size",
+                "ward create",
+                "POST /fhir/Patient, demo-like patient",
                 true,
-                Arc::new(search),
+                Arc::new(Create::new(&demo, bearer.clone())?),
                 &drive(addr),
             )
             .await?,
         );
     }
-    scenarios.push(
-        ctx.scenario(
-            "ward create",
-            "POST /fhir/Patient, demo-like patient",
-            true,
-            Arc::new(Create::new(&demo, bearer.clone())?),
-            &drive(addr),
-        )
-        .await?,
-    );
     drop(base);
 
     let rss_after_kib = procfs::status_kib(ward.pid, "VmRSS").unwrap_or(0);

@@ -38,6 +38,9 @@ struct Cli {
     /// Records in the audit log `ward audit verify` is timed on [default: 500000; 2000 with --smoke]
     #[arg(long)]
     audit_records: Option<usize>,
+    /// Run only the baseline and read scenarios (e.g. while profiling the read path)
+    #[arg(long)]
+    read_only: bool,
     /// The ward binary [default: `ward` beside this executable]
     #[arg(long, value_name = "PATH")]
     ward_bin: Option<PathBuf>,
@@ -59,6 +62,7 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
         Options::full(ward_bin)
     };
     o.seed = cli.seed;
+    o.read_only = cli.read_only;
     if let Some(n) = cli.patients {
         o.patients = n;
     }

@@ -30,6 +30,9 @@ pub enum StoreError {
     Crypto(#[source] ward_crypto::Error),
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// A failed direct SQLite read (see `local.rs`).
+    #[error("database error")]
+    Sqlite(#[source] rusqlite::Error),
     #[error("corrupt store data: {0}")]
     Corrupt(String),
 }

@@ -59,18 +59,12 @@ pub enum Backend {
     Postgres,
 }
 
-/// Per-connection settings for SQLite.
-///
-/// `synchronous=FULL`: in WAL mode `NORMAL` survives an application crash but may lose the last
-/// commits on power loss or OS crash; an acknowledged FHIR write (and later its audit record) must
-/// be durable, so every commit syncs the WAL. With one writer connection the cost is one fsync
-/// per write transaction.
-const SQLITE_PRAGMAS: &[&str] = &[
-    "PRAGMA busy_timeout = 10000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA foreign_keys = ON",
-];
+/// Connection settings of the SQLite store (WAL, `synchronous=FULL`: see ward-sqlite).
+const SQLITE_SETTINGS: ward_sqlite::Settings = ward_sqlite::Settings {
+    busy_timeout: Duration::from_secs(10),
+    foreign_keys: true,
+    read_only: false,
+};
 
 /// Migrations: (version, description, SQLite DDL, PostgreSQL DDL).
 const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
@@ -100,6 +94,9 @@ struct Inner {
     writer: AnyPool,
     /// Reads (for PostgreSQL the same pool as `writer`).
     reader: AnyPool,
+    /// Point reads on a SQLite file, on the calling thread (see ward-sqlite); `None` on
+    /// PostgreSQL.
+    local: Option<ward_sqlite::ReadPool>,
     tenant: String,
     envelope: Envelope,
     indexer: BlindIndexer,
@@ -176,8 +173,85 @@ const SELECT_CURRENT_FOR_WRITE_SQLITE: &str = "SELECT version, deleted FROM reso
      WHERE tenant = $1 AND rtype = $2 AND id = $3";
 const SELECT_CURRENT_FOR_WRITE_PG: &str = "SELECT version, deleted FROM resource_current \
      WHERE tenant = $1 AND rtype = $2 AND id = $3 FOR UPDATE";
-pub(crate) const VERSION_COLUMNS: &str =
-    "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.ciphertext, v.content_hash";
+macro_rules! version_columns {
+    () => {
+        "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.ciphertext, v.content_hash"
+    };
+}
+pub(crate) const VERSION_COLUMNS: &str = version_columns!();
+
+/// The current version of (tenant $1, type $2, id $3).
+const READ_CURRENT: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    " FROM resource_current c JOIN resource_version v \
+     ON v.tenant = c.tenant AND v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
+     WHERE c.tenant = $1 AND c.rtype = $2 AND c.id = $3"
+);
+/// Version $4 of (tenant $1, type $2, id $3).
+const READ_VERSION: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    " FROM resource_version v \
+     WHERE v.tenant = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4"
+);
+
+/// The row `sql` selects by key, read on this thread through a direct connection: a lookup by
+/// key touches a few cached pages, far less than the hand-off to a sqlx worker thread would cost.
+fn local_row(
+    local: &ward_sqlite::ReadPool,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<VersionRow>, StoreError> {
+    use rusqlite::OptionalExtension;
+    local
+        .with(|c| {
+            c.prepare_cached(sql)?
+                .query_row(params, VersionRow::from_sqlite)
+                .optional()
+        })
+        .map_err(StoreError::Sqlite)
+}
+
+/// One `resource_version` row as selected by [`VERSION_COLUMNS`], still sealed.
+pub(crate) struct VersionRow {
+    rtype: String,
+    id: String,
+    version: i64,
+    last_updated_ms: i64,
+    deleted: bool,
+    key_epoch: Option<i64>,
+    ciphertext: Option<Vec<u8>>,
+    content_hash: Option<Vec<u8>>,
+}
+
+impl VersionRow {
+    fn from_any(row: &AnyRow) -> Result<VersionRow, sqlx::Error> {
+        Ok(VersionRow {
+            rtype: row.try_get("rtype")?,
+            id: row.try_get("id")?,
+            version: row.try_get("version")?,
+            last_updated_ms: row.try_get("last_updated_ms")?,
+            deleted: row.try_get::<i64, _>("deleted")? != 0,
+            key_epoch: row.try_get("key_epoch")?,
+            ciphertext: row.try_get("ciphertext")?,
+            content_hash: row.try_get("content_hash")?,
+        })
+    }
+
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+        Ok(VersionRow {
+            rtype: row.get(0)?,
+            id: row.get(1)?,
+            version: row.get(2)?,
+            last_updated_ms: row.get(3)?,
+            deleted: row.get::<_, i64>(4)? != 0,
+            key_epoch: row.get(5)?,
+            ciphertext: row.get(6)?,
+            content_hash: row.get(7)?,
+        })
+    }
+}
 
 /// Formats an instant as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T12:00:00.123Z`.
 pub fn format_instant(t: OffsetDateTime) -> String {
@@ -277,24 +351,11 @@ fn migrator(backend: Backend) -> Migrator {
 }
 
 async fn sqlite_pool(url: &str, max: u32, read_only: bool) -> Result<AnyPool, StoreError> {
-    let pool = AnyPoolOptions::new()
-        .max_connections(max)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(30))
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                for pragma in SQLITE_PRAGMAS {
-                    sqlx::query(*pragma).execute(&mut *conn).await?;
-                }
-                if read_only {
-                    sqlx::query("PRAGMA query_only = ON").execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
-        })
-        .connect(url)
-        .await?;
-    Ok(pool)
+    let settings = ward_sqlite::Settings {
+        read_only,
+        ..SQLITE_SETTINGS
+    };
+    Ok(ward_sqlite::pool(url, max, Duration::from_secs(30), settings).await?)
 }
 
 impl Store {
@@ -312,12 +373,19 @@ impl Store {
                 "unsupported database URL scheme (expected sqlite: or postgres:)".into(),
             )));
         };
-        let (writer, reader) = match backend {
+        let (writer, reader, local) = match backend {
             Backend::Sqlite => {
                 let writer = sqlite_pool(url, 1, false).await?;
                 migrator(backend).run(&writer).await?;
                 let reader = sqlite_pool(url, 4, true).await?;
-                (writer, reader)
+                let local = match ward_sqlite::file_of_url(url) {
+                    Some(path) => Some(
+                        ward_sqlite::ReadPool::open(&path, SQLITE_SETTINGS.busy_timeout)
+                            .map_err(StoreError::Sqlite)?,
+                    ),
+                    None => None,
+                };
+                (writer, reader, local)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -326,7 +394,7 @@ impl Store {
                     .connect(url)
                     .await?;
                 migrator(backend).run(&pool).await?;
-                (pool.clone(), pool)
+                (pool.clone(), pool, None)
             }
         };
         let (envelope, indexer) = keys::load_or_create(&writer, kek).await?;
@@ -335,6 +403,7 @@ impl Store {
                 backend,
                 writer,
                 reader,
+                local,
                 tenant: DEFAULT_TENANT.to_owned(),
                 envelope,
                 indexer,
@@ -461,36 +530,35 @@ impl Store {
     /// The current version. [`StoreError::NotFound`] if it never existed,
     /// [`StoreError::Gone`] if the current version is a tombstone.
     pub async fn read(&self, rtype: &str, id: &str) -> Result<Stored, StoreError> {
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM resource_current c JOIN resource_version v \
-               ON v.tenant = c.tenant AND v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
-             WHERE c.tenant = $1 AND c.rtype = $2 AND c.id = $3"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(self.tenant())
-            .bind(rtype)
-            .bind(id)
-            .fetch_optional(&self.inner.reader)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        self.gone_or_live(self.decode(&row)?)
+        let row = match &self.inner.local {
+            Some(local) => local_row(local, READ_CURRENT, (self.tenant(), rtype, id))?,
+            None => sqlx::query(READ_CURRENT)
+                .bind(self.tenant())
+                .bind(rtype)
+                .bind(id)
+                .fetch_optional(&self.inner.reader)
+                .await?
+                .map(|r| VersionRow::from_any(&r))
+                .transpose()?,
+        };
+        self.gone_or_live(self.open_version(row.ok_or(StoreError::NotFound)?)?)
     }
 
     /// A specific version. A tombstone version gives [`StoreError::Gone`].
     pub async fn vread(&self, rtype: &str, id: &str, version: i64) -> Result<Stored, StoreError> {
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM resource_version v \
-             WHERE v.tenant = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(self.tenant())
-            .bind(rtype)
-            .bind(id)
-            .bind(version)
-            .fetch_optional(&self.inner.reader)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        self.gone_or_live(self.decode(&row)?)
+        let row = match &self.inner.local {
+            Some(local) => local_row(local, READ_VERSION, (self.tenant(), rtype, id, version))?,
+            None => sqlx::query(READ_VERSION)
+                .bind(self.tenant())
+                .bind(rtype)
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&self.inner.reader)
+                .await?
+                .map(|r| VersionRow::from_any(&r))
+                .transpose()?,
+        };
+        self.gone_or_live(self.open_version(row.ok_or(StoreError::NotFound)?)?)
     }
 
     fn gone_or_live(&self, s: Stored) -> Result<Stored, StoreError> {
@@ -951,12 +1019,7 @@ impl Store {
     ) -> Result<Stored, StoreError> {
         let row = match version {
             None => {
-                let sql = format!(
-                    "SELECT {VERSION_COLUMNS} FROM resource_current c JOIN resource_version v \
-                       ON v.tenant = c.tenant AND v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
-                     WHERE c.tenant = $1 AND c.rtype = $2 AND c.id = $3"
-                );
-                sqlx::query(AssertSqlSafe(sql))
+                sqlx::query(READ_CURRENT)
                     .bind(self.tenant())
                     .bind(rtype)
                     .bind(id)
@@ -964,11 +1027,7 @@ impl Store {
                     .await?
             }
             Some(version) => {
-                let sql = format!(
-                    "SELECT {VERSION_COLUMNS} FROM resource_version v \
-                     WHERE v.tenant = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4"
-                );
-                sqlx::query(AssertSqlSafe(sql))
+                sqlx::query(READ_VERSION)
                     .bind(self.tenant())
                     .bind(rtype)
                     .bind(id)
@@ -982,19 +1041,28 @@ impl Store {
 
     // ----- read internals ----------------------------------------------------------------------
 
-    /// Decodes a `resource_version` row, verifying the AEAD tag (with AAD bound to the row's own
-    /// tenant/type/id/version) and the keyed content hash.
+    /// Decodes a `resource_version` row fetched through sqlx; see [`Store::open_version`].
     fn decode(&self, row: &AnyRow) -> Result<Stored, StoreError> {
-        let rtype: String = row.try_get("rtype")?;
-        let id: String = row.try_get("id")?;
-        let version: i64 = row.try_get("version")?;
-        let last_updated = ms_to_instant(row.try_get("last_updated_ms")?)?;
-        let deleted = row.try_get::<i64, _>("deleted")? != 0;
+        self.open_version(VersionRow::from_any(row)?)
+    }
+
+    /// Opens a stored version, verifying the AEAD tag (with AAD bound to the row's own
+    /// tenant/type/id/version) and the keyed content hash, or a tombstone's MAC.
+    fn open_version(&self, row: VersionRow) -> Result<Stored, StoreError> {
+        let VersionRow {
+            rtype,
+            id,
+            version,
+            last_updated_ms,
+            deleted,
+            key_epoch,
+            ciphertext,
+            content_hash,
+        } = row;
+        let last_updated = ms_to_instant(last_updated_ms)?;
         if deleted {
-            let last_updated_ms: i64 = row.try_get("last_updated_ms")?;
-            let stored_hash: Option<Vec<u8>> = row.try_get("content_hash")?;
             let expected = self.tombstone_hash(&rtype, &id, version, last_updated_ms);
-            if stored_hash.as_deref() != Some(&expected[..]) {
+            if content_hash.as_deref() != Some(&expected[..]) {
                 tracing::error!(rtype = %rtype, id = %id, version, "tombstone failed its integrity check");
                 return Err(StoreError::Integrity { rtype, id, version });
             }
@@ -1007,9 +1075,6 @@ impl Store {
                 resource: None,
             });
         }
-        let epoch: Option<i64> = row.try_get("key_epoch")?;
-        let ciphertext: Option<Vec<u8>> = row.try_get("ciphertext")?;
-        let content_hash: Option<Vec<u8>> = row.try_get("content_hash")?;
         let integrity = |rtype: String, id: String| {
             tracing::error!(
                 rtype = %rtype,
@@ -1019,7 +1084,8 @@ impl Store {
             );
             StoreError::Integrity { rtype, id, version }
         };
-        let (Some(epoch), Some(ciphertext), Some(content_hash)) = (epoch, ciphertext, content_hash) else {
+        let (Some(epoch), Some(ciphertext), Some(content_hash)) = (key_epoch, ciphertext, content_hash)
+        else {
             return Err(integrity(rtype, id));
         };
         let Ok(epoch) = u32::try_from(epoch) else {

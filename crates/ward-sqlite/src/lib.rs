@@ -1,0 +1,218 @@
+//! ward-sqlite: how Ward connects to a SQLite file, in one place for the resource store and the
+//! audit store.
+//!
+//! Two kinds of connection reach the same file:
+//! * sqlx pools ([`pool`]) for everything async: migrations, writes, searches. sqlx runs each
+//!   SQLite connection on a worker thread of its own, so every statement is a hand-off to that
+//!   thread and back.
+//! * direct connections ([`connect`], [`ReadPool`]) for the two hot paths where those
+//!   hand-offs cost more than the statement: point reads by id, run on the calling thread, and
+//!   the audit writer's batch inserts, run on one blocking thread per batch (SPEC P-1).
+//!
+//! Every connection gets the same settings ([`Settings`]): WAL, `synchronous=FULL`, a busy
+//! timeout, and `query_only` for readers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+/// Per-connection settings.
+///
+/// `synchronous=FULL`: in WAL mode `NORMAL` survives an application crash but may lose the last
+/// commits on power loss or OS crash; an acknowledged FHIR write or audit record must be durable,
+/// so every commit syncs the WAL. With one writer connection the cost is one fsync per write
+/// transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// How long a statement waits for a lock before failing with BUSY.
+    pub busy_timeout: Duration,
+    /// `PRAGMA foreign_keys = ON`.
+    pub foreign_keys: bool,
+    /// `PRAGMA query_only = ON`: the connection refuses to write.
+    pub read_only: bool,
+}
+
+impl Settings {
+    fn pragmas(&self) -> Vec<String> {
+        let mut p = vec![
+            format!("PRAGMA busy_timeout = {}", self.busy_timeout.as_millis()),
+            "PRAGMA journal_mode = WAL".to_owned(),
+            "PRAGMA synchronous = FULL".to_owned(),
+        ];
+        if self.foreign_keys {
+            p.push("PRAGMA foreign_keys = ON".to_owned());
+        }
+        if self.read_only {
+            p.push("PRAGMA query_only = ON".to_owned());
+        }
+        p
+    }
+}
+
+/// The file of a `sqlite:` URL (`sqlite://PATH?mode=rwc`, `sqlite:PATH`), or `None` for a URL
+/// of another scheme or an in-memory database, which a second connection could not see.
+pub fn file_of_url(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// A sqlx pool of at most `max` connections with `settings` applied to each.
+pub async fn pool(
+    url: &str,
+    max: u32,
+    acquire_timeout: Duration,
+    settings: Settings,
+) -> Result<AnyPool, sqlx::Error> {
+    let pragmas = settings.pragmas();
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(acquire_timeout)
+        // A local file cannot drop the connection: a ping before each use would only add a
+        // round trip to the connection's worker thread.
+        .test_before_acquire(false)
+        .after_connect(move |conn, _meta| {
+            let pragmas = pragmas.clone();
+            Box::pin(async move {
+                for pragma in pragmas {
+                    sqlx::query(sqlx::AssertSqlSafe(pragma))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+}
+
+/// A direct connection to an existing database file with `settings` applied.
+pub fn connect(path: &Path, settings: Settings) -> rusqlite::Result<Connection> {
+    let access = if settings.read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    };
+    // NO_MUTEX: a connection is used by one thread at a time (it is moved, never shared).
+    let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(settings.busy_timeout)?;
+    // `journal_mode` answers with a row; the others are silent.
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    if settings.foreign_keys {
+        conn.pragma_update(None, "foreign_keys", true)?;
+    }
+    if settings.read_only {
+        conn.pragma_update(None, "query_only", true)?;
+    }
+    Ok(conn)
+}
+
+/// Idle read-only direct connections, used on the calling thread. A statement run here must be
+/// short (a lookup by key): it holds that thread for its whole duration.
+pub struct ReadPool {
+    path: PathBuf,
+    settings: Settings,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle connections kept; more are opened under a burst and closed after it.
+const MAX_IDLE: usize = 8;
+
+impl ReadPool {
+    /// Opens one connection up front, so a bad path fails at start rather than on first use.
+    pub fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<ReadPool> {
+        let settings = Settings {
+            busy_timeout,
+            foreign_keys: false,
+            read_only: true,
+        };
+        let first = connect(path, settings)?;
+        Ok(ReadPool {
+            path: path.to_owned(),
+            settings,
+            idle: Mutex::new(vec![first]),
+        })
+    }
+
+    /// Runs `f` on an idle connection (or a new one).
+    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let conn = match self.idle.lock().map(|mut v| v.pop()) {
+            Ok(Some(c)) => c,
+            _ => connect(&self.path, self.settings)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for ReadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadPool").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_of_url_takes_the_path_and_refuses_memory() {
+        assert_eq!(
+            file_of_url("sqlite:///d/ward.db?mode=rwc"),
+            Some(PathBuf::from("/d/ward.db"))
+        );
+        assert_eq!(file_of_url("sqlite:ward.db"), Some(PathBuf::from("ward.db")));
+        assert_eq!(file_of_url("sqlite::memory:"), None);
+        assert_eq!(file_of_url("sqlite://x.db?mode=memory"), None);
+        assert_eq!(file_of_url("postgres://h/db"), None);
+    }
+
+    #[test]
+    fn read_pool_connections_refuse_writes_and_see_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let settings = Settings {
+            busy_timeout: Duration::from_secs(1),
+            foreign_keys: true,
+            read_only: false,
+        };
+        let w = connect_new(&path, settings);
+        w.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let pool = ReadPool::open(&path, Duration::from_secs(1)).unwrap();
+        let n: i64 = pool
+            .with(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, 1);
+        w.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        let n: i64 = pool
+            .with(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, 2, "a reader sees what was committed after it was opened");
+        assert!(pool.with(|c| c.execute("INSERT INTO t VALUES (3)", [])).is_err());
+        let mode: String = w.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = w.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    fn connect_new(path: &Path, settings: Settings) -> Connection {
+        Connection::open(path).unwrap();
+        connect(path, settings).unwrap()
+    }
+}
