@@ -35,6 +35,9 @@ const RECORD_ROWS_PER_INSERT: usize = 50;
 /// Rows per multi-row INSERT into `audit_patient` (3 parameters each).
 const PATIENT_ROWS_PER_INSERT: usize = 200;
 
+/// How often the WAL of a SQLite audit file is checkpointed in the background.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// Connection settings of the audit store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -76,6 +79,8 @@ pub struct AuditStore {
     /// SQLite file: the direct connection records and checkpoints are inserted through (see
     /// [`AuditStore::insert_batch`]).
     direct: Option<Arc<Mutex<rusqlite::Connection>>>,
+    /// Keeps the WAL of the direct connection short, off the writer's commit path.
+    _checkpointer: Option<Arc<ward_sqlite::Checkpointer>>,
 }
 
 impl fmt::Debug for AuditStore {
@@ -237,19 +242,26 @@ impl AuditStore {
                 "unsupported database URL scheme (expected sqlite: or postgres:)".into(),
             )));
         };
-        let (writer, reader, direct) = match backend {
+        let (writer, reader, direct, _checkpointer) = match backend {
             Backend::Sqlite => {
                 let writer = sqlite_pool(url, 1, false, opts).await?;
                 migrate(&writer, backend).await?;
                 let reader = sqlite_pool(url, 2, true, opts).await?;
-                let direct = match ward_sqlite::file_of_url(url) {
-                    Some(path) => Some(Arc::new(Mutex::new(ward_sqlite::connect(
-                        &path,
-                        opts.sqlite(false),
-                    )?))),
-                    None => None,
+                let (direct, checkpointer) = match ward_sqlite::file_of_url(url) {
+                    Some(path) => {
+                        let conn = ward_sqlite::connect(&path, opts.sqlite(false))?;
+                        conn.pragma_update(
+                            None,
+                            "wal_autocheckpoint",
+                            ward_sqlite::Checkpointer::FALLBACK_PAGES,
+                        )?;
+                        let cp =
+                            ward_sqlite::Checkpointer::start(&path, CHECKPOINT_EVERY, opts.busy_timeout)?;
+                        (Some(Arc::new(Mutex::new(conn))), Some(Arc::new(cp)))
+                    }
+                    None => (None, None),
                 };
-                (writer, reader, direct)
+                (writer, reader, direct, checkpointer)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -258,7 +270,7 @@ impl AuditStore {
                     .connect(url)
                     .await?;
                 migrate(&pool, backend).await?;
-                (pool.clone(), pool, None)
+                (pool.clone(), pool, None, None)
             }
         };
         Ok(AuditStore {
@@ -266,6 +278,7 @@ impl AuditStore {
             writer,
             reader,
             direct,
+            _checkpointer,
         })
     }
 
