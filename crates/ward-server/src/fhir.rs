@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
-use ward_store::{StoreError, Stored, TxOp, TxOutcome};
+use ward_store::{StoreError, Stored, StoredJson, TxOp, TxOutcome};
 
 use crate::audit::patients_of;
 use crate::auth::{Authenticated, Authorized, authorize};
@@ -75,20 +75,37 @@ impl<'a> DataAccess<'a> {
         }
     }
 
-    async fn read(&self, id: &str) -> Result<Stored, ApiError> {
+    /// The current version as stored JSON: a read sends the verified bytes without parsing
+    /// them again.
+    async fn read(&self, id: &str) -> Result<StoredJson, ApiError> {
         let rtype = self.rtype_for(Interaction::Read)?;
         self.authz.audit().set_resource(rtype, Some(id), None);
-        let stored = self.st.store.read(rtype, id).await?;
-        self.touched(&stored);
+        let stored = self.st.store.read_json(rtype, id).await?;
+        self.touched_json(&stored)?;
         Ok(stored)
     }
 
-    async fn vread(&self, id: &str, version: i64) -> Result<Stored, ApiError> {
+    async fn vread(&self, id: &str, version: i64) -> Result<StoredJson, ApiError> {
         let rtype = self.rtype_for(Interaction::Read)?;
         self.authz.audit().set_resource(rtype, Some(id), Some(version));
-        let stored = self.st.store.vread(rtype, id, version).await?;
-        self.touched(&stored);
+        let stored = self.st.store.vread_json(rtype, id, version).await?;
+        self.touched_json(&stored)?;
         Ok(stored)
+    }
+
+    /// [`DataAccess::touched`] for unparsed JSON. A Patient's compartment is itself; any other
+    /// type is parsed to find its patient references.
+    fn touched_json(&self, stored: &StoredJson) -> Result<(), ApiError> {
+        let audit = self.authz.audit();
+        audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
+        let patients = if stored.rtype == "Patient" {
+            vec![stored.id.clone()]
+        } else {
+            patients_of(&stored.rtype, &stored.id, &stored.value()?)
+        };
+        audit.add_patients(patients);
+        audit.add_returned(1);
+        Ok(())
     }
 
     /// Instance history needs Read, type history Search.
@@ -269,13 +286,7 @@ async fn read(
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let stored = DataAccess::new(&st, &authz).read(id).await?;
-    Ok(resource_response(
-        &st,
-        StatusCode::OK,
-        &stored,
-        Prefer::Representation,
-        false,
-    ))
+    Ok(json_response(&stored))
 }
 
 async fn vread(
@@ -292,19 +303,7 @@ async fn vread(
         })?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let stored = DataAccess::new(&st, &authz).vread(id, version).await?;
-    if stored.deleted {
-        return Err(ApiError::from(StoreError::Gone {
-            version: stored.version,
-            last_updated: stored.last_updated,
-        }));
-    }
-    Ok(resource_response(
-        &st,
-        StatusCode::OK,
-        &stored,
-        Prefer::Representation,
-        false,
-    ))
+    Ok(json_response(&stored))
 }
 
 async fn update(
@@ -366,7 +365,7 @@ async fn delete(
     match DataAccess::new(&st, &authz).delete(id, if_match).await? {
         Some(tombstone) => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
-            version_headers(resp.headers_mut(), &tombstone);
+            version_headers(resp.headers_mut(), tombstone.version, tombstone.last_updated);
             Ok(resp)
         }
         None => Err(ApiError::not_found()),
@@ -557,14 +556,22 @@ impl Prefer {
     }
 }
 
-fn version_headers(headers: &mut HeaderMap, stored: &Stored) {
-    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", stored.version)) {
+fn version_headers(headers: &mut HeaderMap, version: i64, last_updated: OffsetDateTime) {
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
         headers.insert(header::ETAG, v);
     }
-    let modified = httpdate::fmt_http_date(SystemTime::from(stored.last_updated));
+    let modified = httpdate::fmt_http_date(SystemTime::from(last_updated));
     if let Ok(v) = HeaderValue::from_str(&modified) {
         headers.insert(header::LAST_MODIFIED, v);
     }
+}
+
+/// 200 with a version's stored JSON as the body.
+fn json_response(stored: &StoredJson) -> Response {
+    let body = stored.json.to_vec();
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], body).into_response();
+    version_headers(resp.headers_mut(), stored.version, stored.last_updated);
+    resp
 }
 
 fn resource_response(
@@ -597,7 +604,7 @@ fn resource_response(
         Some(b) => (status, [(header::CONTENT_TYPE, FHIR_JSON)], b).into_response(),
         None => status.into_response(),
     };
-    version_headers(resp.headers_mut(), stored);
+    version_headers(resp.headers_mut(), stored.version, stored.last_updated);
     if location {
         let url = format!(
             "{}/{}/{}/_history/{}",

@@ -135,6 +135,54 @@ impl fmt::Debug for Stored {
     }
 }
 
+/// A live version as its verified JSON bytes, unparsed: what a read by id sends as it is.
+/// `Debug` redacts the content; the bytes are zeroized on drop.
+#[derive(Clone)]
+pub struct StoredJson {
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: OffsetDateTime,
+    pub json: Zeroizing<Vec<u8>>,
+}
+
+impl StoredJson {
+    /// The parsed resource.
+    pub fn value(&self) -> Result<Value, StoreError> {
+        parse_stored(&self.json)
+    }
+
+    pub fn parse(self) -> Result<Stored, StoreError> {
+        Ok(Stored {
+            resource: Some(self.value()?),
+            rtype: self.rtype,
+            id: self.id,
+            version: self.version,
+            last_updated: self.last_updated,
+            deleted: false,
+        })
+    }
+}
+
+impl fmt::Debug for StoredJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredJson")
+            .field("rtype", &self.rtype)
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("last_updated", &self.last_updated)
+            .field("json", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A version's decrypted JSON, wiped on drop.
+type PlainJson = Zeroizing<Vec<u8>>;
+
+fn parse_stored(json: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("stored resource is not valid JSON".into()))
+}
+
 /// A registered OAuth client. `Debug` redacts `secret_hash`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientRecord {
@@ -530,6 +578,16 @@ impl Store {
     /// The current version. [`StoreError::NotFound`] if it never existed,
     /// [`StoreError::Gone`] if the current version is a tombstone.
     pub async fn read(&self, rtype: &str, id: &str) -> Result<Stored, StoreError> {
+        self.read_json(rtype, id).await?.parse()
+    }
+
+    /// A specific version. A tombstone version gives [`StoreError::Gone`].
+    pub async fn vread(&self, rtype: &str, id: &str, version: i64) -> Result<Stored, StoreError> {
+        self.vread_json(rtype, id, version).await?.parse()
+    }
+
+    /// [`Store::read`] without parsing: the verified JSON exactly as stored.
+    pub async fn read_json(&self, rtype: &str, id: &str) -> Result<StoredJson, StoreError> {
         let row = match &self.inner.local {
             Some(local) => local_row(local, READ_CURRENT, (self.tenant(), rtype, id))?,
             None => sqlx::query(READ_CURRENT)
@@ -541,11 +599,11 @@ impl Store {
                 .map(|r| VersionRow::from_any(&r))
                 .transpose()?,
         };
-        self.gone_or_live(self.open_version(row.ok_or(StoreError::NotFound)?)?)
+        self.live_json(row)
     }
 
-    /// A specific version. A tombstone version gives [`StoreError::Gone`].
-    pub async fn vread(&self, rtype: &str, id: &str, version: i64) -> Result<Stored, StoreError> {
+    /// [`Store::vread`] without parsing: the verified JSON exactly as stored.
+    pub async fn vread_json(&self, rtype: &str, id: &str, version: i64) -> Result<StoredJson, StoreError> {
         let row = match &self.inner.local {
             Some(local) => local_row(local, READ_VERSION, (self.tenant(), rtype, id, version))?,
             None => sqlx::query(READ_VERSION)
@@ -558,7 +616,20 @@ impl Store {
                 .map(|r| VersionRow::from_any(&r))
                 .transpose()?,
         };
-        self.gone_or_live(self.open_version(row.ok_or(StoreError::NotFound)?)?)
+        self.live_json(row)
+    }
+
+    fn live_json(&self, row: Option<VersionRow>) -> Result<StoredJson, StoreError> {
+        let (meta, json) = self.unseal(row.ok_or(StoreError::NotFound)?)?;
+        let meta = self.gone_or_live(meta)?;
+        let json = json.ok_or_else(|| StoreError::Corrupt("live version without content".into()))?;
+        Ok(StoredJson {
+            rtype: meta.rtype,
+            id: meta.id,
+            version: meta.version,
+            last_updated: meta.last_updated,
+            json,
+        })
     }
 
     fn gone_or_live(&self, s: Stored) -> Result<Stored, StoreError> {
@@ -1046,9 +1117,19 @@ impl Store {
         self.open_version(VersionRow::from_any(row)?)
     }
 
-    /// Opens a stored version, verifying the AEAD tag (with AAD bound to the row's own
-    /// tenant/type/id/version) and the keyed content hash, or a tombstone's MAC.
+    /// Opens and parses a stored version; see [`Store::unseal`].
     fn open_version(&self, row: VersionRow) -> Result<Stored, StoreError> {
+        let (mut stored, json) = self.unseal(row)?;
+        if let Some(json) = json {
+            stored.resource = Some(parse_stored(&json)?);
+        }
+        Ok(stored)
+    }
+
+    /// Opens a stored version, verifying the AEAD tag (with AAD bound to the row's own
+    /// tenant/type/id/version) and the keyed content hash, or a tombstone's MAC. Gives the
+    /// version (with `resource: None`) and its JSON (`None` for a tombstone).
+    fn unseal(&self, row: VersionRow) -> Result<(Stored, Option<PlainJson>), StoreError> {
         let VersionRow {
             rtype,
             id,
@@ -1066,14 +1147,15 @@ impl Store {
                 tracing::error!(rtype = %rtype, id = %id, version, "tombstone failed its integrity check");
                 return Err(StoreError::Integrity { rtype, id, version });
             }
-            return Ok(Stored {
+            let stored = Stored {
                 rtype,
                 id,
                 version,
                 last_updated,
                 deleted,
                 resource: None,
-            });
+            };
+            return Ok((stored, None));
         }
         let integrity = |rtype: String, id: String| {
             tracing::error!(
@@ -1108,16 +1190,15 @@ impl Store {
         if self.content_hash(&plaintext)[..] != content_hash[..] {
             return Err(integrity(rtype, id));
         }
-        let resource: Value = serde_json::from_slice(&plaintext)
-            .map_err(|_| StoreError::Corrupt("stored resource is not valid JSON".into()))?;
-        Ok(Stored {
+        let stored = Stored {
             rtype,
             id,
             version,
             last_updated,
             deleted,
-            resource: Some(resource),
-        })
+            resource: None,
+        };
+        Ok((stored, Some(plaintext)))
     }
 
     // ----- OAuth clients -----------------------------------------------------------------------
