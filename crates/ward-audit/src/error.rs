@@ -25,6 +25,27 @@ pub enum AuditError {
     Io(#[source] std::io::Error),
 }
 
+impl AuditError {
+    /// Whether the database refused this data (a constraint, a value it cannot store) rather
+    /// than being unable to commit at all (locked, unreachable, read-only, full). Only the first
+    /// kind is worth retrying record by record.
+    pub(crate) fn is_refused_data(&self) -> bool {
+        match self {
+            AuditError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+            AuditError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for AuditError {
     fn from(e: sqlx::Error) -> Self {
         AuditError::Database(e)

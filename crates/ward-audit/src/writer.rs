@@ -296,7 +296,7 @@ impl Writer {
         self.checkpoint().await;
     }
 
-    async fn commit(&mut self, batch: Vec<Pending>) {
+    async fn commit(&mut self, mut batch: Vec<Pending>) {
         let head = match self.head {
             Some(h) => h,
             None => match self.store.head(&self.node).await {
@@ -311,41 +311,84 @@ impl Writer {
         };
         let now = OffsetDateTime::now_utc();
         let mut rows = Vec::with_capacity(batch.len());
-        let mut acks = Vec::with_capacity(batch.len());
         let mut prev = head;
-        for (mut rec, ack) in batch {
-            let (at, at_ms) = normalize_at(&rec.at, now);
-            rec.at = at;
-            rec.node.clone_from(&self.node);
-            rec.seq = prev.seq + 1;
-            let (row, next) = prepare(&rec, at_ms, prev);
+        for (rec, _) in &mut batch {
+            let (row, next) = self.sequence(rec, now, prev);
             rows.push(row);
-            acks.push((next.seq, ack));
             prev = next;
         }
-        let n = rows.len();
         match self.store.insert_batch(rows).await {
             Ok(_) => {
-                self.head = Some(prev);
-                self.since_cp += n as u64;
-                self.shared.records.fetch_add(n as u64, Ordering::Relaxed);
-                self.shared.batches.fetch_add(1, Ordering::Relaxed);
-                if !self.shared.healthy.swap(true, Ordering::AcqRel) {
-                    tracing::info!("audit store recovered");
-                }
-                for (seq, ack) in acks {
-                    let _ = ack.send(Ok(seq));
+                self.committed(prev, batch.len() as u64, 1);
+                for (rec, ack) in batch {
+                    let _ = ack.send(Ok(rec.seq));
                 }
             }
+            // One record the database refuses must not take its batch-mates down with it.
+            Err(e) if e.is_refused_data() => self.commit_singly(batch, head).await,
             Err(e) => {
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string),
-                    records = n, "audit batch could not be committed; failing closed");
-                self.head = None;
-                self.shared.healthy.store(false, Ordering::Release);
-                for (_, ack) in acks {
+                    records = batch.len(), "audit batch could not be committed; failing closed");
+                self.fail(batch);
+            }
+        }
+    }
+
+    /// Commits each record of a refused batch on its own, re-chained onto the last one that
+    /// went in. A refused record is answered `Unavailable` (its request fails closed); a
+    /// failure to commit at all fails the rest, and so does a batch of which nothing went in
+    /// (the store is reported unhealthy until the next commit).
+    async fn commit_singly(&mut self, batch: Vec<Pending>, head: Head) {
+        let mut prev = head;
+        let mut batch = batch.into_iter();
+        while let Some((mut rec, ack)) = batch.next() {
+            let (row, next) = self.sequence(&mut rec, OffsetDateTime::now_utc(), prev);
+            match self.store.insert_batch(vec![row]).await {
+                Ok(_) => {
+                    self.committed(next, 1, 0);
+                    prev = next;
+                    let _ = ack.send(Ok(rec.seq));
+                }
+                Err(e) if e.is_refused_data() => {
+                    tracing::warn!(error = %e, request_id = %rec.request_id,
+                        "audit record refused by the store; its request fails closed");
                     let _ = ack.send(Err(AuditError::Unavailable));
                 }
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit store unavailable; failing closed");
+                    let _ = ack.send(Err(AuditError::Unavailable));
+                    self.fail(batch.collect());
+                    return;
+                }
             }
+        }
+        if prev == head {
+            // Nothing went in: a store that refuses everything is down, not picky.
+            tracing::warn!("audit store refused every record of the batch; failing closed");
+            self.shared.healthy.store(false, Ordering::Release);
+        } else {
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Stamps `rec` as the record after `prev` on this node and hashes it onto the chain.
+    fn sequence(&self, rec: &mut AuditRecord, now: OffsetDateTime, prev: Head) -> (PreparedRow, Head) {
+        let (at, at_ms) = normalize_at(&rec.at, now);
+        rec.at = at;
+        rec.node.clone_from(&self.node);
+        rec.seq = prev.seq + 1;
+        prepare(rec, at_ms, prev)
+    }
+
+    /// Notes a commit of `records` records (counted as `batches` group commits) that moved the
+    /// head to `head`.
+    fn committed(&mut self, head: Head, records: u64, batches: u64) {
+        self.head = Some(head);
+        self.since_cp += records;
+        self.shared.records.fetch_add(records, Ordering::Relaxed);
+        self.shared.batches.fetch_add(batches, Ordering::Relaxed);
+        if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!("audit store recovered");
         }
     }
 

@@ -693,6 +693,75 @@ async fn fail_closed_and_recover(mut fx: Fx) {
     }
 }
 
+/// The database refuses one record of a batch (here a trigger, standing in for a value it
+/// cannot store): that request fails closed, its batch-mates commit and the chain stays whole.
+async fn refused_record_fails_alone(fx: Fx) {
+    let store = fx.open().await;
+    let signer = AuditSigner::generate().unwrap();
+    let pk = signer.public_key_bytes();
+    let mut c = AnyConnection::connect(&fx.url).await.unwrap();
+    match fx.kind {
+        Kind::Sqlite => {
+            exec(
+                &mut c,
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_record \
+                 WHEN NEW.action = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .await
+        }
+        Kind::Postgres => {
+            exec(
+                &mut c,
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.action = 'poison' THEN \
+                 RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation'; END IF; \
+                 RETURN NEW; END $$",
+            )
+            .await;
+            exec(
+                &mut c,
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_record \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+            )
+            .await
+        }
+    }
+    let (h, join) = start_writer(store.clone(), "n1".into(), signer, config())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut r = rec(i);
+                if i == 20 {
+                    r.action = "poison".into();
+                }
+                h.record(r).await
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(seq) => seqs.push(seq),
+            Err(AuditError::Unavailable) if i == 20 => {}
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=39).collect::<Vec<i64>>());
+    let (records, batches) = h.stats();
+    assert_eq!(records, 39);
+    assert!(batches < 39, "the records were not batched: {batches} batches");
+    h.shutdown().await;
+    join.await.unwrap();
+    let r = verify(&store, &pk).await.unwrap();
+    assert!(r.ok && r.records == 39, "{r:?}");
+    let _ = c.close().await;
+    store.close().await;
+}
+
 // ----- export -------------------------------------------------------------------------------
 
 async fn export_round_trip_and_tampered_export(fx: Fx) {
@@ -908,6 +977,7 @@ both!(
     tamper_forged_checkpoint,
     tamper_across_pages,
     fail_closed_and_recover,
+    refused_record_fails_alone,
     export_round_trip_and_tampered_export,
     disclosures_and_search,
 );
