@@ -178,8 +178,9 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        // `UncasedStr::starts_with` ignores case: operators write `WARD_SERVER_LISTEN`.
         let env = Env::prefixed("WARD_")
-            .filter(|k| SECTIONS.iter().any(|s| k.as_str().starts_with(&format!("{s}_"))))
+            .filter(|k| SECTIONS.iter().any(|s| k.starts_with(&format!("{s}_"))))
             .map(|k| k.as_str().replacen('_', ".", 1).into());
         let mut config: Config = Figment::new()
             .merge(Toml::file_exact(&file))

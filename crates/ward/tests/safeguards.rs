@@ -498,6 +498,24 @@ async fn init_output_and_refusal_and_client_cli() {
             .any(|c| c["client_id"] == cid.as_str() && c["disabled"] == true)
     );
 
+    // `WARD_<SECTION>_<KEY>` overrides the file (SPEC §1), in the upper case operators write,
+    // and an unknown key is an error rather than silently ignored.
+    let with_env = |key: &str, value: &str| {
+        Command::new(bin)
+            .args(["client", "list", "--json", "--dir"])
+            .arg(&dir)
+            .env(key, value)
+            .output()
+            .unwrap()
+    };
+    let out = with_env("WARD_SERVER_LISTEN", "not-an-address");
+    assert!(!out.status.success(), "the override was not read");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+    let out = with_env("WARD_SERVER_LISTEN", "127.0.0.1:18444");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = with_env("WARD_AUDIT_NO_SUCH_KEY", "1");
+    assert!(!out.status.success(), "unknown keys are an error");
+
     // secrets are stored only as argon2id hashes
     let mut db = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
