@@ -192,9 +192,14 @@ async fn run(
 ) -> Result<Response, ApiError> {
     crate::fhir::check_accept(headers)?;
     let authz = authorize(auth, rtype, Interaction::Search)?;
+    // Paging cursors work only for the client they were issued to.
+    let holder = auth.claims.client_id.clone();
     // A cursor carries the whole query: the next-page URL needs nothing else.
     if let Some((_, cursor)) = pairs.iter().find(|(k, _)| k == "_cursor").cloned() {
-        let mut carried = st.store.cursor_params(rtype, &cursor).map_err(store_error)?;
+        let mut carried = st
+            .store
+            .cursor_params(rtype, Some(&holder), &cursor)
+            .map_err(store_error)?;
         carried.push(("_cursor".into(), cursor));
         pairs = carried;
     }
@@ -212,6 +217,7 @@ async fn run(
             .collect(),
     );
     q.compartment = compartment.clone();
+    q.cursor_holder = Some(holder);
     if q.summary == Some(Summary::Count) {
         q.count = 0;
     }
@@ -424,6 +430,7 @@ async fn fetch_into(
     let mut sub = SearchQuery::parse(rtype, &pairs, &ParseOptions::default()).map_err(search_error)?;
     sub.count = MAX_INCLUDED - out.len();
     sub.total = ward_fhir::search::TotalMode::None;
+    sub.cursor_holder = q.cursor_holder.clone();
     if ward_fhir::search::in_compartment_definition(rtype) {
         sub.compartment = q.compartment.clone();
     }

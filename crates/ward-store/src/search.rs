@@ -55,6 +55,8 @@ struct CursorState {
     forward: bool,
     /// Unix seconds after which the cursor is refused: a leaked next-page URL stops working.
     exp: u64,
+    /// The client the cursor was issued to ([`SearchQuery::cursor_holder`]).
+    holder: Option<String>,
 }
 
 /// How long a paging cursor stays usable.
@@ -442,7 +444,7 @@ impl crate::Store {
     async fn search_on(&self, conn: &mut AnyConnection, q: &SearchQuery) -> Result<SearchPage, StoreError> {
         let position = match &q.cursor {
             Some(c) => {
-                let state = self.open_cursor_state(&q.rtype, c)?;
+                let state = self.open_cursor_state(&q.rtype, q.cursor_holder.as_deref(), c)?;
                 if state.params != q.params || state.compartment != q.compartment {
                     return Err(StoreError::InvalidCursor);
                 }
@@ -529,6 +531,7 @@ impl crate::Store {
                 id: id.to_owned(),
                 forward,
                 exp: unix_now() + CURSOR_LIFETIME_SECS,
+                holder: q.cursor_holder.clone(),
             })
         };
         let (has_next, has_prev) = if forward {
@@ -662,7 +665,12 @@ impl crate::Store {
         Ok(hex::encode(bytes))
     }
 
-    fn open_cursor_state(&self, rtype: &str, cursor: &str) -> Result<CursorState, StoreError> {
+    fn open_cursor_state(
+        &self,
+        rtype: &str,
+        holder: Option<&str>,
+        cursor: &str,
+    ) -> Result<CursorState, StoreError> {
         let bytes = hex::decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
         if bytes.len() < 4 {
             return Err(StoreError::InvalidCursor);
@@ -680,16 +688,22 @@ impl crate::Store {
             .open(epoch, &aad, &bytes[4..])
             .map_err(|_| StoreError::InvalidCursor)?;
         let state: CursorState = serde_json::from_slice(&plain).map_err(|_| StoreError::InvalidCursor)?;
-        if state.v != 1 || state.rtype != rtype || state.exp < unix_now() {
+        if state.v != 1 || state.rtype != rtype || state.exp < unix_now() || state.holder.as_deref() != holder
+        {
             return Err(StoreError::InvalidCursor);
         }
         Ok(state)
     }
 
     /// The query parameters a paging cursor carries (so a next-page URL needs nothing but the
-    /// cursor, and PHI sent in a POST body stays out of URLs).
-    pub fn cursor_params(&self, rtype: &str, cursor: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self.open_cursor_state(rtype, cursor)?.params)
+    /// cursor, and PHI sent in a POST body stays out of URLs). `holder`: who presents it.
+    pub fn cursor_params(
+        &self,
+        rtype: &str,
+        holder: Option<&str>,
+        cursor: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.open_cursor_state(rtype, holder, cursor)?.params)
     }
 
     /// Ids of the live resources of `rtype` matching all criteria (FHIR search semantics), sorted.
@@ -768,7 +782,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn cursors_expire_and_stay_with_their_type() {
+    async fn cursors_expire_and_stay_with_their_type_and_holder() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
         let store = crate::Store::open(&url, &ward_crypto::Kek::generate().unwrap())
@@ -783,16 +797,23 @@ mod tests {
             id: "a".into(),
             forward: true,
             exp,
+            holder: Some("client-a".into()),
         };
         let live = store.seal_cursor(&state(unix_now() + 60)).unwrap();
-        assert!(store.cursor_params("Patient", &live).is_ok());
+        let a = Some("client-a");
+        assert!(store.cursor_params("Patient", a, &live).is_ok());
         assert!(
-            store.cursor_params("Observation", &live).is_err(),
+            store.cursor_params("Observation", a, &live).is_err(),
             "bound to its type"
         );
+        assert!(
+            store.cursor_params("Patient", Some("client-b"), &live).is_err(),
+            "bound to its holder"
+        );
+        assert!(store.cursor_params("Patient", None, &live).is_err());
         let stale = store.seal_cursor(&state(unix_now() - 1)).unwrap();
         assert!(
-            store.cursor_params("Patient", &stale).is_err(),
+            store.cursor_params("Patient", a, &stale).is_err(),
             "expired cursors are refused"
         );
         store.close().await;

@@ -154,6 +154,9 @@ pub struct SearchQuery {
     pub compartment: Option<String>,
     /// An opaque paging cursor given with the query.
     pub cursor: Option<String>,
+    /// Who may follow this query's paging cursors (the authenticated client). Set by the
+    /// caller, never from a query parameter: a cursor handed to anyone else is refused.
+    pub cursor_holder: Option<String>,
     /// Parameters ignored under lenient handling (names only).
     pub ignored: Vec<String>,
     /// The parameters as given, without `_cursor`: what a paging cursor has to carry.
@@ -295,6 +298,7 @@ impl SearchQuery {
             revinclude: Vec::new(),
             compartment: None,
             cursor: None,
+            cursor_holder: None,
             ignored: Vec::new(),
             params: Vec::new(),
         };
