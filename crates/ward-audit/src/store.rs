@@ -55,6 +55,7 @@ impl StoreOptions {
             busy_timeout: self.busy_timeout,
             foreign_keys: false,
             read_only,
+            background_checkpoints: false,
         }
     }
 }
@@ -249,12 +250,11 @@ impl AuditStore {
                 let reader = sqlite_pool(url, 2, true, opts).await?;
                 let (direct, checkpointer) = match ward_sqlite::file_of_url(url) {
                     Some(path) => {
-                        let conn = ward_sqlite::connect(&path, opts.sqlite(false))?;
-                        conn.pragma_update(
-                            None,
-                            "wal_autocheckpoint",
-                            ward_sqlite::Checkpointer::FALLBACK_PAGES,
-                        )?;
+                        let settings = ward_sqlite::Settings {
+                            background_checkpoints: true,
+                            ..opts.sqlite(false)
+                        };
+                        let conn = ward_sqlite::connect(&path, settings)?;
                         let cp =
                             ward_sqlite::Checkpointer::start(&path, CHECKPOINT_EVERY, opts.busy_timeout)?;
                         (Some(Arc::new(Mutex::new(conn))), Some(Arc::new(cp)))

@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
@@ -35,6 +35,9 @@ pub struct Settings {
     pub foreign_keys: bool,
     /// `PRAGMA query_only = ON`: the connection refuses to write.
     pub read_only: bool,
+    /// A [`Checkpointer`] looks after this file's WAL: the connection checkpoints inside its
+    /// own commits only past [`Checkpointer::FALLBACK_PAGES`].
+    pub background_checkpoints: bool,
 }
 
 impl Settings {
@@ -43,12 +46,22 @@ impl Settings {
             format!("PRAGMA busy_timeout = {}", self.busy_timeout.as_millis()),
             "PRAGMA journal_mode = WAL".to_owned(),
             "PRAGMA synchronous = FULL".to_owned(),
+            // Statement journals (multi-row inserts inside a transaction) and temporary
+            // indexes stay in memory instead of temporary files: they only serve rollback
+            // within a transaction, never durability.
+            "PRAGMA temp_store = MEMORY".to_owned(),
         ];
         if self.foreign_keys {
             p.push("PRAGMA foreign_keys = ON".to_owned());
         }
         if self.read_only {
             p.push("PRAGMA query_only = ON".to_owned());
+        }
+        if self.background_checkpoints {
+            p.push(format!(
+                "PRAGMA wal_autocheckpoint = {}",
+                Checkpointer::FALLBACK_PAGES
+            ));
         }
         p
     }
@@ -105,15 +118,9 @@ pub fn connect(path: &Path, settings: Settings) -> rusqlite::Result<Connection> 
     };
     // NO_MUTEX: a connection is used by one thread at a time (it is moved, never shared).
     let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(settings.busy_timeout)?;
-    // `journal_mode` answers with a row; the others are silent.
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    if settings.foreign_keys {
-        conn.pragma_update(None, "foreign_keys", true)?;
-    }
-    if settings.read_only {
-        conn.pragma_update(None, "query_only", true)?;
+    for pragma in settings.pragmas() {
+        // Some pragmas answer with a row (`journal_mode`, `busy_timeout`), others are silent.
+        conn.query_row(&pragma, [], |_| Ok(())).optional()?;
     }
     Ok(conn)
 }
@@ -136,6 +143,7 @@ impl ReadPool {
             busy_timeout,
             foreign_keys: false,
             read_only: true,
+            background_checkpoints: false,
         };
         let first = connect(path, settings)?;
         Ok(ReadPool {
@@ -190,6 +198,7 @@ impl Checkpointer {
             busy_timeout,
             foreign_keys: false,
             read_only: false,
+            background_checkpoints: false,
         };
         let conn = connect(path, settings).map_err(std::io::Error::other)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -261,6 +270,7 @@ mod tests {
             busy_timeout: Duration::from_secs(1),
             foreign_keys: true,
             read_only: false,
+            background_checkpoints: false,
         };
         let w = connect_new(&path, settings);
         w.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
@@ -280,6 +290,8 @@ mod tests {
         assert_eq!(mode, "wal");
         let sync: i64 = w.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
+        let temp: i64 = w.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap();
+        assert_eq!(temp, 2, "temp_store=MEMORY");
     }
 
     #[test]
@@ -290,10 +302,13 @@ mod tests {
             busy_timeout: Duration::from_secs(1),
             foreign_keys: false,
             read_only: false,
+            background_checkpoints: true,
         };
         let w = connect_new(&path, settings);
-        w.pragma_update(None, "wal_autocheckpoint", Checkpointer::FALLBACK_PAGES)
+        let pages: i64 = w
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
+        assert_eq!(pages, i64::from(Checkpointer::FALLBACK_PAGES));
         w.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
         for _ in 0..50 {
             w.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap();

@@ -64,7 +64,10 @@ const SQLITE_SETTINGS: ward_sqlite::Settings = ward_sqlite::Settings {
     busy_timeout: Duration::from_secs(10),
     foreign_keys: true,
     read_only: false,
+    background_checkpoints: false,
 };
+/// How often the WAL of a SQLite store is checkpointed in the background.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Migrations: (version, description, SQLite DDL, PostgreSQL DDL).
 const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
@@ -97,6 +100,8 @@ struct Inner {
     /// Point reads on a SQLite file, on the calling thread (see ward-sqlite); `None` on
     /// PostgreSQL.
     local: Option<ward_sqlite::ReadPool>,
+    /// Keeps a SQLite file's WAL short, off the writer's commit path.
+    _checkpointer: Option<ward_sqlite::Checkpointer>,
     tenant: String,
     envelope: Envelope,
     indexer: BlindIndexer,
@@ -421,19 +426,39 @@ impl Store {
                 "unsupported database URL scheme (expected sqlite: or postgres:)".into(),
             )));
         };
-        let (writer, reader, local) = match backend {
+        let (writer, reader, local, checkpointer) = match backend {
             Backend::Sqlite => {
-                let writer = sqlite_pool(url, 1, false).await?;
+                // The one writer leaves WAL checkpoints to the background (`checkpointer`).
+                let writer = ward_sqlite::pool(
+                    url,
+                    1,
+                    Duration::from_secs(30),
+                    ward_sqlite::Settings {
+                        background_checkpoints: true,
+                        ..SQLITE_SETTINGS
+                    },
+                )
+                .await?;
                 migrator(backend).run(&writer).await?;
                 let reader = sqlite_pool(url, 4, true).await?;
-                let local = match ward_sqlite::file_of_url(url) {
-                    Some(path) => Some(
-                        ward_sqlite::ReadPool::open(&path, SQLITE_SETTINGS.busy_timeout)
-                            .map_err(StoreError::Sqlite)?,
+                let (local, checkpointer) = match ward_sqlite::file_of_url(url) {
+                    Some(path) => (
+                        Some(
+                            ward_sqlite::ReadPool::open(&path, SQLITE_SETTINGS.busy_timeout)
+                                .map_err(StoreError::Sqlite)?,
+                        ),
+                        Some(
+                            ward_sqlite::Checkpointer::start(
+                                &path,
+                                CHECKPOINT_EVERY,
+                                SQLITE_SETTINGS.busy_timeout,
+                            )
+                            .map_err(|e| StoreError::Corrupt(format!("checkpointer: {e}")))?,
+                        ),
                     ),
-                    None => None,
+                    None => (None, None),
                 };
-                (writer, reader, local)
+                (writer, reader, local, checkpointer)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -442,7 +467,7 @@ impl Store {
                     .connect(url)
                     .await?;
                 migrator(backend).run(&pool).await?;
-                (pool.clone(), pool, None)
+                (pool.clone(), pool, None, None)
             }
         };
         let (envelope, indexer) = keys::load_or_create(&writer, kek).await?;
@@ -452,6 +477,7 @@ impl Store {
                 writer,
                 reader,
                 local,
+                _checkpointer: checkpointer,
                 tenant: DEFAULT_TENANT.to_owned(),
                 envelope,
                 indexer,
