@@ -29,18 +29,25 @@ impl AuditError {
     /// Whether the database refused this data (a constraint, a value it cannot store) rather
     /// than being unable to commit at all (locked, unreachable, read-only, full). Only the first
     /// kind is worth retrying record by record.
+    ///
+    /// A duplicate key is neither: it means another writer took this chain position (two
+    /// writers on one node), and the writer must re-read its head rather than retry.
     pub(crate) fn is_refused_data(&self) -> bool {
         match self {
-            AuditError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                rusqlite::ErrorCode::ConstraintViolation
-                    | rusqlite::ErrorCode::TooBig
-                    | rusqlite::ErrorCode::TypeMismatch
-            ),
-            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+            AuditError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(
+                    e.code,
+                    rusqlite::ErrorCode::ConstraintViolation
+                        | rusqlite::ErrorCode::TooBig
+                        | rusqlite::ErrorCode::TypeMismatch
+                ) && e.extended_code != rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    && e.extended_code != rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            }
+            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation),
+            // except 23505 (unique violation).
             AuditError::Database(sqlx::Error::Database(db)) => db
                 .code()
-                .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+                .is_some_and(|c| (c.starts_with("22") || c.starts_with("23")) && c != "23505"),
             _ => false,
         }
     }

@@ -334,14 +334,16 @@ impl AuditStore {
         self.direct.is_some()
     }
 
-    /// Runs `f` on the direct connection, on this thread.
+    /// Runs `f` on the direct connection, on this thread. A transaction left open (a failed
+    /// rollback, a panic mid-batch) is rolled back first: every batch starts clean.
     fn with_direct<T>(
         conn: &Mutex<rusqlite::Connection>,
         f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, AuditError>,
     ) -> Result<T, AuditError> {
-        let mut conn = conn
-            .lock()
-            .map_err(|_| AuditError::Corrupt("audit connection poisoned".into()))?;
+        let mut conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
         f(&mut conn)
     }
 

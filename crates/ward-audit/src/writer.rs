@@ -363,8 +363,10 @@ impl Writer {
             }
         }
         if prev == head {
-            // Nothing went in: a store that refuses everything is down, not picky.
+            // Nothing went in: a store that refuses everything is down, not picky. Re-read the
+            // head before the next batch, in case it is the head that is wrong.
             tracing::warn!("audit store refused every record of the batch; failing closed");
+            self.head = None;
             self.shared.healthy.store(false, Ordering::Release);
         } else {
             self.shared.batches.fetch_add(1, Ordering::Relaxed);

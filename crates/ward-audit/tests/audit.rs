@@ -762,6 +762,34 @@ async fn refused_record_fails_alone(fx: Fx) {
     store.close().await;
 }
 
+/// Another writer (a second process with the same node id) takes the next chain position:
+/// the writer's batch collides on the key, fails closed, and the writer re-reads its head and
+/// goes on instead of colliding forever.
+async fn writer_rereads_a_head_taken_by_another_writer(fx: Fx) {
+    let store = fx.open().await;
+    let signer = AuditSigner::generate().unwrap();
+    let (h, join) = start_writer(store.clone(), "n1".into(), signer, config())
+        .await
+        .unwrap();
+    assert_eq!(h.record(rec(0)).await.unwrap(), 1);
+    let mut c = AnyConnection::connect(&fx.url).await.unwrap();
+    insert_row(&mut c, 2, "{}", &[0; 32], &[1; 32]).await;
+    assert!(
+        matches!(h.record(rec(1)).await, Err(AuditError::Unavailable)),
+        "the colliding batch fails closed"
+    );
+    assert_eq!(
+        h.record(rec(2)).await.unwrap(),
+        3,
+        "then continues after the new head"
+    );
+    assert!(h.healthy());
+    h.shutdown().await;
+    join.await.unwrap();
+    let _ = c.close().await;
+    store.close().await;
+}
+
 // ----- export -------------------------------------------------------------------------------
 
 async fn export_round_trip_and_tampered_export(fx: Fx) {
@@ -978,6 +1006,7 @@ both!(
     tamper_across_pages,
     fail_closed_and_recover,
     refused_record_fails_alone,
+    writer_rereads_a_head_taken_by_another_writer,
     export_round_trip_and_tampered_export,
     disclosures_and_search,
 );

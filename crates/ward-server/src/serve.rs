@@ -50,6 +50,8 @@ pub struct RunningServer {
     pub state: AppState,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The audit writer (its own thread on SQLite), awaited after it has been told to stop.
+    audit_writer: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -65,6 +67,7 @@ impl RunningServer {
             "audit writer totals"
         );
         self.state.audit.clone().shutdown().await;
+        let _ = self.audit_writer.await;
         self.state.store.close().await;
     }
 
@@ -98,7 +101,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         checkpoint_every: a.checkpoint_every,
         checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
     };
-    let (audit, _writer) =
+    let (audit, audit_writer) =
         ward_audit::start_writer(audit_store.clone(), a.node.clone(), signer, audit_config).await?;
     crate::audit::record_admin(&audit, "config-load", None).await?;
     let listener = match listener {
@@ -122,6 +125,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         state,
         stop,
         task,
+        audit_writer,
     })
 }
 

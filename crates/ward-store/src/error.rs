@@ -33,6 +33,8 @@ pub enum StoreError {
     /// A failed direct SQLite read (see `local.rs`).
     #[error("database error")]
     Sqlite(#[source] rusqlite::Error),
+    #[error("store I/O error")]
+    Io(#[source] std::io::Error),
     #[error("corrupt store data: {0}")]
     Corrupt(String),
 }

@@ -66,6 +66,9 @@ const SQLITE_SETTINGS: ward_sqlite::Settings = ward_sqlite::Settings {
     read_only: false,
     background_checkpoints: false,
 };
+/// How long a point read on the calling thread waits for a lock. In WAL mode readers wait
+/// only in rare cases (recovery after a crash); a tokio worker must not sit in one for long.
+const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 /// How often the WAL of a SQLite store is checkpointed in the background.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -444,7 +447,7 @@ impl Store {
                 let (local, checkpointer) = match ward_sqlite::file_of_url(url) {
                     Some(path) => (
                         Some(
-                            ward_sqlite::ReadPool::open(&path, SQLITE_SETTINGS.busy_timeout)
+                            ward_sqlite::ReadPool::open(&path, READ_BUSY_TIMEOUT)
                                 .map_err(StoreError::Sqlite)?,
                         ),
                         Some(
@@ -453,7 +456,7 @@ impl Store {
                                 CHECKPOINT_EVERY,
                                 SQLITE_SETTINGS.busy_timeout,
                             )
-                            .map_err(|e| StoreError::Corrupt(format!("checkpointer: {e}")))?,
+                            .map_err(StoreError::Io)?,
                         ),
                     ),
                     None => (None, None),
