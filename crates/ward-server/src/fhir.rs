@@ -93,19 +93,21 @@ impl<'a> DataAccess<'a> {
         Ok(stored)
     }
 
-    /// [`DataAccess::touched`] for unparsed JSON. A Patient's compartment is itself; any other
-    /// type is parsed to find its patient references.
+    /// [`DataAccess::touched`] for unparsed JSON.
     fn touched_json(&self, stored: &StoredJson) -> Result<(), ApiError> {
         let audit = self.authz.audit();
         audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
-        let patients = if stored.rtype == "Patient" {
-            vec![stored.id.clone()]
-        } else {
-            patients_of(&stored.rtype, &stored.id, &stored.value()?)
-        };
-        audit.add_patients(patients);
+        audit.add_patients(patients_of_json(stored)?);
         audit.add_returned(1);
         Ok(())
+    }
+
+    /// The patients of the current version, if there is one (the "before" side of a change).
+    async fn current_patients(&self, rtype: &str, id: &str) -> Vec<String> {
+        match self.st.store.read_json(rtype, id).await {
+            Ok(current) => patients_of_json(&current).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Instance history needs Read, type history Search.
@@ -148,7 +150,7 @@ impl<'a> DataAccess<'a> {
         })?;
         if let Some(id) = id {
             // History of a resource that never existed is a 404, not an empty bundle.
-            match self.st.store.read(rtype, id).await {
+            match self.st.store.read_json(rtype, id).await {
                 Ok(_) | Err(StoreError::Gone { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -201,7 +203,7 @@ impl<'a> DataAccess<'a> {
     /// Whether a live (not deleted) resource has this id; touches nothing in the audit record.
     async fn is_live(&self, id: &str) -> Result<bool, ApiError> {
         let rtype = self.rtype_for(Interaction::Update)?;
-        match self.st.store.read(rtype, id).await {
+        match self.st.store.read_json(rtype, id).await {
             Ok(_) => Ok(true),
             Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -218,11 +220,7 @@ impl<'a> DataAccess<'a> {
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
         // A change can move a resource between compartments: both patients are touched.
-        if let Ok(current) = self.st.store.read(rtype, id).await
-            && let Some(r) = &current.resource
-        {
-            audit.add_patients(patients_of(rtype, id, r));
-        }
+        audit.add_patients(self.current_patients(rtype, id).await);
         audit.add_patients(patients_of(rtype, id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let (stored, created) = self.st.store.update(rtype, id, resource, if_match).await?;
@@ -234,11 +232,7 @@ impl<'a> DataAccess<'a> {
         let rtype = self.rtype_for(Interaction::Delete)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
-        if let Ok(current) = self.st.store.read(rtype, id).await
-            && let Some(r) = &current.resource
-        {
-            audit.add_patients(patients_of(rtype, id, r));
-        }
+        audit.add_patients(self.current_patients(rtype, id).await);
         crate::audit::record_intent(self.st, audit).await?;
         let tombstone = self.st.store.delete(rtype, id, if_match).await?;
         if let Some(t) = &tombstone {
@@ -564,6 +558,15 @@ fn version_headers(headers: &mut HeaderMap, version: i64, last_updated: OffsetDa
     if let Ok(v) = HeaderValue::from_str(&modified) {
         headers.insert(header::LAST_MODIFIED, v);
     }
+}
+
+/// The patients whose compartment a stored version is in. A Patient's compartment is itself;
+/// any other type is parsed to find its patient references.
+fn patients_of_json(stored: &StoredJson) -> Result<Vec<String>, StoreError> {
+    if stored.rtype == "Patient" {
+        return Ok(vec![stored.id.clone()]);
+    }
+    Ok(patients_of(&stored.rtype, &stored.id, &stored.value()?))
 }
 
 /// 200 with a version's stored JSON as the body.
