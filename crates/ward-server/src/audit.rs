@@ -335,10 +335,12 @@ fn unavailable() -> Response {
 /// patient CompartmentDefinition. The id is passed because a resource being created does not
 /// carry its server-assigned id yet.
 pub fn patients_of(rtype: &str, id: &str, resource: &serde_json::Value) -> Vec<String> {
-    if rtype == "Patient" {
-        return vec![id.to_owned()];
-    }
-    ward_fhir::search::patient_compartment(resource)
+    own_compartment(rtype, id).unwrap_or_else(|| ward_fhir::search::patient_compartment(resource))
+}
+
+/// The compartment a resource names without its content being read: a Patient's is itself.
+pub fn own_compartment(rtype: &str, id: &str) -> Option<Vec<String>> {
+    (rtype == "Patient").then(|| vec![id.to_owned()])
 }
 
 /// Records an administrative action (CLI commands, configuration load) on `handle`'s chain.

@@ -17,7 +17,7 @@ use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
 use ward_store::{StoreError, Stored, StoredJson, TxOp, TxOutcome};
 
-use crate::audit::patients_of;
+use crate::audit::{own_compartment, patients_of};
 use crate::auth::{Authenticated, Authorized, authorize};
 use crate::error::{ApiError, FHIR_JSON};
 use crate::state::AppState;
@@ -560,13 +560,13 @@ fn version_headers(headers: &mut HeaderMap, version: i64, last_updated: OffsetDa
     }
 }
 
-/// The patients whose compartment a stored version is in. A Patient's compartment is itself;
-/// any other type is parsed to find its patient references.
+/// The patients whose compartment a stored version is in, parsing it only when its type
+/// does not say (see [`own_compartment`]).
 fn patients_of_json(stored: &StoredJson) -> Result<Vec<String>, StoreError> {
-    if stored.rtype == "Patient" {
-        return Ok(vec![stored.id.clone()]);
+    match own_compartment(&stored.rtype, &stored.id) {
+        Some(p) => Ok(p),
+        None => Ok(patients_of(&stored.rtype, &stored.id, &stored.value()?)),
     }
-    Ok(patients_of(&stored.rtype, &stored.id, &stored.value()?))
 }
 
 /// 200 with a version's stored JSON as the body.

@@ -289,33 +289,9 @@ async fn fail_closed_and_recovers(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(write.status(), 503);
-    assert_eq!(
-        s.client
-            .get(format!("{}/metadata", s.fhir))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        s.client
-            .get(format!("{}/healthz", s.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        s.client
-            .get(format!("{}/readyz", s.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(s.status_of(&format!("{}/metadata", s.fhir), None).await, 200);
+    assert_eq!(s.status_of(&format!("{}/healthz", s.url), None).await, 200);
+    assert_eq!(s.status_of(&format!("{}/readyz", s.url), None).await, 503);
 
     block_audit_inserts(&s, false).await;
     let mut status = 0;
@@ -327,15 +303,7 @@ async fn fail_closed_and_recovers(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "service resumes by itself");
-    assert_eq!(
-        s.client
-            .get(format!("{}/readyz", s.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(s.status_of(&format!("{}/readyz", s.url), None).await, 200);
     // the refused write left nothing behind
     let hist: Value = s
         .get("Patient/_history", &t)

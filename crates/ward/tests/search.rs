@@ -621,53 +621,29 @@ async fn paging_through_a_large_result_set(backend: Backend) {
     let mut tampered = next.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == '0' { '1' } else { '0' });
-    assert_eq!(
-        s.client
-            .get(&tampered)
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(s.status_of(&tampered, Some(&t)).await, 400);
     // Another client, allowed the same search, cannot follow this client's cursor; the
     // holder still can.
     let (b_id, b_secret) = s.new_client("system/Observation.rs").await;
     let b = s.token_for(&b_id, &b_secret, None).await;
-    let status = |url: String, token: String| {
-        let client = s.client.clone();
-        async move {
-            let r = client.get(url).bearer_auth(token).send().await.unwrap();
-            r.status().as_u16()
-        }
-    };
     assert_eq!(
-        status(next.clone(), b.clone()).await,
+        s.status_of(&next, Some(&b)).await,
         400,
         "a cursor stays with its client"
     );
     assert_eq!(
-        status(format!("{}/Observation?code=9-9&_count=7", s.fhir), b).await,
+        s.status_of(&format!("{}/Observation?code=9-9&_count=7", s.fhir), Some(&b))
+            .await,
         200,
         "control: the other client may run the search itself"
     );
     assert_eq!(
-        status(next.clone(), t.clone()).await,
+        s.status_of(&next, Some(&t)).await,
         200,
         "the holder may follow it"
     );
     let other_type = next.replace("/Observation?", "/Condition?");
-    assert_eq!(
-        s.client
-            .get(&other_type)
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(s.status_of(&other_type, Some(&t)).await, 400);
     // _count bounds
     assert_eq!(
         ids(&search(&s, &t, "Observation?code=9-9").await).len(),

@@ -122,6 +122,16 @@ impl TestServer {
             .bearer_auth(token)
     }
 
+    /// The status of a GET of a full URL (a link Ward returned, or a non-FHIR route), with
+    /// or without a bearer token.
+    pub async fn status_of(&self, url: &str, token: Option<&str>) -> u16 {
+        let mut req = self.client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
     pub fn post_json(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
         self.client
             .post(format!("{}/{}", self.fhir, path))
