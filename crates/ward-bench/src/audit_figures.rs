@@ -25,7 +25,30 @@ pub async fn verify_speed(dir: &Path, n: usize) -> anyhow::Result<VerifyFigures>
         .await
         .context("opening the benchmark audit log")?;
     let signer = AuditSigner::generate()?;
-    let template = AuditRecord {
+    let template = read_record();
+    let t = Instant::now();
+    ward_audit::bulk_append(&store, "bench", &signer, std::iter::repeat_n(template, n), 5_000).await?;
+    let build_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let report = ward_audit::verify(&store, &signer.public_key_bytes()).await?;
+    let verify_secs = t.elapsed().as_secs_f64();
+    store.close().await;
+    anyhow::ensure!(
+        report.ok && report.records == n as u64,
+        "the benchmark log did not verify"
+    );
+    Ok(VerifyFigures {
+        records: n as u64,
+        build_secs: round(build_secs),
+        verify_secs: round(verify_secs),
+        records_per_sec: (n as f64 / verify_secs).round(),
+    })
+}
+
+/// A realistic record of one read, as Ward writes it (client, scopes, source, the resource,
+/// the patient whose compartment it is in).
+pub fn read_record() -> AuditRecord {
+    AuditRecord {
         request_id: "0f5b0d1e-3c1a-4a57-9d8e-5c1f1b0f7e21".into(),
         actor: Actor {
             client_id: Some("6c1f7b8e-2d3a-4f5e-8a9b-0c1d2e3f4a5b".into()),
@@ -48,24 +71,7 @@ pub async fn verify_speed(dir: &Path, n: usize) -> anyhow::Result<VerifyFigures>
         },
         returned: 1,
         ..Default::default()
-    };
-    let t = Instant::now();
-    ward_audit::bulk_append(&store, "bench", &signer, std::iter::repeat_n(template, n), 5_000).await?;
-    let build_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let report = ward_audit::verify(&store, &signer.public_key_bytes()).await?;
-    let verify_secs = t.elapsed().as_secs_f64();
-    store.close().await;
-    anyhow::ensure!(
-        report.ok && report.records == n as u64,
-        "the benchmark log did not verify"
-    );
-    Ok(VerifyFigures {
-        records: n as u64,
-        build_secs: round(build_secs),
-        verify_secs: round(verify_secs),
-        records_per_sec: (n as f64 / verify_secs).round(),
-    })
+    }
 }
 
 /// What the server's writer did during the whole run, from the totals it logs at shutdown.

@@ -2,6 +2,10 @@
 //! with one fixed body. It uses the same certificate and key as the Ward deployment under
 //! test and the same hyper connection builder as Ward (HTTP/1.1 and HTTP/2 by ALPN), so the
 //! difference between the two is what Ward does per request.
+//!
+//! The audited baseline is the same server committing one audit record per request through
+//! Ward's own group-commit writer (SQLite, Ward's default writer settings) before it answers:
+//! the floor that AU-2 alone puts under any read, whatever else the server does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
+use ward_audit::{AuditConfig, AuditHandle, AuditRecord, AuditSigner, AuditStore};
 
 /// Thread-name prefix of the baseline server's runtime; the CPU accounting finds the
 /// server's share of this process by it.
@@ -58,12 +63,54 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
 
 /// Starts the baseline on 127.0.0.1 (a free port) with `workers` runtime threads.
 pub fn start(cert: &Path, key: &Path, body: Bytes, workers: usize) -> anyhow::Result<Baseline> {
-    let acceptor = TlsAcceptor::from(tls_config(cert, key)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    serve(cert, key, body, workers_runtime(workers)?, None)
+}
+
+/// The durable audit a server answering `record` owes before each answer.
+pub struct AuditFloor {
+    /// The audit database, e.g. `sqlite:///tmp/x/floor-audit.db?mode=rwc`.
+    pub url: String,
+    pub config: AuditConfig,
+    /// What each request records (a read, as Ward records one).
+    pub record: AuditRecord,
+}
+
+/// Starts the audited baseline: [`start`]'s server, answering each request only after its
+/// audit record has committed (503 if it could not be). Its writer runs on the server's
+/// runtime, so its CPU counts as the server's.
+pub async fn start_audited(
+    cert: &Path,
+    key: &Path,
+    body: Bytes,
+    workers: usize,
+    floor: AuditFloor,
+) -> anyhow::Result<Baseline> {
+    let runtime = workers_runtime(workers)?;
+    let AuditFloor { url, config, record } = floor;
+    let handle = runtime
+        .spawn(async move {
+            let store = AuditStore::open(&url).await?;
+            let signer = AuditSigner::generate()?;
+            let (handle, _writer) = ward_audit::start_writer(store, "floor".into(), signer, config).await?;
+            anyhow::Ok(handle)
+        })
+        .await
+        .context("starting the audit writer")??;
+    serve(cert, key, body, runtime, Some((handle, record)))
+}
+
+fn workers_runtime(workers: usize) -> anyhow::Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name(THREAD_NAME)
         .enable_all()
-        .build()?;
+        .build()?)
+}
+
+type Audit = Option<(AuditHandle, AuditRecord)>;
+
+fn serve(cert: &Path, key: &Path, body: Bytes, runtime: Runtime, audit: Audit) -> anyhow::Result<Baseline> {
+    let acceptor = TlsAcceptor::from(tls_config(cert, key)?);
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
@@ -71,14 +118,14 @@ pub fn start(cert: &Path, key: &Path, body: Bytes, workers: usize) -> anyhow::Re
         let _guard = runtime.enter();
         TcpListener::from_std(std_listener)?
     };
-    runtime.spawn(accept_loop(listener, acceptor, body));
+    runtime.spawn(accept_loop(listener, acceptor, body, Arc::new(audit)));
     Ok(Baseline {
         addr,
         runtime: Some(runtime),
     })
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, body: Bytes) {
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, body: Bytes, audit: Arc<Audit>) {
     let builder = Arc::new({
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http1().timer(TokioTimer::new());
@@ -91,13 +138,24 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, body: Bytes) 
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let body = body.clone();
+        let audit = audit.clone();
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
             let service = service_fn(move |_req| {
                 let body = body.clone();
+                let audit = audit.clone();
                 async move {
+                    if let Some((handle, record)) = audit.as_ref()
+                        && handle.record(record.clone()).await.is_err()
+                    {
+                        let unavailable = Response::builder()
+                            .status(http::StatusCode::SERVICE_UNAVAILABLE)
+                            .body(Full::new(Bytes::new()))
+                            .expect("a response from valid parts");
+                        return Ok::<_, Infallible>(unavailable);
+                    }
                     Ok::<_, Infallible>(
                         Response::builder()
                             .header(header::CONTENT_TYPE, "application/fhir+json")

@@ -186,12 +186,8 @@ async fn run_async(opts: &Options, cpus: usize) -> anyhow::Result<Report> {
     let patient_read_bytes = patient_body.len();
 
     let config = ward_server::Config::load(Some(&dir), None)?;
-    let base = baseline::start(
-        &config.path(&config.tls.cert),
-        &config.path(&config.tls.key),
-        patient_body,
-        cpus,
-    )?;
+    let (cert, key) = (config.path(&config.tls.cert), config.path(&config.tls.key));
+    let base = baseline::start(&cert, &key, patient_body.clone(), cpus)?;
 
     let drive = |addr| Drive {
         addr,
@@ -220,6 +216,34 @@ async fn run_async(opts: &Options, cpus: usize) -> anyhow::Result<Report> {
         )
         .await?,
     );
+    let floor = baseline::start_audited(
+        &cert,
+        &key,
+        patient_body,
+        cpus,
+        baseline::AuditFloor {
+            url: format!(
+                "sqlite://{}?mode=rwc",
+                tmp.path().join("floor-audit.db").display()
+            ),
+            config: config.audit.writer_config(),
+            record: audit_figures::read_record(),
+        },
+    )
+    .await?;
+    scenarios.push(
+        ctx.scenario(
+            "baseline+audit",
+            "the baseline, answering after one durable audit record (Ward's writer, SQLite)",
+            false,
+            Arc::new(Fixed {
+                len: patient_read_bytes,
+            }),
+            &drive(floor.addr),
+        )
+        .await?,
+    );
+    drop(floor);
     scenarios.push(
         ctx.scenario(
             "ward read",

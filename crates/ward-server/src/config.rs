@@ -2,6 +2,7 @@
 //! environment overrides, validated before anything starts.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -106,6 +107,18 @@ pub struct AuditSection {
     pub checkpoint_every: u64,
     /// ...or this many seconds, whichever comes first.
     pub checkpoint_secs: u64,
+}
+
+impl AuditSection {
+    /// The group-commit writer's settings.
+    pub fn writer_config(&self) -> ward_audit::AuditConfig {
+        ward_audit::AuditConfig {
+            batch_max: self.batch_max,
+            batch_wait: Duration::from_micros(self.batch_wait_us),
+            checkpoint_every: self.checkpoint_every,
+            checkpoint_interval: Duration::from_secs(self.checkpoint_secs),
+        }
+    }
 }
 
 impl Default for AuditSection {

@@ -94,15 +94,13 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     )?;
     let audit_store = ward_audit::AuditStore::open(&config.audit_url()).await?;
     let signer = ward_audit::AuditSigner::load(&keys)?;
-    let a = &config.audit;
-    let audit_config = ward_audit::AuditConfig {
-        batch_max: a.batch_max,
-        batch_wait: Duration::from_micros(a.batch_wait_us),
-        checkpoint_every: a.checkpoint_every,
-        checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
-    };
-    let (audit, audit_writer) =
-        ward_audit::start_writer(audit_store.clone(), a.node.clone(), signer, audit_config).await?;
+    let (audit, audit_writer) = ward_audit::start_writer(
+        audit_store.clone(),
+        config.audit.node.clone(),
+        signer,
+        config.audit.writer_config(),
+    )
+    .await?;
     crate::audit::record_admin(&audit, "config-load", None).await?;
     let listener = match listener {
         Some(l) => l,

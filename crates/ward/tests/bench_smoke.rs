@@ -18,7 +18,16 @@ fn benchmark_smoke_run_gets_correct_responses() {
         assert!(s.checked > 0, "{}: nothing checked", s.name);
     }
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["baseline", "ward read", "ward search", "ward create"]);
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "baseline+audit",
+            "ward read",
+            "ward search",
+            "ward create"
+        ]
+    );
     assert!(report.ward.rss_idle_mib > 0.0);
     assert!(report.ward.patient_read_bytes > 0);
 }
