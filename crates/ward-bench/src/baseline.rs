@@ -27,8 +27,7 @@ use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
 use ward_audit::{AuditConfig, AuditHandle, AuditRecord, AuditSigner, AuditStore};
 
-/// Thread-name prefix of the baseline server's runtime; the CPU accounting finds the
-/// server's share of this process by it.
+/// Thread-name prefix of the baseline server's runtime.
 pub const THREAD_NAME: &str = "bench-baseline";
 
 /// A baseline server on its own runtime (so its CPU time can be told apart from the

@@ -32,6 +32,10 @@ use crate::procfs::{CpuSnapshot, RssSampler};
 use crate::ward_proc::WardProcess;
 use crate::workloads::{Create, DemoPatients, Fixed, Read, Search};
 
+/// Thread-name prefix of the load generator's runtime: the CPU accounting tells the client's
+/// share of this process from the baseline servers' by it.
+pub const CLIENT_THREAD_NAME: &str = "bench-client";
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -128,7 +132,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cpus)
-        .thread_name("bench-client")
+        .thread_name(CLIENT_THREAD_NAME)
         .enable_all()
         .build()?;
     runtime.block_on(run_async(opts, cpus))

@@ -109,12 +109,14 @@ impl Drop for RssSampler {
     }
 }
 
-/// CPU seconds of (whole bench process, baseline server threads, Ward process) at one
-/// moment; differences of two give each side's use over an interval.
+/// CPU seconds of (whole bench process, its load generator's threads, Ward process) at one
+/// moment; differences of two give each side's use over an interval. In the bench process,
+/// whatever is not the load generator serves the baseline scenarios: the baseline's runtime
+/// and the threads its audit writer starts (writer, syncer, checkpointer).
 #[derive(Clone, Copy, Debug)]
 pub struct CpuSnapshot {
     pub bench_process: f64,
-    pub baseline_threads: f64,
+    pub client_threads: f64,
     pub ward: f64,
     /// Busy (not idle, not iowait) CPU seconds of the whole machine.
     pub machine_busy: f64,
@@ -124,7 +126,7 @@ impl CpuSnapshot {
     pub fn take(ward_pid: u32) -> CpuSnapshot {
         CpuSnapshot {
             bench_process: process_cpu_secs(std::process::id()),
-            baseline_threads: own_threads_cpu_secs(crate::baseline::THREAD_NAME),
+            client_threads: own_threads_cpu_secs(crate::CLIENT_THREAD_NAME),
             ward: process_cpu_secs(ward_pid),
             machine_busy: machine_busy_secs().unwrap_or(0.0),
         }

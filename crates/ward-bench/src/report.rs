@@ -101,12 +101,13 @@ impl ScenarioReport {
         let (client, server, other) = match (cpu, secs) {
             (Some((a, b)), Some(secs)) => {
                 let bench = b.bench_process - a.bench_process;
-                let base = b.baseline_threads - a.baseline_threads;
+                let client = b.client_threads - a.client_threads;
+                let base = bench - client;
                 let ward = b.ward - a.ward;
                 let server = if is_ward { ward } else { base };
                 let other = (b.machine_busy - a.machine_busy - bench - ward).max(0.0);
                 (
-                    Some(round((bench - base) / secs, 2)),
+                    Some(round(client / secs, 2)),
                     Some(round(server / secs, 2)),
                     Some(round(other / secs, 2)),
                 )
