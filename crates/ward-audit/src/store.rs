@@ -533,15 +533,15 @@ const PACKED_PAGE_SQLITE: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
      group_concat(record, ''), group_concat(octet_length(record), ','), \
      group_concat(hex(prev_hash), ''), group_concat(hex(hash), '') \
      FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
-           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3) page";
+           WHERE node = $1 AND seq > $2 AND seq <= $3 ORDER BY seq) page";
 const PACKED_PAGE_PG: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
      string_agg(record, '' ORDER BY seq), string_agg(CAST(octet_length(record) AS TEXT), ',' ORDER BY seq), \
      string_agg(encode(prev_hash, 'hex'), '' ORDER BY seq), string_agg(encode(hash, 'hex'), '' ORDER BY seq) \
      FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
-           WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3) page";
+           WHERE node = $1 AND seq > $2 AND seq <= $3 ORDER BY seq) page";
 
 impl AuditStore {
-    /// Up to `limit` chain rows of `node` after seq `after`, concatenated by the database into
+    /// The chain rows of `node` with `after < seq <= upto`, concatenated by the database into
     /// one result row: one round trip and one value per column instead of per-row decoding,
     /// which is what lets verification run at several hundred thousand records per second. The
     /// only backend-specific DML (hex encoding of bytes differs).
@@ -549,7 +549,7 @@ impl AuditStore {
         &self,
         node: &str,
         after: i64,
-        limit: i64,
+        upto: i64,
     ) -> Result<PackedPage, AuditError> {
         let sql = match self.backend {
             Backend::Sqlite => PACKED_PAGE_SQLITE,
@@ -558,7 +558,7 @@ impl AuditStore {
         let r = sqlx::query(sql)
             .bind(node)
             .bind(after)
-            .bind(limit)
+            .bind(upto)
             .fetch_one(&self.reader)
             .await?;
         let count: i64 = r.try_get(0)?;
@@ -586,6 +586,15 @@ impl AuditStore {
 }
 
 impl AuditStore {
+    /// The highest seq stored for `node` (0 when none), read as verification reads.
+    pub(crate) async fn last_seq(&self, node: &str) -> Result<i64, AuditError> {
+        let r = sqlx::query("SELECT MAX(seq) FROM audit_record WHERE node = $1")
+            .bind(node)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
     /// The chain rows of `node` with `from <= seq <= to`, in seq order.
     pub(crate) async fn chain_range(
         &self,

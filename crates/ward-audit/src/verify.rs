@@ -27,7 +27,7 @@
 //! recompute hashes, or removed from after it. Checkpoints every N records / T seconds and at
 //! shutdown bound that window.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use serde::Serialize;
@@ -39,8 +39,10 @@ use crate::record::canonical_prefix;
 use crate::store::{AuditStore, Checkpoint, PackedPage};
 use crate::writer::chain_hash;
 
-/// Rows per page read from the store.
+/// Seqs per page read from the store.
 const PAGE: i64 = 4_000;
+/// Pages being read while one is hashed: the SQLite reader pool's two connections.
+const READ_AHEAD: usize = 2;
 /// Most rows looked at after an anomaly to classify it.
 const LOOKAHEAD: usize = 100_000;
 
@@ -473,34 +475,36 @@ fn decide(a: &Anomaly, following: &[Info], complete: bool) -> Option<(i64, Damag
 }
 
 /// Verifies every chain in the store (one per node) and every checkpoint against `pubkey`
-/// (raw 32 bytes, SubjectPublicKeyInfo DER or PEM).
+/// (raw 32 bytes, SubjectPublicKeyInfo DER or PEM). Records appended while it runs are left to
+/// the next run.
 pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, AuditError> {
     let pk = parse_ed25519_public_key(pubkey)?;
     let mut chains = Vec::new();
     for node in store.nodes().await? {
         let cps = store.checkpoints(&node).await?;
         let mut walker = Walker::new(&node, &cps);
-        let mut after = 0i64;
-        let mut next = Some(tokio::spawn(fetch_packed(store.clone(), node.clone(), after)));
-        while let Some(handle) = next.take() {
+        // Pages are seq ranges, known up front: the next pages are read (each on a reader
+        // connection of its own) while this one is hashed.
+        let last = store.last_seq(&node).await?;
+        let mut ranges = (0..last)
+            .step_by(PAGE as usize)
+            .map(|a| (a, (a + PAGE).min(last)));
+        let fetch =
+            |(after, upto): (i64, i64)| tokio::spawn(fetch_packed(store.clone(), node.clone(), after, upto));
+        let mut ahead: VecDeque<_> = ranges.by_ref().take(READ_AHEAD).map(fetch).collect();
+        while let Some(handle) = ahead.pop_front() {
+            ahead.extend(ranges.next().map(fetch));
             let page = handle
                 .await
                 .map_err(|_| AuditError::Corrupt("verification task failed".into()))??;
             if page.count == 0 {
-                break;
+                // Nothing in this range (rows deleted): the next row found is a gap.
+                continue;
             }
             let resume = if walker.is_done() {
                 walker.skip(page.count as u64, page.max_seq);
                 None
             } else if walker.is_clean() {
-                if page.count == PAGE {
-                    // Read the next page while this one is hashed.
-                    next = Some(tokio::spawn(fetch_packed(
-                        store.clone(),
-                        node.clone(),
-                        page.max_seq,
-                    )));
-                }
                 walker.push_packed(&page)
             } else {
                 Some(page.min_seq)
@@ -516,18 +520,19 @@ pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, A
                     walker.push(seq, record.as_bytes(), prev_hash, hash);
                 }
             }
-            after = page.max_seq;
-            if next.is_none() && page.count == PAGE {
-                next = Some(tokio::spawn(fetch_packed(store.clone(), node.clone(), after)));
-            }
         }
         chains.push(walker.finish(&cps, &pk));
     }
     Ok(VerifyReport::from_chains(chains))
 }
 
-async fn fetch_packed(store: AuditStore, node: String, after: i64) -> Result<PackedPage, AuditError> {
-    store.chain_page_packed(&node, after, PAGE).await
+async fn fetch_packed(
+    store: AuditStore,
+    node: String,
+    after: i64,
+    upto: i64,
+) -> Result<PackedPage, AuditError> {
+    store.chain_page_packed(&node, after, upto).await
 }
 
 #[cfg(test)]

@@ -607,6 +607,12 @@ async fn tamper_across_pages(fx: Fx) {
     expect_bad(&store, &pk, 5002, Damage::Edited).await;
     let r = verify(&store, &pk).await.unwrap();
     assert_eq!(r.records, 8_999);
+    // A gap wider than a page (pages are seq ranges: (4000, 8000] is now empty): found, and
+    // the rows after it are still counted.
+    exec(&mut c, "DELETE FROM audit_record WHERE seq BETWEEN 3000 AND 8500").await;
+    expect_bad(&store, &pk, 3000, Damage::Deleted).await;
+    let r = verify(&store, &pk).await.unwrap();
+    assert_eq!(r.records, 2_999 + 500);
     store.close().await;
 }
 
