@@ -272,11 +272,24 @@ impl Writer {
                 && shutdown.is_none()
                 && !self.config.batch_wait.is_zero()
             {
-                let deadline = Instant::now() + self.config.batch_wait;
-                while batch.len() < batch_max && shutdown.is_none() {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(m)) => take(m, &mut batch, &mut shutdown),
-                        Ok(None) | Err(_) => break,
+                if self.store.is_direct() {
+                    // On its own thread the writer has nothing else to do while it waits, so
+                    // it sleeps the wait exactly: tokio's timer would round it up to a whole
+                    // millisecond, and every request in the batch would wait that long.
+                    std::thread::sleep(self.config.batch_wait);
+                    while batch.len() < batch_max && shutdown.is_none() {
+                        match rx.try_recv() {
+                            Ok(m) => take(m, &mut batch, &mut shutdown),
+                            Err(_) => break,
+                        }
+                    }
+                } else {
+                    let deadline = Instant::now() + self.config.batch_wait;
+                    while batch.len() < batch_max && shutdown.is_none() {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(m)) => take(m, &mut batch, &mut shutdown),
+                            Ok(None) | Err(_) => break,
+                        }
                     }
                 }
             }

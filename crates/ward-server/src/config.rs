@@ -100,8 +100,8 @@ pub struct AuditSection {
     pub node: String,
     /// Most records committed in one transaction.
     pub batch_max: usize,
-    /// How long the writer waits to fill a batch, in microseconds (the runtime's timer rounds
-    /// a non-zero wait up to about a millisecond).
+    /// How long the writer waits to fill a batch, in microseconds (exact on SQLite; on
+    /// PostgreSQL the runtime's timer rounds a non-zero wait up to about a millisecond).
     pub batch_wait_us: u64,
     /// A signed checkpoint every this many records...
     pub checkpoint_every: u64,
