@@ -533,23 +533,23 @@ const PACKED_PAGE_SQLITE: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
      group_concat(record, ''), group_concat(octet_length(record), ','), \
      group_concat(hex(prev_hash), ''), group_concat(hex(hash), '') \
      FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
-           WHERE node = $1 AND seq > $2 AND seq <= $3 ORDER BY seq) page";
+           WHERE node = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq) page";
 const PACKED_PAGE_PG: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
      string_agg(record, '' ORDER BY seq), string_agg(CAST(octet_length(record) AS TEXT), ',' ORDER BY seq), \
      string_agg(encode(prev_hash, 'hex'), '' ORDER BY seq), string_agg(encode(hash, 'hex'), '' ORDER BY seq) \
      FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
-           WHERE node = $1 AND seq > $2 AND seq <= $3 ORDER BY seq) page";
+           WHERE node = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq) page";
 
 impl AuditStore {
-    /// The chain rows of `node` with `after < seq <= upto`, concatenated by the database into
+    /// The chain rows of `node` with `from <= seq <= to`, concatenated by the database into
     /// one result row: one round trip and one value per column instead of per-row decoding,
     /// which is what lets verification run at several hundred thousand records per second. The
     /// only backend-specific DML (hex encoding of bytes differs).
     pub(crate) async fn chain_page_packed(
         &self,
         node: &str,
-        after: i64,
-        upto: i64,
+        from: i64,
+        to: i64,
     ) -> Result<PackedPage, AuditError> {
         let sql = match self.backend {
             Backend::Sqlite => PACKED_PAGE_SQLITE,
@@ -557,8 +557,8 @@ impl AuditStore {
         };
         let r = sqlx::query(sql)
             .bind(node)
-            .bind(after)
-            .bind(upto)
+            .bind(from)
+            .bind(to)
             .fetch_one(&self.reader)
             .await?;
         let count: i64 = r.try_get(0)?;
@@ -586,13 +586,24 @@ impl AuditStore {
 }
 
 impl AuditStore {
-    /// The highest seq stored for `node` (0 when none), read as verification reads.
-    pub(crate) async fn last_seq(&self, node: &str) -> Result<i64, AuditError> {
-        let r = sqlx::query("SELECT MAX(seq) FROM audit_record WHERE node = $1")
+    /// The lowest and highest seq stored for `node`, read as verification reads.
+    pub(crate) async fn seq_bounds(&self, node: &str) -> Result<Option<(i64, i64)>, AuditError> {
+        let r = sqlx::query("SELECT MIN(seq), MAX(seq) FROM audit_record WHERE node = $1")
             .bind(node)
             .fetch_one(&self.reader)
             .await?;
-        Ok(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+        Ok(r.try_get::<Option<i64>, _>(0)?
+            .zip(r.try_get::<Option<i64>, _>(1)?))
+    }
+
+    /// The lowest seq stored for `node` above `after`.
+    pub(crate) async fn next_seq(&self, node: &str, after: i64) -> Result<Option<i64>, AuditError> {
+        let r = sqlx::query("SELECT MIN(seq) FROM audit_record WHERE node = $1 AND seq > $2")
+            .bind(node)
+            .bind(after)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(r.try_get(0)?)
     }
 
     /// The chain rows of `node` with `from <= seq <= to`, in seq order.

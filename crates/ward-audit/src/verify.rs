@@ -483,22 +483,34 @@ pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, A
     for node in store.nodes().await? {
         let cps = store.checkpoints(&node).await?;
         let mut walker = Walker::new(&node, &cps);
-        // Pages are seq ranges, known up front: the next pages are read (each on a reader
-        // connection of its own) while this one is hashed.
-        let last = store.last_seq(&node).await?;
-        let mut ranges = (0..last)
-            .step_by(PAGE as usize)
-            .map(|a| (a, (a + PAGE).min(last)));
-        let fetch =
-            |(after, upto): (i64, i64)| tokio::spawn(fetch_packed(store.clone(), node.clone(), after, upto));
-        let mut ahead: VecDeque<_> = ranges.by_ref().take(READ_AHEAD).map(fetch).collect();
-        while let Some(handle) = ahead.pop_front() {
-            ahead.extend(ranges.next().map(fetch));
+        // Pages are seq ranges: the next ones are read (each on a reader connection of its
+        // own) while this one is hashed. Past an empty range (deleted rows, or a forged row far
+        // away) reading jumps to the next stored row, so no seq value makes it walk empty
+        // ranges; a forged row below seq 1 is read like any other.
+        let Some((first, last)) = store.seq_bounds(&node).await? else {
+            chains.push(walker.finish(&cps, &pk));
+            continue;
+        };
+        let fetch = |from: i64, to: i64| tokio::spawn(fetch_packed(store.clone(), node.clone(), from, to));
+        let mut next_from = Some(first);
+        let mut ahead = VecDeque::new();
+        loop {
+            while ahead.len() <= READ_AHEAD
+                && let Some(from) = next_from
+            {
+                let to = from.saturating_add(PAGE - 1).min(last);
+                ahead.push_back((to, fetch(from, to)));
+                next_from = (to < last).then(|| to + 1);
+            }
+            let Some((to, handle)) = ahead.pop_front() else {
+                break;
+            };
             let page = handle
                 .await
                 .map_err(|_| AuditError::Corrupt("verification task failed".into()))??;
             if page.count == 0 {
-                // Nothing in this range (rows deleted): the next row found is a gap.
+                ahead.clear();
+                next_from = store.next_seq(&node, to).await?.filter(|s| *s <= last);
                 continue;
             }
             let resume = if walker.is_done() {
@@ -526,13 +538,8 @@ pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, A
     Ok(VerifyReport::from_chains(chains))
 }
 
-async fn fetch_packed(
-    store: AuditStore,
-    node: String,
-    after: i64,
-    upto: i64,
-) -> Result<PackedPage, AuditError> {
-    store.chain_page_packed(&node, after, upto).await
+async fn fetch_packed(store: AuditStore, node: String, from: i64, to: i64) -> Result<PackedPage, AuditError> {
+    store.chain_page_packed(&node, from, to).await
 }
 
 #[cfg(test)]

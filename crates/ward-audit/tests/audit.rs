@@ -613,6 +613,22 @@ async fn tamper_across_pages(fx: Fx) {
     expect_bad(&store, &pk, 3000, Damage::Deleted).await;
     let r = verify(&store, &pk).await.unwrap();
     assert_eq!(r.records, 2_999 + 500);
+    // Forged rows at the far ends of the seq range are read (and verification does not walk
+    // the empty seqs up to them); one below seq 1 is the first damage.
+    let forge = |seq: i64| {
+        format!(
+            "INSERT INTO audit_record (node, seq, at_ms, action, status, client_id, user_id, \
+             resource_type, resource_id, record, prev_hash, hash) \
+             SELECT node, {seq}, at_ms, action, status, client_id, user_id, resource_type, \
+             resource_id, record, prev_hash, hash FROM audit_record WHERE seq = 9000"
+        )
+    };
+    exec(&mut c, &forge(i64::MAX)).await;
+    expect_bad(&store, &pk, 3000, Damage::Deleted).await;
+    assert_eq!(verify(&store, &pk).await.unwrap().records, 2_999 + 500 + 1);
+    exec(&mut c, &forge(i64::MIN)).await;
+    expect_bad(&store, &pk, 1, Damage::Inserted).await;
+    assert_eq!(verify(&store, &pk).await.unwrap().records, 2_999 + 500 + 2);
     store.close().await;
 }
 

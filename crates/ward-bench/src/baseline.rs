@@ -62,7 +62,7 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
 
 /// Starts the baseline on 127.0.0.1 (a free port) with `workers` runtime threads.
 pub fn start(cert: &Path, key: &Path, body: Bytes, workers: usize) -> anyhow::Result<Baseline> {
-    serve(cert, key, body, workers_runtime(workers)?, None)
+    serve(cert, key, body, Baseline::new(workers)?, None)
 }
 
 /// The durable audit a server answering `record` owes before each answer.
@@ -84,9 +84,12 @@ pub async fn start_audited(
     workers: usize,
     floor: AuditFloor,
 ) -> anyhow::Result<Baseline> {
-    let runtime = workers_runtime(workers)?;
+    // On an error below, dropping `base` shuts its runtime down in the background (dropping a
+    // bare runtime inside this async caller would panic).
+    let base = Baseline::new(workers)?;
     let AuditFloor { url, config, record } = floor;
-    let handle = runtime
+    let handle = base
+        .runtime()
         .spawn(async move {
             let store = AuditStore::open(&url).await?;
             let signer = AuditSigner::generate()?;
@@ -95,21 +98,35 @@ pub async fn start_audited(
         })
         .await
         .context("starting the audit writer")??;
-    serve(cert, key, body, runtime, Some((handle, record)))
+    serve(cert, key, body, base, Some((handle, record)))
 }
 
-fn workers_runtime(workers: usize) -> anyhow::Result<Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name(THREAD_NAME)
-        .enable_all()
-        .build()?)
+impl Baseline {
+    /// A runtime of `workers` threads, not serving yet.
+    fn new(workers: usize) -> anyhow::Result<Baseline> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(THREAD_NAME)
+            .enable_all()
+            .build()?;
+        Ok(Baseline {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until the baseline is dropped")
+    }
 }
 
 type Audit = Option<(AuditHandle, AuditRecord)>;
 
-fn serve(cert: &Path, key: &Path, body: Bytes, runtime: Runtime, audit: Audit) -> anyhow::Result<Baseline> {
+fn serve(cert: &Path, key: &Path, body: Bytes, mut base: Baseline, audit: Audit) -> anyhow::Result<Baseline> {
     let acceptor = TlsAcceptor::from(tls_config(cert, key)?);
+    let runtime = base.runtime();
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
@@ -118,10 +135,8 @@ fn serve(cert: &Path, key: &Path, body: Bytes, runtime: Runtime, audit: Audit) -
         TcpListener::from_std(std_listener)?
     };
     runtime.spawn(accept_loop(listener, acceptor, body, Arc::new(audit)));
-    Ok(Baseline {
-        addr,
-        runtime: Some(runtime),
-    })
+    base.addr = addr;
+    Ok(base)
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, body: Bytes, audit: Arc<Audit>) {
