@@ -102,11 +102,14 @@ impl<'a> DataAccess<'a> {
         Ok(())
     }
 
-    /// The patients of the current version, if there is one (the "before" side of a change).
-    async fn current_patients(&self, rtype: &str, id: &str) -> Vec<String> {
+    /// The patients of the live current version (the "before" side of a change); none when
+    /// there is none. Any other failure (a version failing its integrity check, the store
+    /// down) fails the change: its audit record must not lose whose compartment it leaves.
+    async fn current_patients(&self, rtype: &str, id: &str) -> Result<Vec<String>, ApiError> {
         match self.st.store.read_json(rtype, id).await {
-            Ok(current) => patients_of_json(&current).unwrap_or_default(),
-            Err(_) => Vec::new(),
+            Ok(current) => Ok(patients_of_json(&current)?),
+            Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -220,7 +223,7 @@ impl<'a> DataAccess<'a> {
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
         // A change can move a resource between compartments: both patients are touched.
-        audit.add_patients(self.current_patients(rtype, id).await);
+        audit.add_patients(self.current_patients(rtype, id).await?);
         audit.add_patients(patients_of(rtype, id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let (stored, created) = self.st.store.update(rtype, id, resource, if_match).await?;
@@ -232,7 +235,7 @@ impl<'a> DataAccess<'a> {
         let rtype = self.rtype_for(Interaction::Delete)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
-        audit.add_patients(self.current_patients(rtype, id).await);
+        audit.add_patients(self.current_patients(rtype, id).await?);
         crate::audit::record_intent(self.st, audit).await?;
         let tombstone = self.st.store.delete(rtype, id, if_match).await?;
         if let Some(t) = &tombstone {
@@ -280,7 +283,7 @@ async fn read(
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let stored = DataAccess::new(&st, &authz).read(id).await?;
-    Ok(json_response(&stored))
+    Ok(json_response(stored))
 }
 
 async fn vread(
@@ -297,7 +300,7 @@ async fn vread(
         })?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let stored = DataAccess::new(&st, &authz).vread(id, version).await?;
-    Ok(json_response(&stored))
+    Ok(json_response(stored))
 }
 
 async fn update(
@@ -565,13 +568,14 @@ fn version_headers(headers: &mut HeaderMap, version: i64, last_updated: OffsetDa
 fn patients_of_json(stored: &StoredJson) -> Result<Vec<String>, StoreError> {
     match own_compartment(&stored.rtype, &stored.id) {
         Some(p) => Ok(p),
-        None => Ok(patients_of(&stored.rtype, &stored.id, &stored.value()?)),
+        None => Ok(ward_fhir::search::patient_compartment(&stored.value()?)),
     }
 }
 
-/// 200 with a version's stored JSON as the body.
-fn json_response(stored: &StoredJson) -> Response {
-    let body = stored.json.to_vec();
+/// 200 with a version's stored JSON as the body. The bytes move into the body rather than
+/// being copied: no second plaintext copy is left behind.
+fn json_response(mut stored: StoredJson) -> Response {
+    let body = std::mem::take(&mut *stored.json);
     let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], body).into_response();
     version_headers(resp.headers_mut(), stored.version, stored.last_updated);
     resp

@@ -17,7 +17,8 @@ use ward_audit::{AuditQuery, AuditRecord, AuditStore, RecordKind};
 on_both_backends!(
     one_record_per_request,
     fail_closed_and_recovers,
-    audit_event_review_is_read_only
+    audit_event_review_is_read_only,
+    change_of_an_unreadable_version_fails_closed
 );
 
 async fn all_records(s: &TestServer) -> Vec<AuditRecord> {
@@ -318,6 +319,45 @@ async fn fail_closed_and_recovers(backend: Backend) {
 }
 
 /// Makes the audit store refuse inserts (a trigger, added behind Ward's back) or lifts that.
+/// The record of a change names the patients of the version it replaces. When that version
+/// cannot be read (here its ciphertext is another resource's, so it fails its AEAD check), the
+/// change is refused rather than recorded without them, and nothing is written.
+async fn change_of_an_unreadable_version_fails_closed(backend: Backend) {
+    use sqlx::Connection;
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let a = s.create(&t, &distinctive_patient("41")).await;
+    let b = s.create(&t, &distinctive_patient("42")).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.config.store_url()).await.unwrap();
+    sqlx::query(
+        "UPDATE resource_version SET ciphertext = \
+         (SELECT ciphertext FROM resource_version WHERE id = $2) WHERE id = $1",
+    )
+    .bind(a_id)
+    .bind(b_id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let path = format!("Patient/{a_id}");
+    let (_, status) = send(s.put_json(&path, &t, &a)).await;
+    assert_eq!(
+        status, 500,
+        "update over a version that fails its integrity check"
+    );
+    let (_, status) = send(s.delete(&path, &t)).await;
+    assert_eq!(status, 500, "delete of a version that fails its integrity check");
+    let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resource_version WHERE id = $1")
+        .bind(a_id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(versions, 1, "nothing was written");
+    db.close().await.unwrap();
+    s.stop().await;
+}
+
 async fn block_audit_inserts(s: &TestServer, block: bool) {
     use sqlx::Executor;
     match s.backend {
