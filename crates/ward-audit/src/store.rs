@@ -52,10 +52,8 @@ impl StoreOptions {
     /// WAL, and a synced WAL on every commit: an acknowledged record survives power loss (AU-2).
     fn sqlite(&self, read_only: bool) -> ward_sqlite::Settings {
         ward_sqlite::Settings {
-            busy_timeout: self.busy_timeout,
-            foreign_keys: false,
             read_only,
-            background_checkpoints: false,
+            ..ward_sqlite::Settings::new(self.busy_timeout)
         }
     }
 }

@@ -41,6 +41,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// A read-write connection that waits up to `busy_timeout` for a lock, with nothing else
+    /// turned on.
+    pub const fn new(busy_timeout: Duration) -> Settings {
+        Settings {
+            busy_timeout,
+            foreign_keys: false,
+            read_only: false,
+            background_checkpoints: false,
+        }
+    }
+
     fn pragmas(&self) -> Vec<String> {
         let mut p = vec![
             format!("PRAGMA busy_timeout = {}", self.busy_timeout.as_millis()),
@@ -140,10 +151,8 @@ impl ReadPool {
     /// Opens one connection up front, so a bad path fails at start rather than on first use.
     pub fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<ReadPool> {
         let settings = Settings {
-            busy_timeout,
-            foreign_keys: false,
             read_only: true,
-            background_checkpoints: false,
+            ..Settings::new(busy_timeout)
         };
         let first = connect(path, settings)?;
         Ok(ReadPool {
@@ -194,13 +203,7 @@ impl Checkpointer {
     /// never blocks writers or readers: it copies what it can and leaves the rest for the
     /// next round.
     pub fn start(path: &Path, every: Duration, busy_timeout: Duration) -> std::io::Result<Self> {
-        let settings = Settings {
-            busy_timeout,
-            foreign_keys: false,
-            read_only: false,
-            background_checkpoints: false,
-        };
-        let conn = connect(path, settings).map_err(std::io::Error::other)?;
+        let conn = connect(path, Settings::new(busy_timeout)).map_err(std::io::Error::other)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -267,10 +270,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let settings = Settings {
-            busy_timeout: Duration::from_secs(1),
             foreign_keys: true,
-            read_only: false,
-            background_checkpoints: false,
+            ..Settings::new(Duration::from_secs(1))
         };
         let w = connect_new(&path, settings);
         w.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
@@ -303,10 +304,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let settings = Settings {
-            busy_timeout: Duration::from_secs(1),
-            foreign_keys: false,
-            read_only: false,
             background_checkpoints: true,
+            ..Settings::new(Duration::from_secs(1))
         };
         let w = connect_new(&path, settings);
         let pages: i64 = w

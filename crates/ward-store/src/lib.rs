@@ -61,10 +61,8 @@ pub enum Backend {
 
 /// Connection settings of the SQLite store (WAL, `synchronous=FULL`: see ward-sqlite).
 const SQLITE_SETTINGS: ward_sqlite::Settings = ward_sqlite::Settings {
-    busy_timeout: Duration::from_secs(10),
     foreign_keys: true,
-    read_only: false,
-    background_checkpoints: false,
+    ..ward_sqlite::Settings::new(Duration::from_secs(10))
 };
 /// How long a point read on the calling thread waits for a lock. In WAL mode readers wait
 /// only in rare cases (recovery after a crash); a tokio worker must not sit in one for long.
@@ -617,35 +615,53 @@ impl Store {
 
     /// [`Store::read`] without parsing: the verified JSON exactly as stored.
     pub async fn read_json(&self, rtype: &str, id: &str) -> Result<StoredJson, StoreError> {
-        let row = match &self.inner.local {
-            Some(local) => local_row(local, READ_CURRENT, (self.tenant(), rtype, id))?,
-            None => sqlx::query(READ_CURRENT)
-                .bind(self.tenant())
-                .bind(rtype)
-                .bind(id)
-                .fetch_optional(&self.inner.reader)
-                .await?
-                .map(|r| VersionRow::from_any(&r))
-                .transpose()?,
-        };
-        self.live_json(row)
+        self.live_json(self.version_row(rtype, id, None).await?)
     }
 
     /// [`Store::vread`] without parsing: the verified JSON exactly as stored.
     pub async fn vread_json(&self, rtype: &str, id: &str, version: i64) -> Result<StoredJson, StoreError> {
-        let row = match &self.inner.local {
-            Some(local) => local_row(local, READ_VERSION, (self.tenant(), rtype, id, version))?,
-            None => sqlx::query(READ_VERSION)
-                .bind(self.tenant())
-                .bind(rtype)
-                .bind(id)
-                .bind(version)
+        self.live_json(self.version_row(rtype, id, Some(version)).await?)
+    }
+
+    /// The stored row of `rtype/id`'s current version, or of `version`: on a SQLite file
+    /// through a direct connection on this thread, else through the reader pool.
+    async fn version_row(
+        &self,
+        rtype: &str,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        let Some(local) = &self.inner.local else {
+            let row = self
+                .point_query(rtype, id, version)
                 .fetch_optional(&self.inner.reader)
-                .await?
-                .map(|r| VersionRow::from_any(&r))
-                .transpose()?,
+                .await?;
+            return Ok(row.map(|r| VersionRow::from_any(&r)).transpose()?);
         };
-        self.live_json(row)
+        let tenant = self.tenant();
+        match version {
+            Some(v) => local_row(local, READ_VERSION, (tenant, rtype, id, v)),
+            None => local_row(local, READ_CURRENT, (tenant, rtype, id)),
+        }
+    }
+
+    /// [`READ_CURRENT`] (or [`READ_VERSION`] when `version` is given) with its values bound.
+    fn point_query<'q>(
+        &'q self,
+        rtype: &'q str,
+        id: &'q str,
+        version: Option<i64>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+        let sql = if version.is_some() {
+            READ_VERSION
+        } else {
+            READ_CURRENT
+        };
+        let q = sqlx::query(sql).bind(self.tenant()).bind(rtype).bind(id);
+        match version {
+            Some(v) => q.bind(v),
+            None => q,
+        }
     }
 
     fn live_json(&self, row: Option<VersionRow>) -> Result<StoredJson, StoreError> {
@@ -1117,25 +1133,10 @@ impl Store {
         id: &str,
         version: Option<i64>,
     ) -> Result<Stored, StoreError> {
-        let row = match version {
-            None => {
-                sqlx::query(READ_CURRENT)
-                    .bind(self.tenant())
-                    .bind(rtype)
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-            Some(version) => {
-                sqlx::query(READ_VERSION)
-                    .bind(self.tenant())
-                    .bind(rtype)
-                    .bind(id)
-                    .bind(version)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-        };
+        let row = self
+            .point_query(rtype, id, version)
+            .fetch_optional(&mut **tx)
+            .await?;
         self.gone_or_live(self.decode(&row.ok_or(StoreError::NotFound)?)?)
     }
 
