@@ -4,7 +4,7 @@ use ward_store::Store;
 use zeroize::Zeroizing;
 
 use crate::scope::ScopeSet;
-use crate::secret::verify_secret;
+use crate::secret::{SecretVerifier, Verdict};
 use crate::token::{IssuedToken, TokenService};
 
 /// RFC 6749 §5.2 errors. The description is safe to show: it never says whether a client
@@ -21,6 +21,9 @@ pub enum OAuthError {
     UnsupportedGrantType,
     #[error("the authorization server encountered an error")]
     ServerError,
+    /// Too many client authentications are running; the client should retry shortly.
+    #[error("the authorization server is busy; retry later")]
+    TemporarilyUnavailable,
 }
 
 impl OAuthError {
@@ -32,6 +35,7 @@ impl OAuthError {
             OAuthError::InvalidScope => "invalid_scope",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::ServerError => "server_error",
+            OAuthError::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 
@@ -40,6 +44,7 @@ impl OAuthError {
         match self {
             OAuthError::InvalidClient => 401,
             OAuthError::ServerError => 500,
+            OAuthError::TemporarilyUnavailable => 503,
             _ => 400,
         }
     }
@@ -67,6 +72,7 @@ pub struct ClientCredentialsRequest {
 pub async fn client_credentials(
     store: &Store,
     tokens: &TokenService,
+    verifier: &SecretVerifier,
     req: ClientCredentialsRequest,
 ) -> Result<IssuedToken, OAuthError> {
     // Client ids are UUIDs: anything else is an unknown client, without asking the store
@@ -80,9 +86,14 @@ pub async fn client_credentials(
         None
     };
     let usable = client.filter(|c| !c.disabled);
-    let hash = usable.as_ref().map(|c| c.secret_hash.clone());
-    if !verify_secret(req.client_secret, hash).await {
-        return Err(OAuthError::InvalidClient);
+    let hash = usable.as_ref().map(|c| c.secret_hash.as_str());
+    match verifier
+        .verify(store, &req.client_id, req.client_secret, hash)
+        .await
+    {
+        Verdict::Valid => {}
+        Verdict::Invalid => return Err(OAuthError::InvalidClient),
+        Verdict::Busy => return Err(OAuthError::TemporarilyUnavailable),
     }
     let Some(client) = usable else {
         return Err(OAuthError::InvalidClient);

@@ -1,7 +1,7 @@
 //! OAuth 2.0 authorization server pieces and access-token verification (SPEC AC-1, AC-2, AC-4).
 //!
 //! Nothing here knows about HTTP: the server crate maps [`OAuthError`] and [`TokenError`]
-//! to responses. Client secrets are argon2id hashes; access tokens are ES256 JWTs.
+//! to responses. Client secrets are keyed hashes (argon2id for passwords); access tokens are ES256 JWTs.
 
 pub mod grant;
 pub mod scope;
@@ -10,4 +10,5 @@ pub mod token;
 
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
 pub use scope::{Context, Interaction, ScopeSet};
+pub use secret::{SecretVerifier, Verdict};
 pub use token::{Claims, IssuedToken, TokenError, TokenService};

@@ -45,6 +45,13 @@ pub enum TokenError {
     Signing,
 }
 
+/// The name of a verification failure without its payload: a JSON error quotes the
+/// token's own (client-chosen) claim values, which must not reach a log line.
+fn kind_name(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    let debug = format!("{kind:?}");
+    debug.split('(').next().unwrap_or_default().to_owned()
+}
+
 /// A freshly issued access token.
 #[derive(Debug)]
 pub struct IssuedToken {
@@ -189,7 +196,7 @@ impl TokenService {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map_err(|e| TokenError::Rejected(format!("{:?}", e.kind())))?;
+            .map_err(|e| TokenError::Rejected(kind_name(e.kind())))?;
         let claims = data.claims;
         if claims.iat > now_secs() + LEEWAY_SECS {
             return Err(TokenError::Rejected("issued in the future".into()));
@@ -210,6 +217,13 @@ fn now_secs() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rejection_reasons_carry_no_token_content() {
+        let err: serde_json::Error = serde_json::from_str::<u64>("\"Zyxwarfield\"").unwrap_err();
+        let kind = jsonwebtoken::errors::ErrorKind::Json(std::sync::Arc::new(err));
+        assert_eq!(super::kind_name(&kind), "Json");
+    }
+
     use super::*;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -12,6 +12,11 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Whether `a` and `b` are equal, in time independent of where they differ (MAC checks).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// Keyed blind index: HMAC-SHA256(index key, len(param) || param || len(value) || value).
 /// Equal (param, value) pairs give equal outputs; nothing about the value is revealed
 /// without the key.

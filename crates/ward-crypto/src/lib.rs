@@ -24,7 +24,7 @@ mod signing;
 pub use audit_key::{
     AuditKey, audit_key_id, ed25519_public_key_pem, parse_ed25519_public_key, verify_ed25519,
 };
-pub use blind::{BlindIndexer, sha256};
+pub use blind::{BlindIndexer, ct_eq, sha256};
 pub use envelope::{Aad, Envelope, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use kek::Kek;

@@ -11,7 +11,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
-use crate::{audit, fhir, middleware, oauth, request_id};
+use crate::{audit, fhir, framing, middleware, oauth, request_id};
 
 /// Longest time a request may take end to end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +34,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found_fallback)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(state.clone());
-    let audited = guarded(routes).layer(axum::middleware::from_fn_with_state(state, audit::layer));
+    // Framing refusals run inside the audit layer, so they are recorded like any 400.
+    let audited = guarded(routes)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            framing::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, audit::layer));
     outer(audited)
 }
 

@@ -27,6 +27,11 @@ use crate::state::AppState;
 #[derive(Clone, Copy, Debug)]
 pub struct OutcomeCode(pub &'static str);
 
+/// Left on a response that must not get its own record: a repeated refusal inside one
+/// rate-limit window, whose first refusal was recorded (SEC-2).
+#[derive(Clone, Copy, Debug)]
+pub struct Unaudited;
+
 /// What the pipeline learns about a request while serving it.
 #[derive(Clone)]
 pub struct AuditContext {
@@ -184,6 +189,9 @@ fn public(path: &str) -> bool {
     )
 }
 
+/// Methods are client-chosen tokens of any length: only this many characters are kept.
+const METHOD_CHARS: usize = 16;
+
 /// The FHIR interaction (or OAuth action) a route template stands for.
 fn action_of(method: &Method, route: &str) -> String {
     // HEAD runs the GET handler.
@@ -215,7 +223,12 @@ fn action_of(method: &Method, route: &str) -> String {
         {
             "discovery"
         }
-        _ => return format!("http-{}", method.to_ascii_lowercase()),
+        _ => {
+            return format!(
+                "http-{}",
+                crate::middleware::bounded(method, METHOD_CHARS).to_ascii_lowercase()
+            );
+        }
     };
     a.to_owned()
 }
@@ -277,6 +290,9 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
     } else {
         next.run(Request::from_parts(parts, body)).await
     };
+    if resp.extensions().get::<Unaudited>().is_some() {
+        return resp;
+    }
     let code = resp.extensions().get::<OutcomeCode>().map(|c| c.0.to_owned());
     let record = ctx.record(
         RecordKind::Request,

@@ -48,6 +48,29 @@ pub struct ServerSection {
     pub max_page_size: usize,
     /// Most entries of a transaction or batch Bundle (413 above).
     pub max_bundle_entries: usize,
+    // --- Connection and token-endpoint limits (SEC-2, SPEC §2 step 3) ---
+    /// Open connections at once (TLS handshakes included); beyond it a new one is closed.
+    pub max_connections: usize,
+    /// Open connections at once from one IP address (one /64 for IPv6).
+    pub max_connections_per_ip: usize,
+    /// Seconds after the TLS handshake within which the first request must arrive.
+    pub first_request_timeout_secs: u64,
+    /// Seconds a connection may stay idle between requests; also the most time an
+    /// HTTP/1.1 request head may take to arrive.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2: streams (requests) open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: seconds between keep-alive pings; an unanswered ping closes the connection
+    /// after as long again.
+    pub http2_keep_alive_secs: u64,
+    /// Client-secret checks running at once; beyond it the token endpoint answers 503.
+    pub token_max_concurrent_checks: usize,
+    /// Token requests per minute from one IP address (429 beyond), after a burst of
+    /// `token_burst`.
+    pub token_requests_per_minute_per_ip: u32,
+    /// Token requests per minute for one client id (429 beyond), same burst.
+    pub token_requests_per_minute_per_client: u32,
+    pub token_burst: u32,
 }
 
 impl Default for ServerSection {
@@ -60,6 +83,16 @@ impl Default for ServerSection {
             token_lifetime_secs: 900,
             max_page_size: 1000,
             max_bundle_entries: 1000,
+            max_connections: 512,
+            max_connections_per_ip: 128,
+            first_request_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            http2_max_concurrent_streams: 64,
+            http2_keep_alive_secs: 20,
+            token_max_concurrent_checks: 2,
+            token_requests_per_minute_per_ip: 60,
+            token_requests_per_minute_per_client: 30,
+            token_burst: 20,
         }
     }
 }
@@ -222,6 +255,21 @@ impl Config {
             || s.max_bundle_entries == 0
         {
             return Err(ConfigError::Invalid("server limits are too small".into()));
+        }
+        if s.max_connections == 0
+            || s.max_connections_per_ip == 0
+            || s.first_request_timeout_secs == 0
+            || s.idle_timeout_secs == 0
+            || s.http2_max_concurrent_streams == 0
+            || s.http2_keep_alive_secs == 0
+            || s.token_max_concurrent_checks == 0
+            || s.token_requests_per_minute_per_ip == 0
+            || s.token_requests_per_minute_per_client == 0
+            || s.token_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "server connection and token limits must be at least 1".into(),
+            ));
         }
         if !(self.store.url.starts_with("sqlite:")
             || self.store.url.starts_with("postgres://")

@@ -491,9 +491,7 @@ pub(crate) async fn read_json(st: &AppState, headers: &HeaderMap, body: Body) ->
     if declared.is_some_and(|n| n > st.limits.max_bytes) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, st.limits.max_bytes)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = crate::framing::read_body(body, st.limits.max_bytes).await?;
     Ok(ward_fhir::json::parse_strict(&bytes, &st.limits)?)
 }
 

@@ -33,11 +33,28 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
-/// One log line per request: request id, method, route template (never the query string,
-/// which can carry PHI), status and latency.
+/// A client-chosen string as it may appear in a log line or record: at most `max`
+/// characters, control characters replaced, a cut marked with `…`.
+pub fn bounded(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Longest method name written to the log (extension methods are any-length tokens).
+const LOGGED_METHOD_CHARS: usize = 16;
+
+/// One log line per request: request id, method (bounded), route template (never the query
+/// string, which can carry PHI), status and latency.
 pub async fn access_log(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = bounded(req.method().as_str(), LOGGED_METHOD_CHARS);
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -11,7 +11,9 @@ use serde_json::json;
 use ward_auth::{ClientCredentialsRequest, OAuthError};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditContext, OutcomeCode};
+use crate::audit::{AuditContext, OutcomeCode, Unaudited};
+use crate::ratelimit::{Decision, ip_key};
+use crate::serve::ClientAddr;
 use crate::state::AppState;
 
 /// A token request is a few hundred bytes; refuse anything much larger early.
@@ -37,6 +39,60 @@ fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
     resp.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// A 429 (rate limit) or 503 (too many secret checks running) with `Retry-After`. Only the
+/// first refusal of a window is audited: a flood must not become a flood of audit records.
+fn try_later(status: StatusCode, retry_after_secs: u64, audited: bool) -> Response {
+    let mut resp = (
+        status,
+        Json(json!({
+            "error": "temporarily_unavailable",
+            "error_description": "too many token requests; retry after the Retry-After delay",
+        })),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    let code = if status == StatusCode::TOO_MANY_REQUESTS {
+        "rate-limited"
+    } else {
+        "busy"
+    };
+    resp.extensions_mut().insert(OutcomeCode(code));
+    if !audited {
+        resp.extensions_mut().insert(Unaudited);
+    }
+    resp
+}
+
+fn limited(decision: Decision) -> Option<Response> {
+    match decision {
+        Decision::Allow => None,
+        Decision::Limited { retry_after, first } => Some(try_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after.as_secs().max(1),
+            first,
+        )),
+    }
+}
+
+/// Whether a 503 for busy secret checks should be audited: at most one a second per process.
+fn first_busy_this_second() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let now = EPOCH.elapsed().as_secs();
+    LAST.swap(now, Ordering::Relaxed) != now
+}
+
+/// `application/x-www-form-urlencoded`, exactly, with any parameters.
+fn is_form_media_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
 }
 
 /// RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before base64.
@@ -71,9 +127,15 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Zeroizing<St
 pub async fn token(
     State(st): State<AppState>,
     audit: AuditContext,
+    peer: Option<axum::Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Some(axum::Extension(ClientAddr(addr))) = peer
+        && let Some(resp) = limited(st.token_ip_limits.check(&ip_key(addr.ip())))
+    {
+        return resp;
+    }
     let basic = match basic_credentials(&headers) {
         Ok(b) => b,
         Err(e) => return oauth_error(&e, true),
@@ -83,17 +145,20 @@ pub async fn token(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("application/x-www-form-urlencoded")
-    {
+    if !is_form_media_type(content_type) {
         return oauth_error(
             &OAuthError::InvalidRequest("Content-Type must be application/x-www-form-urlencoded"),
             basic_used,
         );
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_TOKEN_REQUEST).await else {
-        return oauth_error(&OAuthError::InvalidRequest("request too large"), basic_used);
+    let bytes = match crate::framing::read_body(body, MAX_TOKEN_REQUEST).await {
+        Ok(b) => b,
+        Err(crate::framing::BodyError::TooLarge) => {
+            return oauth_error(&OAuthError::InvalidRequest("request too large"), basic_used);
+        }
+        Err(crate::framing::BodyError::Malformed) => {
+            return oauth_error(&OAuthError::InvalidRequest("malformed request body"), basic_used);
+        }
     };
     let mut grant_type = None;
     let mut form_id = None;
@@ -136,12 +201,17 @@ pub async fn token(
         _ => return oauth_error(&OAuthError::InvalidClient, basic_used),
     };
     audit.set_claimed_client(&client_id);
+    if ward_auth::is_plausible_client_id(&client_id)
+        && let Some(resp) = limited(st.token_client_limits.check(&client_id))
+    {
+        return resp;
+    }
     let req = ClientCredentialsRequest {
         client_id: client_id.clone(),
         client_secret,
         scope,
     };
-    match ward_auth::client_credentials(&st.store, &st.tokens, req).await {
+    match ward_auth::client_credentials(&st.store, &st.tokens, &st.secrets, req).await {
         Ok(issued) => {
             audit.set_actor(&client_id, None, &issued.scope);
             let mut resp = Json(json!({
@@ -154,6 +224,9 @@ pub async fn token(
             resp.headers_mut()
                 .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             resp
+        }
+        Err(OAuthError::TemporarilyUnavailable) => {
+            try_later(StatusCode::SERVICE_UNAVAILABLE, 1, first_busy_this_second())
         }
         Err(e) => {
             tracing::info!(error = e.code(), "token request refused");

@@ -71,15 +71,7 @@ pub(crate) async fn search_type_post(
             "_search takes an application/x-www-form-urlencoded body",
         ));
     }
-    let bytes = axum::body::to_bytes(body, st.limits.max_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                IssueType::TooCostly,
-                "request body exceeds the configured limit",
-            )
-        })?;
+    let bytes = crate::framing::read_body(body, st.limits.max_bytes).await?;
     let mut pairs = pairs_of(query.as_deref().unwrap_or(""));
     pairs.extend(form_urlencoded::parse(&bytes).into_owned());
     run(&st, &auth, rtype, None, pairs, &headers, Origin::Post).await

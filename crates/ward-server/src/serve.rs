@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::conn::{Activity, ConnLimits, HeadScan, LengthAndChunked, TrackedBody};
 use crate::state::AppState;
 
 /// The address of the client on the other end of the TLS connection.
@@ -41,7 +42,6 @@ pub enum StartError {
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running server; dropping it does not stop it, call [`RunningServer::shutdown`].
@@ -127,21 +127,48 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     })
 }
 
+/// Connection settings from `[server]`.
+#[derive(Clone, Copy)]
+struct ConnTimes {
+    first_request: Duration,
+    idle: Duration,
+}
+
+/// How long a connection told to close (idle, or shutting down) may take to do so.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+fn builders(config: &Config) -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
+    let s = &config.server;
+    let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+    // hyper starts this timer whenever it waits for a request head, idle keep-alive included.
+    h1.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(s.idle_timeout_secs));
+    let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+    let ping = Duration::from_secs(s.http2_keep_alive_secs);
+    h2.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(s.http2_max_concurrent_streams)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping);
+    (h1, h2)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     state: AppState,
     mut stop: watch::Receiver<bool>,
 ) {
+    let s = &state.config.server;
+    let limits = ConnLimits::new(s.max_connections, s.max_connections_per_ip);
+    let times = ConnTimes {
+        first_request: Duration::from_secs(s.first_request_timeout_secs),
+        idle: Duration::from_secs(s.idle_timeout_secs),
+    };
+    let (h1, h2) = builders(&state.config);
+    let builders = Arc::new((h1, h2));
     let router = crate::app::router(state);
-    let graceful = GracefulShutdown::new();
-    let builder = Arc::new({
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        b
-    });
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -154,30 +181,123 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
+        // Over a cap, the connection is closed at once, before any TLS work.
+        let Some(guard) = limits.try_open(peer.ip()) else {
+            tracing::debug!("connection refused: connection cap reached");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 // Refused handshakes (old protocol, weak suites, plain HTTP) end here.
                 _ => return,
             };
-            let service = router.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ClientAddr(peer));
-                req
-            });
-            let conn =
-                builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
-            let _ = watcher.watch(conn.into_owned()).await;
+            // ALPN decided the protocol: no waiting to sniff it from the first bytes.
+            let activity = Activity::new();
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let service = service(router, peer, activity.clone(), None);
+                let conn = builders.1.serve_connection(TokioIo::new(tls), service);
+                serve_until_idle(conn, &activity, times, stop).await;
+            } else {
+                let (io, length_and_chunked) = HeadScan::new(tls);
+                let service = service(router, peer, activity.clone(), Some(length_and_chunked));
+                let conn = builders
+                    .0
+                    .serve_connection_with_upgrades(TokioIo::new(io), service);
+                serve_until_idle(conn, &activity, times, stop).await;
+            }
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(DRAIN_TIMEOUT, limits.all_closed())
         .await
         .is_err()
     {
         tracing::warn!("shutdown: connections still open after the drain timeout");
+    }
+}
+
+/// The router as a hyper service for one connection: each request carries the client's
+/// address (and the framing finding of [`HeadScan`]), and counts as in flight until its
+/// response body is done.
+fn service(
+    router: axum::Router,
+    peer: SocketAddr,
+    activity: Activity,
+    length_and_chunked: Option<Arc<AtomicBool>>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<axum::body::Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<axum::body::Body>, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone {
+    let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        let request = activity.begin();
+        req.extensions_mut().insert(ClientAddr(peer));
+        if length_and_chunked
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+        {
+            req.extensions_mut().insert(LengthAndChunked);
+        }
+        async move {
+            let resp = router.oneshot(req).await?;
+            Ok(resp.map(|b| TrackedBody::wrap(b, request)))
+        }
+    });
+    TowerToHyperService::new(service)
+}
+
+/// Drives a connection until it ends, closing it gracefully when it has had no request for
+/// too long or the server stops; one that does not close within a grace period is dropped.
+async fn serve_until_idle<C>(conn: C, activity: &Activity, times: ConnTimes, mut stop: watch::Receiver<bool>)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+{
+    tokio::pin!(conn);
+    // Set once the connection was told to close: the moment it is dropped regardless.
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = match closing {
+            Some(at) => at,
+            None => activity
+                .deadline(times.first_request, times.idle)
+                .map_or_else(|| tokio::time::Instant::now() + times.idle, Into::into),
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = stop.changed(), if closing.is_none() => {
+                if changed.is_ok() && !*stop.borrow() {
+                    continue;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    return;
+                }
+                let expired = activity
+                    .deadline(times.first_request, times.idle)
+                    .is_some_and(|d| d <= Instant::now());
+                // A connection that never sent a request is owed no goodbye.
+                if expired && activity.no_request_yet() {
+                    return;
+                }
+                if expired {
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ use ward_fhir::validate::Validator;
 use ward_store::Store;
 
 use crate::config::Config;
+use crate::ratelimit::Buckets;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -29,6 +30,10 @@ pub struct Inner {
     /// The serialized CapabilityStatement, built once.
     pub capability: axum::body::Bytes,
     client_status: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Token endpoint: bounded client-secret checks and per-IP / per-client rate limits.
+    pub secrets: ward_auth::SecretVerifier,
+    pub token_ip_limits: Buckets<std::net::IpAddr>,
+    pub token_client_limits: Buckets<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,7 +67,14 @@ impl AppState {
             &config.server.public_url,
             &published,
         );
+        let s = &config.server;
+        let secrets = ward_auth::SecretVerifier::new(s.token_max_concurrent_checks);
+        let token_ip_limits = Buckets::new(s.token_requests_per_minute_per_ip, s.token_burst);
+        let token_client_limits = Buckets::new(s.token_requests_per_minute_per_client, s.token_burst);
         AppState(Arc::new(Inner {
+            secrets,
+            token_ip_limits,
+            token_client_limits,
             capability: serde_json::to_vec(&capability).unwrap_or_default().into(),
             fhir_base: config.fhir_base(),
             config,

@@ -1275,6 +1275,36 @@ impl Store {
         rows.iter().map(client_from_row).collect()
     }
 
+    /// The keyed hash of a client secret Ward generated (256 random bits need no slow hash):
+    /// HMAC-SHA-256 under the index key, in its own domain, bound to the client id so a row's
+    /// hash is worth nothing for another client.
+    pub fn client_secret_tag(&self, client_id: &str, secret: &[u8]) -> [u8; 32] {
+        let id_len = u64::try_from(client_id.len()).unwrap_or(u64::MAX);
+        let mut msg = zeroize::Zeroizing::new(Vec::with_capacity(8 + client_id.len() + secret.len()));
+        msg.extend_from_slice(&id_len.to_be_bytes());
+        msg.extend_from_slice(client_id.as_bytes());
+        msg.extend_from_slice(secret);
+        self.inner.indexer.mac("client-secret-v1", &msg)
+    }
+
+    /// Replaces a client's stored secret hash if it is still `old` (a migration after a
+    /// successful check); false if it had changed meanwhile.
+    pub async fn replace_client_secret_hash(
+        &self,
+        client_id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let res =
+            sqlx::query("UPDATE oauth_client SET secret_hash = $1 WHERE client_id = $2 AND secret_hash = $3")
+                .bind(new.to_owned())
+                .bind(client_id.to_owned())
+                .bind(old.to_owned())
+                .execute(&self.inner.writer)
+                .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     /// Disables a client; false if there is no such client.
     pub async fn disable_client(&self, client_id: &str) -> Result<bool, StoreError> {
         let res = sqlx::query("UPDATE oauth_client SET disabled = 1 WHERE client_id = $1")

@@ -1,5 +1,5 @@
 //! `ward client create|list|disable`: OAuth clients, whose secrets are shown once and
-//! stored only as argon2id hashes (SPEC AC-1, AC-2).
+//! stored only as keyed hashes (HMAC-SHA-256 under the store's index key) (SPEC AC-1, AC-2).
 
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -52,9 +52,7 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
     // Ids are fresh UUIDs, never reused (AC-1).
     let client_id = uuid::Uuid::new_v4().to_string();
     let secret = ward_auth::secret::generate_secret();
-    let secret_hash = ward_auth::secret::hash_secret(secret.clone())
-        .await
-        .context("hashing the secret")?;
+    let secret_hash = ward_auth::secret::hash_secret(&store, &client_id, &secret);
     let record = ClientRecord {
         client_id: client_id.clone(),
         name: name.to_owned(),

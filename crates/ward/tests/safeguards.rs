@@ -516,7 +516,7 @@ async fn init_output_and_refusal_and_client_cli() {
     let out = with_env("WARD_AUDIT_NO_SUCH_KEY", "1");
     assert!(!out.status.success(), "unknown keys are an error");
 
-    // secrets are stored only as argon2id hashes
+    // secrets are stored only as keyed hashes
     let mut db = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
@@ -526,7 +526,7 @@ async fn init_output_and_refusal_and_client_cli() {
     }
     let db = String::from_utf8_lossy(&db);
     assert!(!db.contains(&secret) && !db.contains(&csecret));
-    assert!(db.contains("$argon2id$"));
+    assert!(db.contains("$ward-hmac-sha256$v1$"));
 
     // the server refuses to start when the key directory is readable by others
     std::fs::set_permissions(dir.join("keys"), std::fs::Permissions::from_mode(0o755)).unwrap();
