@@ -382,7 +382,7 @@ fn query_matches(q: &AuditQuery, rec: &AuditRecord) -> bool {
 /// How long after its intent record a write's final record is looked for (the request
 /// deadline is 30 s; the final record is committed as the response leaves). An intent with no
 /// final record within it is shown on its own, as an intent whose outcome is unknown.
-const FINAL_WITHIN_MS: i64 = 120_000;
+const FINAL_WITHIN_MS: i64 = 60_000;
 
 /// Bound values of a generated WHERE clause, in placeholder order.
 enum Bind {
@@ -479,12 +479,13 @@ fn criteria(q: &AuditQuery) -> (String, Vec<Bind>) {
     }
     if q.one_per_request {
         // A write's intent record (status 0) is shown only when no final record names it:
-        // the final record of the same chain, within FINAL_WITHIN_MS, whose `intent_seq` is
-        // its seq. (`node || ''` keeps SQLite on the time index for the window.)
+        // the final record of the same chain and action, within FINAL_WITHIN_MS after it,
+        // whose `intent_seq` is its seq. (`node || ''` keeps SQLite on the time index for the
+        // window; the cheap column tests run before the text match.)
         sql.push_str(&format!(
             " AND (r.status <> 0 OR NOT EXISTS (SELECT 1 FROM audit_record f \
-             WHERE f.at_ms >= r.at_ms - {FINAL_WITHIN_MS} AND f.at_ms <= r.at_ms + {FINAL_WITHIN_MS} \
-             AND f.node || '' = r.node AND f.seq > r.seq AND f.status <> 0 \
+             WHERE f.at_ms >= r.at_ms AND f.at_ms <= r.at_ms + {FINAL_WITHIN_MS} \
+             AND f.node || '' = r.node AND f.action = r.action AND f.seq > r.seq AND f.status <> 0 \
              AND (f.record LIKE '%\"intent_seq\":' || r.seq || '}}' \
              OR f.record LIKE '%\"intent_seq\":' || r.seq || ',%')))"
         ));
@@ -530,10 +531,12 @@ pub async fn search(store: &AuditStore, q: &AuditQuery) -> Result<Vec<(AuditReco
 }
 
 impl AuditQuery {
-    /// How many records match (`count` aside): the `total` of `_summary=count`.
-    pub async fn count_matches(&self, store: &AuditStore) -> Result<u64, AuditError> {
+    /// How many records match (`count` aside), counting at most `cap + 1`: the `total` of
+    /// `_summary=count`, with the work bounded by the cap.
+    pub async fn count_matches(&self, store: &AuditStore, cap: u64) -> Result<u64, AuditError> {
         let (mut sql, binds) = criteria(self);
-        sql.insert_str(0, "SELECT COUNT(*) FROM audit_record r");
+        sql.insert_str(0, "SELECT COUNT(*) FROM (SELECT 1 FROM audit_record r");
+        sql.push_str(&format!(" LIMIT {}) c", cap.saturating_add(1)));
         let row = bound(sql, &binds).fetch_one(&store.reader).await?;
         let n: i64 = row.try_get(0)?;
         Ok(u64::try_from(n).unwrap_or(0))

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ward_audit::AuditQuery;
 use ward_auth::Interaction;
-use ward_fhir::outcome::IssueType;
+use ward_fhir::outcome::{Issue, IssueType, Severity, operation_outcome};
 
 use crate::auth::{Authenticated, authorize};
 use crate::error::{ApiError, FHIR_JSON};
@@ -28,6 +28,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 const DEFAULT_COUNT: usize = 50;
+/// Most records `_summary=count` counts: the work of one count is bounded, not the trail's size.
+const MAX_TOTAL: u64 = 10_000;
 
 async fn search(
     State(st): State<AppState>,
@@ -45,7 +47,27 @@ async fn search(
         "link": [{ "relation": "self", "url": format!("{}/AuditEvent", st.fhir_base) }],
     });
     if count_only {
-        bundle["total"] = json!(q.count_matches(&st.audit_store).await.map_err(audit_error)?);
+        let n = q
+            .count_matches(&st.audit_store, MAX_TOTAL)
+            .await
+            .map_err(audit_error)?;
+        if n <= MAX_TOTAL {
+            bundle["total"] = json!(n);
+        } else {
+            // Beyond the cap there is no total, and the answer says why.
+            let issue = Issue {
+                severity: Severity::Information,
+                code: IssueType::TooCostly,
+                diagnostics: format!(
+                    "more than {MAX_TOTAL} records match: narrow the search (date, agent, patient, entity) for an exact total"
+                ),
+                expression: None,
+            };
+            bundle["entry"] = json!([{
+                "resource": operation_outcome(&[issue], crate::request_id::current().as_deref()),
+                "search": { "mode": "outcome" },
+            }]);
+        }
     } else {
         let found = ward_audit::search(&st.audit_store, &q)
             .await
