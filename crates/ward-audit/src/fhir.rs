@@ -72,13 +72,15 @@ pub fn action_code(action: &str) -> &'static str {
 }
 
 /// The AuditEvent.outcome code: 0 success (status < 400), 4 minor failure (4xx), 8 serious
-/// failure (5xx), 12 major failure (no status: the request never completed).
-pub fn outcome_code(status: u16) -> &'static str {
+/// failure (5xx), 12 major failure (a status outside HTTP's). None for status 0, an intent
+/// record: written before the change, it claims neither success nor failure.
+pub fn outcome_code(status: u16) -> Option<&'static str> {
     match status {
-        1..=399 => "0",
-        400..=499 => "4",
-        500..=599 => "8",
-        _ => "12",
+        0 => None,
+        1..=399 => Some("0"),
+        400..=499 => Some("4"),
+        500..=599 => Some("8"),
+        _ => Some("12"),
     }
 }
 
@@ -88,6 +90,9 @@ fn is_token_action(action: &str) -> bool {
         "token" | "authorize" | "login" | "logout" | "mfa" | "introspect" | "revoke" | "userinfo"
     )
 }
+
+/// The `outcomeDesc` of an intent record, which has no `outcome`.
+const INTENT_DESC: &str = "intent: recorded before a change; outcome unknown unless a final record names it";
 
 /// The record as an R4 `AuditEvent` with id `{node}-{seq}`. The chain position and hash are in
 /// the extension `urn:ward:audit:chain` (`node`, `seq`, `hash`).
@@ -135,6 +140,9 @@ pub fn to_audit_event(rec: &AuditRecord, hash_hex: &str) -> Value {
     }
     if let Some(i) = rec.intent_seq {
         details.push(json!({"url": "intent-seq", "valueString": i.to_string()}));
+        details.push(
+            json!({"url": "intent", "valueReference": {"reference": format!("AuditEvent/{}-{i}", rec.node)}}),
+        );
     }
     if rec.break_glass {
         details.push(json!({"url": "break-glass", "valueBoolean": true}));
@@ -148,13 +156,22 @@ pub fn to_audit_event(rec: &AuditRecord, hash_hex: &str) -> Value {
     );
     ev.insert("action".into(), json!(action_code(&rec.action)));
     ev.insert("recorded".into(), json!(rec.at));
-    ev.insert("outcome".into(), json!(outcome_code(rec.outcome.status)));
-    let mut desc = format!("HTTP {}", rec.outcome.status);
-    if let Some(code) = &rec.outcome.code {
-        desc.push(' ');
-        desc.push_str(code);
+    match outcome_code(rec.outcome.status) {
+        Some(code) => {
+            ev.insert("outcome".into(), json!(code));
+            let mut desc = format!("HTTP {}", rec.outcome.status);
+            if let Some(code) = &rec.outcome.code {
+                desc.push(' ');
+                desc.push_str(code);
+            }
+            ev.insert("outcomeDesc".into(), json!(desc));
+        }
+        // An intent names no outcome: the final record that names it (intent-seq) does, and
+        // without one the change may or may not have happened.
+        None => {
+            ev.insert("outcomeDesc".into(), json!(INTENT_DESC));
+        }
     }
-    ev.insert("outcomeDesc".into(), json!(desc));
     let mut purposes = Vec::new();
     if let Some(p) = &rec.purpose_of_use {
         purposes.push(
@@ -305,6 +322,10 @@ pub struct AuditQuery {
     pub outcome: Option<u16>,
     /// Most records returned (0 means 100; at most 10,000).
     pub count: usize,
+    /// One AuditEvent per request: a write's final record (which names its intent), not also
+    /// its intent record; an intent with no final record is kept (its outcome is unknown).
+    /// Without it, every record.
+    pub one_per_request: bool,
 }
 
 const ALL_CODED: &[&[&str]] = &[READ_ACTIONS, CREATE_ACTIONS, UPDATE_ACTIONS, DELETE_ACTIONS];
@@ -342,7 +363,7 @@ fn query_matches(q: &AuditQuery, rec: &AuditRecord) -> bool {
     }
     if let Some(o) = q.outcome {
         let ok = if matches!(o, 0 | 4 | 8 | 12) {
-            outcome_code(rec.outcome.status) == o.to_string()
+            outcome_code(rec.outcome.status) == Some(o.to_string().as_str())
         } else {
             rec.outcome.status == o
         };
@@ -358,77 +379,63 @@ fn query_matches(q: &AuditQuery, rec: &AuditRecord) -> bool {
     true
 }
 
-/// Records matching `q`, newest first, each with its hash (hex). The SQL columns narrow the
-/// search; every match is then re-checked against the parsed canonical record.
-pub async fn search(store: &AuditStore, q: &AuditQuery) -> Result<Vec<(AuditRecord, String)>, AuditError> {
-    let count = match q.count {
-        0 => 100,
-        n => n.min(10_000),
-    };
-    let mut sql = String::from("SELECT r.record, r.hash FROM audit_record r WHERE 1 = 1");
-    let mut texts: Vec<String> = Vec::new();
-    let mut ints: Vec<i64> = Vec::new();
-    // Parameters are bound in the order they are pushed; `binds` records which list and index.
-    enum B {
-        T(usize),
-        I(usize),
-    }
-    let mut binds: Vec<B> = Vec::new();
-    let mut n = 0usize;
-    let mut next = |sql: &mut String, b: B, binds: &mut Vec<B>| {
-        n += 1;
+/// How long after its intent record a write's final record is looked for (the request
+/// deadline is 30 s; the final record is committed as the response leaves). An intent with no
+/// final record within it is shown on its own, as an intent whose outcome is unknown.
+const FINAL_WITHIN_MS: i64 = 60_000;
+
+/// Bound values of a generated WHERE clause, in placeholder order.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// The WHERE clause (over `audit_record r`) of `q`, with its values. Only placeholders and
+/// fixed SQL are generated; every value is bound.
+fn criteria(q: &AuditQuery) -> (String, Vec<Bind>) {
+    let mut sql = String::from(" WHERE 1 = 1");
+    let mut binds: Vec<Bind> = Vec::new();
+    let next = |sql: &mut String, binds: &mut Vec<Bind>, b: Bind| {
         binds.push(b);
-        sql.push_str(&format!("${n}"));
+        sql.push_str(&format!("${}", binds.len()));
     };
     if let Some(g) = q.date_ge {
         sql.push_str(" AND r.at_ms >= ");
-        ints.push(unix_ms(g));
-        next(&mut sql, B::I(ints.len() - 1), &mut binds);
+        next(&mut sql, &mut binds, Bind::Int(unix_ms(g)));
     }
     if let Some(l) = q.date_lt {
         sql.push_str(" AND r.at_ms < ");
         // at_ms is truncated to ms: a record at 12:00:00.0005 has at_ms of 12:00:00.000.
-        ints.push(unix_ms(l) + 1);
-        next(&mut sql, B::I(ints.len() - 1), &mut binds);
+        next(&mut sql, &mut binds, Bind::Int(unix_ms(l) + 1));
     }
     if let Some(a) = &q.agent {
-        texts.push(a.clone());
-        let i = texts.len() - 1;
         sql.push_str(" AND (r.client_id = ");
-        next(&mut sql, B::T(i), &mut binds);
+        next(&mut sql, &mut binds, Bind::Text(a.clone()));
         sql.push_str(" OR r.user_id = ");
-        next(&mut sql, B::T(i), &mut binds);
+        next(&mut sql, &mut binds, Bind::Text(a.clone()));
         sql.push(')');
     }
-    let patient_exists = |sql: &mut String,
-                          i: usize,
-                          binds: &mut Vec<B>,
-                          next: &mut dyn FnMut(&mut String, B, &mut Vec<B>)| {
+    let patient_exists = |sql: &mut String, binds: &mut Vec<Bind>, id: &str| {
         sql.push_str(
             "EXISTS (SELECT 1 FROM audit_patient p WHERE p.node = r.node AND p.seq = r.seq AND p.patient_id = ",
         );
-        next(sql, B::T(i), binds);
+        next(sql, binds, Bind::Text(id.to_owned()));
         sql.push(')');
     };
     if let Some(p) = &q.patient {
-        texts.push(p.strip_prefix("Patient/").unwrap_or(p).to_owned());
-        let i = texts.len() - 1;
         sql.push_str(" AND ");
-        patient_exists(&mut sql, i, &mut binds, &mut next);
+        patient_exists(&mut sql, &mut binds, p.strip_prefix("Patient/").unwrap_or(p));
     }
     if let Some(e) = &q.entity {
         let (t, id) = e.split_once('/').unwrap_or(("", e));
-        texts.push(t.to_owned());
-        texts.push(id.to_owned());
-        let (ti, ii) = (texts.len() - 2, texts.len() - 1);
         sql.push_str(" AND ((r.resource_type = ");
-        next(&mut sql, B::T(ti), &mut binds);
+        next(&mut sql, &mut binds, Bind::Text(t.to_owned()));
         sql.push_str(" AND r.resource_id = ");
-        next(&mut sql, B::T(ii), &mut binds);
+        next(&mut sql, &mut binds, Bind::Text(id.to_owned()));
         sql.push(')');
         if t == "Patient" {
             sql.push_str(" OR ");
-            patient_exists(&mut sql, ii, &mut binds, &mut next);
+            patient_exists(&mut sql, &mut binds, id);
         }
         sql.push(')');
     }
@@ -453,37 +460,64 @@ pub async fn search(store: &AuditStore, q: &AuditQuery) -> Result<Vec<(AuditReco
             if k > 0 {
                 sql.push(',');
             }
-            texts.push((*name).to_owned());
-            next(&mut sql, B::T(texts.len() - 1), &mut binds);
+            next(&mut sql, &mut binds, Bind::Text((*name).to_owned()));
         }
         sql.push(')');
     }
     if let Some(o) = q.outcome {
+        // An intent (status 0) claims no outcome: no outcome criterion matches it.
         match o {
             0 => sql.push_str(" AND r.status >= 1 AND r.status < 400"),
             4 => sql.push_str(" AND r.status >= 400 AND r.status < 500"),
             8 => sql.push_str(" AND r.status >= 500 AND r.status < 600"),
-            12 => sql.push_str(" AND (r.status < 1 OR r.status >= 600)"),
+            12 => sql.push_str(" AND (r.status < 0 OR r.status >= 600)"),
             s => {
                 sql.push_str(" AND r.status = ");
-                ints.push(i64::from(s));
-                next(&mut sql, B::I(ints.len() - 1), &mut binds);
+                next(&mut sql, &mut binds, Bind::Int(i64::from(s)));
             }
         }
     }
-    sql.push_str(" ORDER BY r.at_ms DESC, r.node, r.seq DESC LIMIT ");
-    ints.push(count as i64);
-    next(&mut sql, B::I(ints.len() - 1), &mut binds);
+    if q.one_per_request {
+        // A write's intent record (status 0) is shown only when no final record names it:
+        // the final record of the same chain and action, within FINAL_WITHIN_MS after it,
+        // whose `intent_seq` is its seq. (`node || ''` keeps SQLite on the time index for the
+        // window; the cheap column tests run before the text match.)
+        sql.push_str(&format!(
+            " AND (r.status <> 0 OR NOT EXISTS (SELECT 1 FROM audit_record f \
+             WHERE f.at_ms >= r.at_ms AND f.at_ms <= r.at_ms + {FINAL_WITHIN_MS} \
+             AND f.node || '' = r.node AND f.action = r.action AND f.seq > r.seq AND f.status <> 0 \
+             AND (f.record LIKE '%\"intent_seq\":' || r.seq || '}}' \
+             OR f.record LIKE '%\"intent_seq\":' || r.seq || ',%')))"
+        ));
+    }
+    (sql, binds)
+}
 
-    // Only placeholders and fixed SQL are generated above; every value is bound.
+/// `sql` with `binds` bound in order.
+fn bound(sql: String, binds: &[Bind]) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
     let mut query = sqlx::query(AssertSqlSafe(sql));
-    for b in &binds {
+    for b in binds {
         query = match b {
-            B::T(i) => query.bind(texts[*i].as_str()),
-            B::I(i) => query.bind(ints[*i]),
+            Bind::Text(t) => query.bind(t.as_str()),
+            Bind::Int(i) => query.bind(*i),
         };
     }
-    let rows = query.fetch_all(&store.reader).await?;
+    query
+}
+
+/// Records matching `q`, newest first, each with its hash (hex). The SQL columns narrow the
+/// search; every match is then re-checked against the parsed canonical record.
+pub async fn search(store: &AuditStore, q: &AuditQuery) -> Result<Vec<(AuditRecord, String)>, AuditError> {
+    let count = match q.count {
+        0 => 100,
+        n => n.min(10_000),
+    };
+    let (mut sql, binds) = criteria(q);
+    sql.insert_str(0, "SELECT r.record, r.hash FROM audit_record r");
+    sql.push_str(&format!(
+        " ORDER BY r.at_ms DESC, r.node, r.seq DESC LIMIT {count}"
+    ));
+    let rows = bound(sql, &binds).fetch_all(&store.reader).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let bytes: &str = r.try_get(0)?;
@@ -494,6 +528,19 @@ pub async fn search(store: &AuditStore, q: &AuditQuery) -> Result<Vec<(AuditReco
         }
     }
     Ok(out)
+}
+
+impl AuditQuery {
+    /// How many records match (`count` aside), counting at most `cap + 1`: the `total` of
+    /// `_summary=count`, with the work bounded by the cap.
+    pub async fn count_matches(&self, store: &AuditStore, cap: u64) -> Result<u64, AuditError> {
+        let (mut sql, binds) = criteria(self);
+        sql.insert_str(0, "SELECT COUNT(*) FROM (SELECT 1 FROM audit_record r");
+        sql.push_str(&format!(" LIMIT {}) c", cap.saturating_add(1)));
+        let row = bound(sql, &binds).fetch_one(&store.reader).await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }
 
 /// The accounting of disclosures of a patient: every record whose patient list names

@@ -63,9 +63,21 @@ struct Scope {
     perms: u8,
 }
 
+/// Types a `*` scope does not reach: a scope must name them (`system/AuditEvent.rs`). The
+/// audit trail is for auditors, not for every integration with `system/*.rs`.
+pub const EXPLICIT_ONLY: [&str; 1] = ["AuditEvent"];
+
+fn explicit_only(rtype: &str) -> bool {
+    EXPLICIT_ONLY.contains(&rtype)
+}
+
 impl Scope {
+    /// A scope naming `rtype`, or `*` for a type that a wildcard reaches.
     fn covers_type(&self, rtype: &str) -> bool {
-        self.resource.as_deref().is_none_or(|r| r == rtype)
+        match self.resource.as_deref() {
+            Some(r) => r == rtype,
+            None => !explicit_only(rtype),
+        }
     }
 }
 
@@ -137,13 +149,15 @@ impl ScopeSet {
     }
 
     /// The scopes both sets allow: for clinical scopes the permission bits common to a
-    /// requested scope and an allowed scope of the same context covering its type.
+    /// requested scope and an allowed scope of the same context covering its type. A type of
+    /// [`EXPLICIT_ONLY`] is granted only when an allowed scope names it: a requested
+    /// `system/AuditEvent.rs` meets `system/*.cruds` in nothing.
     pub fn intersect(&self, allowed: &ScopeSet) -> ScopeSet {
         let mut out = ScopeSet::default();
         for req in &self.clinical {
             for al in allowed.clinical.iter().filter(|a| a.context == req.context) {
                 let resource = match (&req.resource, &al.resource) {
-                    (Some(r), Some(a)) if r != a => continue,
+                    (Some(r), _) if !al.covers_type(r) => continue,
                     (Some(r), _) => Some(r.clone()),
                     (None, a) => a.clone(),
                 };
@@ -162,16 +176,16 @@ impl ScopeSet {
         out
     }
 
-    /// Like [`ScopeSet::allows`], but only scopes that name `rtype` count, not `*`: for types
-    /// that a wildcard must not open (the audit trail is for auditors, not every
-    /// integration with `system/*.rs`).
-    pub fn allows_explicitly(&self, context: Context, rtype: &str, interaction: Interaction) -> bool {
+    /// Whether some scope of `context` allows anything on a type not in `except` (`*`
+    /// counts): whether any interaction on such a type could be authorized at all.
+    pub fn allows_any_type_except(&self, context: Context, except: &[&str]) -> bool {
         self.clinical.iter().any(|s| {
-            s.context == context && s.resource.as_deref() == Some(rtype) && s.perms & interaction.bit() != 0
+            s.context == context && s.perms != 0 && s.resource.as_deref().is_none_or(|r| !except.contains(&r))
         })
     }
 
-    /// Whether a scope of `context` allows `interaction` on `rtype`.
+    /// Whether a scope of `context` allows `interaction` on `rtype` (for a type of
+    /// [`EXPLICIT_ONLY`], a scope naming it).
     pub fn allows(&self, context: Context, rtype: &str, interaction: Interaction) -> bool {
         self.clinical
             .iter()
@@ -269,8 +283,16 @@ mod tests {
         assert!(s.allows(Context::User, "Condition", Interaction::Search));
         assert!(!s.allows(Context::User, "Condition", Interaction::Update));
         assert!(!s.allows(Context::Patient, "Condition", Interaction::Read));
-        assert!(!s.allows_explicitly(Context::User, "Condition", Interaction::Search));
-        assert!(s.allows_explicitly(Context::System, "Patient", Interaction::Search));
+        // A wildcard never reaches the audit trail; a scope naming it does.
+        assert!(!s.allows(Context::User, "AuditEvent", Interaction::Search));
+        let audit = set("system/*.cruds system/AuditEvent.rs");
+        assert!(audit.allows(Context::System, "AuditEvent", Interaction::Search));
+        assert!(!audit.allows(Context::System, "AuditEvent", Interaction::Create));
+        assert!(audit.allows(Context::System, "*", Interaction::Search));
+        assert!(audit.allows_any_type_except(Context::System, &["AuditEvent"]));
+        let auditor = set("system/AuditEvent.rs patient/*.cruds openid");
+        assert!(!auditor.allows_any_type_except(Context::System, &["AuditEvent"]));
+        assert!(auditor.allows_any_type_except(Context::Patient, &["AuditEvent"]));
         assert_eq!(set("system/*.write").to_string(), "system/*.cud");
         assert_eq!(set("system/*.*").to_string(), "system/*.cruds");
     }
@@ -309,5 +331,50 @@ mod tests {
             set("system/Patient.cruds").intersect(&wide).to_string(),
             "system/Patient.rs"
         );
+    }
+
+    /// AuditEvent is granted only when the client's registered scopes name it, whatever the
+    /// request asks for: (requested, registered, granted).
+    #[test]
+    fn intersection_never_turns_a_wildcard_into_the_audit_trail() {
+        for (requested, registered, granted) in [
+            ("system/AuditEvent.rs", "system/*.cruds", ""),
+            ("system/AuditEvent.cruds", "system/*.*", ""),
+            ("system/AuditEvent.read", "system/*.read", ""),
+            (
+                "system/AuditEvent.rs system/Patient.r",
+                "system/*.cruds",
+                "system/Patient.r",
+            ),
+            ("system/*.rs", "system/*.cruds", "system/*.rs"),
+            (
+                "system/AuditEvent.rs",
+                "system/AuditEvent.rs",
+                "system/AuditEvent.rs",
+            ),
+            (
+                "system/AuditEvent.cruds",
+                "system/*.cruds system/AuditEvent.rs",
+                "system/AuditEvent.rs",
+            ),
+            (
+                "system/AuditEvent.s",
+                "system/AuditEvent.rs",
+                "system/AuditEvent.s",
+            ),
+            ("system/*.rs", "system/AuditEvent.rs", "system/AuditEvent.rs"),
+            ("user/AuditEvent.rs", "system/AuditEvent.rs", ""),
+            ("system/AuditEvent.rs", "user/*.cruds user/AuditEvent.rs", ""),
+        ] {
+            let got = set(requested).intersect(&set(registered));
+            assert_eq!(got.to_string(), granted, "{requested} ∩ {registered}");
+            if granted.is_empty() || !granted.contains("AuditEvent") {
+                assert!(
+                    !got.allows(Context::System, "AuditEvent", Interaction::Read)
+                        && !got.allows(Context::System, "AuditEvent", Interaction::Search),
+                    "{requested} ∩ {registered} opens the trail"
+                );
+            }
+        }
     }
 }

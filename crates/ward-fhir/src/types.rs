@@ -155,6 +155,16 @@ pub fn is_resource_type(name: &str) -> bool {
     RESOURCE_TYPES.binary_search(&name).is_ok()
 }
 
+/// Types whose instances Ward makes itself and never accepts from a client: `AuditEvent` is
+/// the audit trail (kept by `ward-audit`, read-only through the API). None of them may exist
+/// in the resource store.
+pub const SERVER_MADE: &[&str] = &["AuditEvent"];
+
+/// Whether `name` is a type of [`SERVER_MADE`] (case-sensitive).
+pub fn is_server_made(name: &str) -> bool {
+    SERVER_MADE.contains(&name)
+}
+
 /// Index of `name` in [`RESOURCE_TYPES`], if it is a resource type.
 pub(crate) fn type_index(name: &str) -> Option<usize> {
     RESOURCE_TYPES.binary_search(&name).ok()

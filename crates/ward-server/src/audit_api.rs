@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ward_audit::AuditQuery;
 use ward_auth::Interaction;
-use ward_fhir::outcome::IssueType;
+use ward_fhir::outcome::{Issue, IssueType, Severity, operation_outcome};
 
 use crate::auth::{Authenticated, authorize};
 use crate::error::{ApiError, FHIR_JSON};
@@ -28,6 +28,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 const DEFAULT_COUNT: usize = 50;
+/// Most records `_summary=count` counts: the work of one count is bounded, not the trail's size.
+const MAX_TOTAL: u64 = 10_000;
 
 async fn search(
     State(st): State<AppState>,
@@ -35,31 +37,56 @@ async fn search(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let authz = authorize(&auth, "AuditEvent", Interaction::Search)?;
-    let q = parse_query(query.as_deref(), st.config.server.max_page_size)?;
-    let found = ward_audit::search(&st.audit_store, &q)
-        .await
-        .map_err(|e| ApiError::internal(format!("audit search: {e}")))?;
-    authz.audit().add_returned(found.len());
-    let entries: Vec<Value> = found
-        .iter()
-        .map(|(rec, hash)| {
-            let event = ward_audit::to_audit_event(rec, hash);
-            let id = event["id"].as_str().unwrap_or_default().to_owned();
-            json!({
-                "fullUrl": format!("{}/AuditEvent/{id}", st.fhir_base),
-                "resource": event,
-                "search": { "mode": "match" },
-            })
-        })
-        .collect();
-    let bundle = json!({
+    let (q, count_only) = parse_query(query.as_deref(), st.config.server.max_page_size)?;
+    let audit_error = |e: ward_audit::AuditError| ApiError::internal(format!("audit search: {e}"));
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
         "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
         "type": "searchset",
         "link": [{ "relation": "self", "url": format!("{}/AuditEvent", st.fhir_base) }],
-        "entry": entries,
     });
+    if count_only {
+        let n = q
+            .count_matches(&st.audit_store, MAX_TOTAL)
+            .await
+            .map_err(audit_error)?;
+        if n <= MAX_TOTAL {
+            bundle["total"] = json!(n);
+        } else {
+            // Beyond the cap there is no total, and the answer says why.
+            let issue = Issue {
+                severity: Severity::Information,
+                code: IssueType::TooCostly,
+                diagnostics: format!(
+                    "more than {MAX_TOTAL} records match: narrow the search (date, agent, patient, entity) for an exact total"
+                ),
+                expression: None,
+            };
+            bundle["entry"] = json!([{
+                "resource": operation_outcome(&[issue], crate::request_id::current().as_deref()),
+                "search": { "mode": "outcome" },
+            }]);
+        }
+    } else {
+        let found = ward_audit::search(&st.audit_store, &q)
+            .await
+            .map_err(audit_error)?;
+        authz.audit().add_returned(found.len());
+        let entries: Vec<Value> = found
+            .iter()
+            .map(|(rec, hash)| {
+                let event = ward_audit::to_audit_event(rec, hash);
+                let id = event["id"].as_str().unwrap_or_default().to_owned();
+                json!({
+                    "fullUrl": format!("{}/AuditEvent/{id}", st.fhir_base),
+                    "resource": event,
+                    "search": { "mode": "match" },
+                })
+            })
+            .collect();
+        bundle["entry"] = Value::Array(entries);
+    }
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, FHIR_JSON)],
@@ -68,11 +95,15 @@ async fn search(
         .into_response())
 }
 
-fn parse_query(query: Option<&str>, max: usize) -> Result<AuditQuery, ApiError> {
+/// The query, and whether only the count is asked for (`_summary=count` or `_count=0`).
+/// The view is one AuditEvent per request (see [`AuditQuery::one_per_request`]).
+fn parse_query(query: Option<&str>, max: usize) -> Result<(AuditQuery, bool), ApiError> {
     let mut q = AuditQuery {
         count: DEFAULT_COUNT.min(max),
+        one_per_request: true,
         ..AuditQuery::default()
     };
+    let mut count_only = false;
     let bad =
         |p: &str, why: &str| ApiError::bad_request(IssueType::Value, format!("{p}: {why}")).at(p.to_owned());
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -96,13 +127,16 @@ fn parse_query(query: Option<&str>, max: usize) -> Result<AuditQuery, ApiError> 
                         .map_err(|_| bad("outcome", "expected an HTTP status code"))?,
                 )
             }
-            "_count" => {
-                q.count = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| bad("_count", "out of range"))?;
-            }
+            "_count" => match v.parse::<usize>().ok().filter(|n| *n <= max) {
+                Some(0) => count_only = true,
+                Some(n) => q.count = n,
+                None => return Err(bad("_count", "out of range")),
+            },
+            "_summary" => match v.as_ref() {
+                "count" => count_only = true,
+                "false" => {}
+                _ => return Err(bad("_summary", "AuditEvent supports count and false")),
+            },
             other => {
                 return Err(ApiError::bad_request(
                     IssueType::NotSupported,
@@ -111,7 +145,7 @@ fn parse_query(query: Option<&str>, max: usize) -> Result<AuditQuery, ApiError> 
             }
         }
     }
-    Ok(q)
+    Ok((q, count_only))
 }
 
 fn split_prefix(v: &str) -> (&str, &str) {

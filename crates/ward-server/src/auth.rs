@@ -78,28 +78,35 @@ impl Authorized {
     }
 }
 
-/// Types a `*` scope does not reach: they must be named (`system/AuditEvent.rs`).
-const EXPLICIT_ONLY: [&str; 1] = ["AuditEvent"];
-
 /// Scope check. Only `system/` scopes are honoured until user and patient contexts exist
-/// (a `patient/` scope without a patient context must not open every patient's data).
+/// (a `patient/` scope without a patient context must not open every patient's data). A `*`
+/// scope does not reach `AuditEvent` (see `ward_auth::scope::EXPLICIT_ONLY`).
 pub fn authorize(
     auth: &Authenticated,
     rtype: &str,
     interaction: Interaction,
 ) -> Result<Authorized, ApiError> {
     auth.audit.set_resource(rtype, None, None);
-    let allowed = if EXPLICIT_ONLY.contains(&rtype) {
-        auth.scopes.allows_explicitly(Context::System, rtype, interaction)
-    } else {
-        auth.scopes.allows(Context::System, rtype, interaction)
-    };
-    if allowed {
+    if auth.scopes.allows(Context::System, rtype, interaction) {
         Ok(Authorized {
             rtype: rtype.to_owned(),
             interaction,
             audit: auth.audit.clone(),
         })
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+/// Whether the caller could be authorized for anything on the resource store: checked before
+/// work that would come before the per-interaction checks (parsing a Bundle of up to
+/// `max_body_bytes`, whose entries are authorized one by one).
+pub fn authorize_any(auth: &Authenticated) -> Result<(), ApiError> {
+    if auth
+        .scopes
+        .allows_any_type_except(Context::System, ward_fhir::types::SERVER_MADE)
+    {
+        Ok(())
     } else {
         Err(ApiError::forbidden())
     }

@@ -15,8 +15,9 @@
 //!   them; a failing GET fails the transaction. A conditional create that matches an
 //!   existing resource redirects the references to it. Deleting a resource that never
 //!   existed is a `204` (FHIR allows it; the single DELETE answers 404).
-//! * **batch**: each entry on its own, each write in its own store transaction; failures give
-//!   the entry a status and an OperationOutcome in `response.outcome`. Batch entries must not
+//! * **batch**: each entry on its own, each write in its own store transaction; a failure of
+//!   any kind (a refusal, a store or integrity error, a panic) gives that entry alone a status
+//!   and an OperationOutcome in `response.outcome`, and the batch still answers 200. Batch entries must not
 //!   reference each other (a `urn:uuid:` reference is a 400 for that entry).
 //!
 //! Not supported (400): search GETs, conditional update/delete URLs, PATCH and HEAD entries.
@@ -24,7 +25,9 @@
 //! with `Prefer: return=representation` (GET entries always carry theirs).
 //!
 //! Audit: one intent record before the first write; the request's record gets every patient
-//! of every written, deleted or read resource and the number of resources touched.
+//! of every written, deleted or read resource and the number of resources touched. An entry
+//! whose current version cannot be read fails (its patients would be missing from the intent).
+//! A token that could authorize no entry is refused before the body is read.
 
 use std::collections::{HashMap, HashSet};
 
@@ -38,7 +41,7 @@ use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
 use ward_store::{StoreError, Stored, TxError, TxOp, TxOutcome};
 
-use crate::auth::{Authenticated, Authorized, authorize};
+use crate::auth::{Authenticated, Authorized, authorize, authorize_any};
 use crate::error::{ApiError, FHIR_JSON};
 use crate::fhir::{Prefer, parse_criteria, parse_if_match, read_json};
 use crate::state::AppState;
@@ -81,6 +84,8 @@ pub async fn bundle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // A token that could authorize no entry is refused before its body is read and parsed.
+    authorize_any(&auth)?;
     let mut bundle = read_json(&st, &headers, body).await?;
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(
@@ -195,7 +200,7 @@ async fn plan(
     let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
     let request = entry.get("request").cloned().unwrap_or(Value::Null);
     let mut action = parse_request(st, &request, resource).map_err(|e| e.at(format!("{at}.request")))?;
-    let authorized = authorize_entry(st, auth, &action, representation)
+    let authorized = authorize_entry(st, auth, &mut action, representation)
         .await
         .map_err(|e| e.at(at.clone()))?;
     if let Some(resource) = resource_mut(&mut action) {
@@ -245,6 +250,10 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
             IssueType::NotSupported,
             "the entry URL names no FHIR R4 resource type",
         ));
+    }
+    // The audit trail is not in the resource store and is never written through the API.
+    if ward_fhir::types::is_server_made(rtype) {
+        return Err(ApiError::read_only_type());
     }
     let id = |i: usize| -> Result<String, ApiError> {
         match segments.get(i) {
@@ -326,6 +335,8 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
                 id,
                 resource,
                 if_match: if_match()?,
+                // Narrowed to the caller's permissions by `authorize_entry`.
+                may_create: false,
             })
         }
         "DELETE" => {
@@ -368,11 +379,11 @@ fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Res
 
 /// Every interaction the entry needs, as for the single interaction: create (plus search for
 /// `ifNoneExist`, plus read when a matched resource would be returned), update (plus create,
-/// unless the resource is live, when there is no `ifMatch`), delete, read.
+/// unless the resource is live), delete, read.
 async fn authorize_entry(
     st: &AppState,
     auth: &Authenticated,
-    action: &TxOp,
+    action: &mut TxOp,
     representation: bool,
 ) -> Result<Vec<Authorized>, ApiError> {
     Ok(match action {
@@ -389,13 +400,18 @@ async fn authorize_entry(
             a
         }
         TxOp::Update {
-            rtype, id, if_match, ..
+            rtype,
+            id,
+            may_create,
+            ..
         } => {
             let a = vec![authorize(auth, rtype, Interaction::Update)?];
             // Update-as-create also creates (a new resource, or one brought back after
-            // delete): without the create permission only live resources may be updated.
-            if if_match.is_none() && authorize(auth, rtype, Interaction::Create).is_err() {
-                match st.store.read(rtype, id).await {
+            // delete, with or without `ifMatch`): without the create permission only live
+            // resources may be updated, which the store checks again when it writes.
+            *may_create = authorize(auth, rtype, Interaction::Create).is_ok();
+            if !*may_create {
+                match st.store.read_json(rtype, id).await {
                     Ok(_) => {}
                     Err(StoreError::NotFound | StoreError::Gone { .. }) => return Err(ApiError::forbidden()),
                     Err(e) => return Err(e.into()),
@@ -449,20 +465,23 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) -> Result<()
 
 /// The patients an operation is about to touch, for the intent record: those of the new
 /// content and, for updates and deletes, those of the current version (a change can move a
-/// resource between compartments).
-async fn intended_patients(st: &AppState, op: &TxOp) -> Vec<String> {
+/// resource between compartments). A current version that cannot be read (an integrity
+/// failure, the store down) fails the operation, as for a single write: its record must not
+/// lose whose compartment it leaves.
+async fn intended_patients(st: &AppState, op: &TxOp) -> Result<Vec<String>, ApiError> {
     let current = |rtype: &str, id: &str| {
         let (rtype, id) = (rtype.to_owned(), id.to_owned());
         async move {
             match st.store.read(&rtype, &id).await {
                 Ok(Stored {
                     resource: Some(r), ..
-                }) => crate::audit::patients_of(&rtype, &id, &r),
-                _ => Vec::new(),
+                }) => Ok(crate::audit::patients_of(&rtype, &id, &r)),
+                Ok(_) | Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(Vec::new()),
+                Err(e) => Err(ApiError::from(e)),
             }
         }
     };
-    match op {
+    Ok(match op {
         TxOp::Create {
             rtype, id, resource, ..
         } => crate::audit::patients_of(rtype, id, resource),
@@ -470,21 +489,19 @@ async fn intended_patients(st: &AppState, op: &TxOp) -> Vec<String> {
             rtype, id, resource, ..
         } => {
             let mut p = crate::audit::patients_of(rtype, id, resource);
-            p.extend(current(rtype, id).await);
+            p.extend(current(rtype, id).await?);
             p
         }
-        TxOp::Delete { rtype, id, .. } => current(rtype, id).await,
+        TxOp::Delete { rtype, id, .. } => current(rtype, id).await?,
         TxOp::Read { .. } => Vec::new(),
-    }
+    })
 }
 
-/// Commits the intent record naming every patient the writes are about to touch.
+/// Commits the intent record naming every patient the writes are about to touch (when there
+/// is a write).
 async fn record_intent(st: &AppState, auth: &Authenticated, ops: &[&TxOp]) -> Result<(), ApiError> {
-    if !ops.iter().any(|op| !matches!(op, TxOp::Read { .. })) {
+    if ops.iter().all(|op| matches!(op, TxOp::Read { .. })) {
         return Ok(());
-    }
-    for op in ops {
-        auth.audit.add_patients(intended_patients(st, op).await);
     }
     crate::audit::record_intent(st, &auth.audit).await
 }
@@ -541,6 +558,12 @@ async fn transaction(
     let order: Vec<usize> = allowed.iter().map(|a| a.index).collect();
     let ops: Vec<TxOp> = allowed.into_iter().map(|a| a.action).collect();
 
+    for (k, op) in ops.iter().enumerate() {
+        let patients = intended_patients(st, op)
+            .await
+            .map_err(|e| e.at(entry_at(order[k])))?;
+        auth.audit.add_patients(patients);
+    }
     record_intent(st, auth, &ops.iter().collect::<Vec<_>>()).await?;
     let outcomes = match st.store.transaction(&ops).await {
         Ok(o) => o,
@@ -564,13 +587,29 @@ async fn transaction(
     ))
 }
 
+/// Each entry on its own: whatever goes wrong with one (a refusal, a store or integrity
+/// error, a panic) becomes that entry's response, and the batch answers 200 with every
+/// entry's own status. Only the intent record, before anything is written, fails it whole.
 async fn batch(
     st: &AppState,
     auth: &Authenticated,
     planned: Vec<Result<Allowed, ApiError>>,
     representation: bool,
 ) -> Result<Response, ApiError> {
-    let ops: Vec<Result<TxOp, ApiError>> = planned.into_iter().map(|p| p.map(|a| a.action)).collect();
+    let mut ops: Vec<Result<TxOp, ApiError>> = Vec::with_capacity(planned.len());
+    for p in planned {
+        let op = match p {
+            Ok(a) => match intended_patients(st, &a.action).await {
+                Ok(patients) => {
+                    auth.audit.add_patients(patients);
+                    Ok(a.action)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        ops.push(op);
+    }
     record_intent(
         st,
         auth,
@@ -579,51 +618,60 @@ async fn batch(
     .await?;
     let mut entries = Vec::with_capacity(ops.len());
     for (index, op) in ops.into_iter().enumerate() {
-        let entry = match op {
-            Err(e) => failure_entry(e),
-            Ok(op) => {
-                let run = match &op {
-                    // A read on its own needs no transaction.
-                    TxOp::Read { rtype, id, version } => match version {
-                        Some(v) => st.store.vread(rtype, id, *v).await,
-                        None => st.store.read(rtype, id).await,
-                    }
-                    .map(TxOutcome::Read),
-                    _ => st
-                        .store
-                        .transaction(std::slice::from_ref(&op))
-                        .await
-                        .map_err(|e| e.error)
-                        .and_then(|mut o| {
-                            o.pop().ok_or_else(|| {
-                                StoreError::Corrupt("a transaction returned no outcome".into())
-                            })
-                        }),
-                };
-                match run {
-                    // As the single DELETE: a resource that never existed is a 404.
-                    Ok(TxOutcome::Deleted(None)) => failure_entry(ApiError::not_found()),
-                    Ok(outcome) => success_entry(st, auth, outcome, representation),
-                    Err(e) => {
-                        if !matches!(
-                            e,
-                            StoreError::NotFound
-                                | StoreError::Gone { .. }
-                                | StoreError::VersionConflict { .. }
-                                | StoreError::Duplicate
-                                | StoreError::MultipleMatches
-                                | StoreError::UnsupportedCriteria(_)
-                        ) {
-                            tracing::error!(entry = index, error = %e, "batch entry failed");
-                        }
-                        failure_entry(entry_error(e))
-                    }
-                }
-            }
+        let result = match op {
+            Err(e) => Err(e),
+            Ok(op) => isolated(run_batch_entry(st, auth, op, representation)).await,
         };
-        entries.push(entry);
+        entries.push(result.unwrap_or_else(|e| {
+            if e.status.is_server_error() {
+                tracing::error!(entry = index, status = e.status.as_u16(), "batch entry failed");
+            }
+            failure_entry(e)
+        }));
     }
     Ok(bundle_response("batch-response", entries))
+}
+
+/// Runs `entry`, turning a panic inside it into a 500 of that entry alone (the panic hook has
+/// logged where; a store transaction it held rolls back when dropped).
+async fn isolated<F>(entry: F) -> Result<Value, ApiError>
+where
+    F: Future<Output = Result<Value, ApiError>>,
+{
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(entry)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("a batch entry panicked")))
+}
+
+/// One batch entry, in its own store transaction (a read needs none).
+async fn run_batch_entry(
+    st: &AppState,
+    auth: &Authenticated,
+    op: TxOp,
+    representation: bool,
+) -> Result<Value, ApiError> {
+    let outcome = match &op {
+        TxOp::Read { rtype, id, version } => match version {
+            Some(v) => st.store.vread(rtype, id, *v).await,
+            None => st.store.read(rtype, id).await,
+        }
+        .map(TxOutcome::Read)
+        .map_err(entry_error)?,
+        _ => st
+            .store
+            .transaction(std::slice::from_ref(&op))
+            .await
+            .map_err(|e| entry_error(e.error))?
+            .pop()
+            .ok_or_else(|| ApiError::internal("a transaction returned no outcome"))?,
+    };
+    match outcome {
+        // As the single DELETE: a resource that never existed is a 404.
+        TxOutcome::Deleted(None) => Err(ApiError::not_found()),
+        outcome => Ok(success_entry(st, auth, outcome, representation)),
+    }
 }
 
 /// The answer to a store error of an entry.
@@ -744,5 +792,28 @@ mod tests {
         let mut unresolved = json!({"subject": {"reference": "urn:uuid:b"}});
         assert!(has_local_reference(&unresolved));
         assert!(rewrite_references(&mut unresolved, &map).is_err());
+    }
+
+    /// Any failure of one batch entry, a panic included, is that entry's error: the others
+    /// still run and the batch still answers.
+    #[tokio::test]
+    async fn a_panicking_batch_entry_fails_alone() {
+        let ok = isolated(async { Ok(json!({"response": {"status": "201 Created"}})) }).await;
+        assert_eq!(ok.unwrap()["response"]["status"], "201 Created");
+        let failed = isolated(async { Err(ApiError::not_found()) }).await;
+        assert_eq!(failed.unwrap_err().status, StatusCode::NOT_FOUND);
+        let panicked = isolated(async {
+            if true {
+                panic!("entry blew up");
+            }
+            Ok(Value::Null)
+        })
+        .await;
+        let e = panicked.unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            failure_entry(e)["response"]["status"],
+            "500 Internal Server Error"
+        );
     }
 }

@@ -57,6 +57,15 @@ impl ApiError {
         )
     }
 
+    /// A write to a type Ward makes itself: the audit trail is read-only through the API.
+    pub fn read_only_type() -> Self {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::NotSupported,
+            "AuditEvent is read-only: the audit trail is written by the server alone",
+        )
+    }
+
     pub fn not_found() -> Self {
         ApiError::new(StatusCode::NOT_FOUND, IssueType::NotFound, "resource not found")
     }
@@ -113,6 +122,7 @@ impl From<StoreError> for ApiError {
                 IssueType::NotSupported,
                 format!("search parameter '{param}' is not supported in this context"),
             ),
+            StoreError::NotWritable => ApiError::read_only_type(),
             StoreError::Integrity { rtype, id, version } => {
                 let mut err = ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawPathParams, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -102,13 +103,13 @@ impl<'a> DataAccess<'a> {
         Ok(())
     }
 
-    /// The patients of the live current version (the "before" side of a change); none when
+    /// The patients of the live current version (the "before" side of a change); `None` when
     /// there is none. Any other failure (a version failing its integrity check, the store
     /// down) fails the change: its audit record must not lose whose compartment it leaves.
-    async fn current_patients(&self, rtype: &str, id: &str) -> Result<Vec<String>, ApiError> {
+    async fn current_patients(&self, rtype: &str, id: &str) -> Result<Option<Vec<String>>, ApiError> {
         match self.st.store.read_json(rtype, id).await {
-            Ok(current) => Ok(patients_of_json(&current)?),
-            Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(Vec::new()),
+            Ok(current) => Ok(Some(patients_of_json(&current)?)),
+            Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -203,30 +204,44 @@ impl<'a> DataAccess<'a> {
         Ok((stored, created))
     }
 
-    /// Whether a live (not deleted) resource has this id; touches nothing in the audit record.
-    async fn is_live(&self, id: &str) -> Result<bool, ApiError> {
-        let rtype = self.rtype_for(Interaction::Update)?;
-        match self.st.store.read_json(rtype, id).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
+    /// A new version of `id`. Without `may_create` (the caller lacks the create permission)
+    /// only a live resource is updated: a new id, or a deleted one brought back (also with
+    /// `If-Match` naming its tombstone), is a create and answers 403; the store decides it
+    /// again inside its transaction, so a delete racing in cannot turn this into a revive.
     async fn update(
         &self,
         id: &str,
         resource: Value,
         if_match: Option<i64>,
+        may_create: bool,
     ) -> Result<(Stored, bool), ApiError> {
         let rtype = self.rtype_for(Interaction::Update)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
+        let before = self.current_patients(rtype, id).await?;
+        if before.is_none() && !may_create {
+            return Err(ApiError::forbidden());
+        }
         // A change can move a resource between compartments: both patients are touched.
-        audit.add_patients(self.current_patients(rtype, id).await?);
+        audit.add_patients(before.unwrap_or_default());
         audit.add_patients(patients_of(rtype, id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
-        let (stored, created) = self.st.store.update(rtype, id, resource, if_match).await?;
+        let op = TxOp::Update {
+            rtype: rtype.to_owned(),
+            id: id.to_owned(),
+            resource,
+            if_match,
+            may_create,
+        };
+        let outcome = self.st.store.transaction(std::slice::from_ref(&op)).await;
+        let (stored, created) = match outcome.map_err(|e| e.error).map(|mut o| o.pop()) {
+            Ok(Some(TxOutcome::Updated { stored, created })) => (stored, created),
+            Err(StoreError::NotFound | StoreError::Gone { .. }) if !may_create => {
+                return Err(ApiError::forbidden());
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => return Err(ApiError::internal("unexpected outcome of an update")),
+        };
         self.touched(&stored);
         Ok((stored, created))
     }
@@ -235,7 +250,7 @@ impl<'a> DataAccess<'a> {
         let rtype = self.rtype_for(Interaction::Delete)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
-        audit.add_patients(self.current_patients(rtype, id).await?);
+        audit.add_patients(self.current_patients(rtype, id).await?.unwrap_or_default());
         crate::audit::record_intent(self.st, audit).await?;
         let tombstone = self.st.store.delete(rtype, id, if_match).await?;
         if let Some(t) = &tombstone {
@@ -248,11 +263,10 @@ impl<'a> DataAccess<'a> {
 async fn create(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path(rtype): Path<String>,
+    StoreType(rtype): StoreType,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let rtype = resource_type(&rtype)?;
     let authz = authorize(&auth, rtype, Interaction::Create)?;
     let conditional = match headers.get("if-none-exist") {
         // A conditional create answers "does a match exist?": that is a search.
@@ -276,10 +290,11 @@ async fn create(
 async fn read(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path((rtype, id)): Path<(String, String)>,
+    StoreType(rtype): StoreType,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    let id = resource_id(&id)?;
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let stored = DataAccess::new(&st, &authz).read(id).await?;
@@ -289,10 +304,11 @@ async fn read(
 async fn vread(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path((rtype, id, vid)): Path<(String, String, String)>,
+    StoreType(rtype): StoreType,
+    Path((_, id, vid)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    let id = resource_id(&id)?;
     check_accept(&headers)?;
     let version =
         vid.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
@@ -306,11 +322,12 @@ async fn vread(
 async fn update(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path((rtype, id)): Path<(String, String)>,
+    StoreType(rtype): StoreType,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    let id = resource_id(&id)?;
     let authz = authorize(&auth, rtype, Interaction::Update)?;
     let if_match = parse_if_match(&headers)?;
     let prefer = Prefer::from_headers(&headers);
@@ -333,14 +350,9 @@ async fn update(
     }
     // Update-as-create also creates (a new resource, or one brought back after delete):
     // without the create permission only live resources may be updated.
-    if if_match.is_none() && authorize(&auth, rtype, Interaction::Create).is_err() {
-        let live = DataAccess::new(&st, &authz).is_live(id).await?;
-        if !live {
-            return Err(ApiError::forbidden());
-        }
-    }
+    let may_create = authorize(&auth, rtype, Interaction::Create).is_ok();
     let (stored, created) = DataAccess::new(&st, &authz)
-        .update(id, resource, if_match)
+        .update(id, resource, if_match, may_create)
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -353,10 +365,11 @@ async fn update(
 async fn delete(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path((rtype, id)): Path<(String, String)>,
+    StoreType(rtype): StoreType,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    let id = resource_id(&id)?;
     let authz = authorize(&auth, rtype, Interaction::Delete)?;
     let if_match = parse_if_match(&headers)?;
     match DataAccess::new(&st, &authz).delete(id, if_match).await? {
@@ -372,11 +385,12 @@ async fn delete(
 async fn history_instance(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path((rtype, id)): Path<(String, String)>,
+    StoreType(rtype): StoreType,
+    Path((_, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (rtype, id) = (resource_type(&rtype)?, resource_id(&id)?);
+    let id = resource_id(&id)?;
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
@@ -387,11 +401,10 @@ async fn history_instance(
 async fn history_type(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path(rtype): Path<String>,
+    StoreType(rtype): StoreType,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let rtype = resource_type(&rtype)?;
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Search)?;
     let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
@@ -399,17 +412,47 @@ async fn history_type(
     Ok(history_bundle(&st, &format!("{rtype}/_history"), &versions))
 }
 
-/// A known R4 resource type from the path, else 404 (an unknown type is no endpoint).
-fn resource_type(s: &str) -> Result<&str, ApiError> {
-    if ward_fhir::types::is_resource_type(s) {
-        Ok(s)
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            IssueType::NotSupported,
-            "unknown resource type",
-        ))
+/// The resource type of a FHIR path, decided once from the percent-decoded `{rtype}` segment
+/// before the handler runs: a known R4 type, case-sensitive (else 404), that lives in the
+/// resource store. A type Ward makes itself (`AuditEvent`) is 405 whatever the interaction:
+/// its read-only routes are `audit_api.rs`, and a spelling such as `Audit%45vent` that
+/// reached the generic routes must not act on it.
+pub(crate) struct StoreType(pub(crate) &'static str);
+
+impl<S: Send + Sync> FromRequestParts<S> for StoreType {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| unknown_type())?;
+        let raw = params
+            .iter()
+            .find(|(k, _)| *k == "rtype")
+            .map(|(_, v)| v)
+            .ok_or_else(|| ApiError::internal("route without a resource type"))?;
+        store_type(raw).map(StoreType)
     }
+}
+
+/// See [`StoreType`]; also for a type named elsewhere (the target of a compartment search).
+pub(crate) fn store_type(s: &str) -> Result<&'static str, ApiError> {
+    let rtype = ward_fhir::types::RESOURCE_TYPES
+        .binary_search(&s)
+        .map(|i| ward_fhir::types::RESOURCE_TYPES[i])
+        .map_err(|_| unknown_type())?;
+    if ward_fhir::types::is_server_made(rtype) {
+        return Err(ApiError::read_only_type());
+    }
+    Ok(rtype)
+}
+
+fn unknown_type() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        IssueType::NotSupported,
+        "unknown resource type",
+    )
 }
 
 fn resource_id(s: &str) -> Result<&str, ApiError> {

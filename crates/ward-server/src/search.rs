@@ -21,7 +21,7 @@ use ward_store::{SearchPage, StoreError, Stored};
 
 use crate::auth::{Authenticated, Authorized, authorize};
 use crate::error::{ApiError, FHIR_JSON};
-use crate::fhir::DataAccess;
+use crate::fhir::{DataAccess, StoreType, store_type};
 use crate::state::AppState;
 
 /// Default page size (MN-1).
@@ -37,11 +37,10 @@ const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationVal
 pub(crate) async fn search_type(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path(rtype): Path<String>,
+    StoreType(rtype): StoreType,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let rtype = resource_type(&rtype)?;
     let pairs = pairs_of(query.as_deref().unwrap_or(""));
     run(&st, &auth, rtype, None, pairs, &headers, Origin::Get).await
 }
@@ -50,12 +49,11 @@ pub(crate) async fn search_type(
 pub(crate) async fn search_type_post(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path(rtype): Path<String>,
+    StoreType(rtype): StoreType,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let rtype = resource_type(&rtype)?;
     // Authorize before reading the body.
     authorize(&auth, rtype, Interaction::Search)?;
     let mime = headers
@@ -81,7 +79,8 @@ pub(crate) async fn search_type_post(
 pub(crate) async fn search_compartment(
     State(st): State<AppState>,
     auth: Authenticated,
-    Path((ctype, id, rtype)): Path<(String, String, String)>,
+    StoreType(ctype): StoreType,
+    Path((_, id, rtype)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -95,7 +94,7 @@ pub(crate) async fn search_compartment(
     if !ward_fhir::id::is_valid_id(&id) {
         return Err(ApiError::bad_request(IssueType::Value, "malformed resource id"));
     }
-    let rtype = resource_type(&rtype)?;
+    let rtype = store_type(&rtype)?;
     if !ward_fhir::search::in_compartment_definition(rtype) {
         return Err(ApiError::bad_request(
             IssueType::NotSupported,
@@ -132,18 +131,6 @@ enum Origin {
 
 fn pairs_of(query: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(query.as_bytes()).into_owned().collect()
-}
-
-fn resource_type(s: &str) -> Result<&str, ApiError> {
-    if ward_fhir::types::is_resource_type(s) {
-        Ok(s)
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            IssueType::NotSupported,
-            "unknown resource type",
-        ))
-    }
 }
 
 fn lenient(headers: &HeaderMap) -> bool {

@@ -37,6 +37,9 @@ pub enum StoreError {
     Io(#[source] std::io::Error),
     #[error("corrupt store data: {0}")]
     Corrupt(String),
+    /// A write of a type Ward makes itself (`AuditEvent`): never stored.
+    #[error("resources of this type are not written to the resource store")]
+    NotWritable,
 }
 
 impl From<sqlx::Error> for StoreError {

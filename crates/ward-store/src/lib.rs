@@ -213,6 +213,17 @@ impl fmt::Debug for ClientRecord {
     }
 }
 
+/// What a write of a new version may do to `rtype/id` ([`Store::put_in`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// A create: the id must be new.
+    Create,
+    /// An update that may also create: a new id, or a deleted resource brought back.
+    Upsert,
+    /// An update of a live resource only (the caller may not create).
+    Update,
+}
+
 /// The current pointer of a resource as seen inside a write transaction.
 struct Current {
     version: i64,
@@ -704,6 +715,7 @@ impl Store {
             id: id.to_owned(),
             resource,
             if_match,
+            may_create: true,
         };
         match self.single(op).await? {
             TxOutcome::Updated { stored, created } => Ok((stored, created)),
@@ -990,7 +1002,7 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a new version of `rtype/id` inside `tx` (the one write path of creates, updates
+    /// Writes a new version of `rtype/id` inside `tx`, as `mode` allows (the one write path of creates, updates
     /// and transaction bundles). With `if_match`, the current version must equal it. A lost
     /// race (a concurrent writer moved the current pointer or took the id) is
     /// [`WriteFail::Lost`]: the transaction must then be rolled back.
@@ -1001,13 +1013,21 @@ impl Store {
         id: &str,
         resource: &Value,
         if_match: Option<i64>,
-        create_only: bool,
+        mode: Put,
     ) -> Result<(Stored, bool), WriteFail> {
+        let create_only = mode == Put::Create;
         let current = self.current_for_write(tx, rtype, id).await?;
         let (version, created) = match &current {
-            None if if_match.is_some() => return Err(StoreError::NotFound.into()),
+            None if if_match.is_some() || mode == Put::Update => return Err(StoreError::NotFound.into()),
             None => (1, true),
             Some(_) if create_only => return Err(StoreError::Duplicate.into()),
+            Some(c) if c.deleted && mode == Put::Update => {
+                return Err(StoreError::Gone {
+                    version: c.version,
+                    last_updated: ms_to_instant(c.last_updated_ms)?,
+                }
+                .into());
+            }
             Some(c) => {
                 if let Some(expected) = if_match
                     && expected != c.version

@@ -22,7 +22,7 @@ use std::fmt;
 use serde_json::Value;
 use ward_crypto::sha256;
 
-use crate::{Backend, Store, StoreError, Stored, UPDATE_ATTEMPTS};
+use crate::{Backend, Put, Store, StoreError, Stored, UPDATE_ATTEMPTS};
 
 /// One operation of [`Store::transaction`].
 #[derive(Clone)]
@@ -40,12 +40,15 @@ pub enum TxOp {
         if_none_exist: Option<Vec<(String, String)>>,
     },
     /// As [`Store::update`]: a new version (with `if_match`, of exactly that version), or the
-    /// creation of `rtype/id`.
+    /// creation of `rtype/id`. Without `may_create` it only updates a live resource: a new id
+    /// is [`StoreError::NotFound`] and a deleted one (even with `if_match` naming its
+    /// tombstone) [`StoreError::Gone`], decided inside the transaction (a revive is a create).
     Update {
         rtype: String,
         id: String,
         resource: Value,
         if_match: Option<i64>,
+        may_create: bool,
     },
     /// As [`Store::delete`]: a tombstone version.
     Delete {
@@ -238,6 +241,16 @@ impl Store {
                 error,
             }
         };
+        // The last line behind the API's routing: no AuditEvent (or other type Ward makes
+        // itself) is ever written here, under any spelling that reached this far.
+        if let Some(i) = ops.iter().position(|op| {
+            matches!(
+                op,
+                TxOp::Create { .. } | TxOp::Update { .. } | TxOp::Delete { .. }
+            ) && ward_fhir::types::is_server_made(op.target().0)
+        }) {
+            return Err(at(i)(StoreError::NotWritable));
+        }
         let mut tx = self.inner.writer.begin().await.map_err(|e| whole(e.into()))?;
 
         if self.inner.backend == Backend::Postgres {
@@ -320,7 +333,7 @@ impl Store {
                         .map(TxOutcome::Matched)
                         .map_err(WriteFail::from),
                     None => self
-                        .put_in(&mut tx, rtype, id, &resource_of(resource), None, true)
+                        .put_in(&mut tx, rtype, id, &resource_of(resource), None, Put::Create)
                         .await
                         .map(|(s, _)| TxOutcome::Created(s)),
                 },
@@ -329,8 +342,16 @@ impl Store {
                     id,
                     resource,
                     if_match,
+                    may_create,
                 } => self
-                    .put_in(&mut tx, rtype, id, &resource_of(resource), *if_match, false)
+                    .put_in(
+                        &mut tx,
+                        rtype,
+                        id,
+                        &resource_of(resource),
+                        *if_match,
+                        if *may_create { Put::Upsert } else { Put::Update },
+                    )
                     .await
                     .map(|(stored, created)| TxOutcome::Updated { stored, created }),
                 TxOp::Delete { rtype, id, if_match } => self

@@ -127,6 +127,7 @@ both!(
     transaction_all_or_nothing,
     transaction_conditional_create_and_reads,
     transaction_concurrent_conditional_creates,
+    refuses_server_made_types_and_revives_without_create,
 );
 
 fn patient(family: &str) -> Value {
@@ -1075,6 +1076,7 @@ async fn transaction_all_or_nothing(h: &H) {
             id: existing.id.clone(),
             resource: resource(&existing).clone(),
             if_match: Some(7),
+            may_create: true,
         },
         TxOp::Create {
             rtype: "Observation".into(),
@@ -1299,4 +1301,74 @@ async fn transaction_concurrent_conditional_creates(h: &H) {
             .len(),
         1
     );
+}
+
+/// The store's own last line: no AuditEvent is ever written, whatever the caller; an update
+/// that may not create neither creates nor revives (also with `if_match` naming a tombstone).
+async fn refuses_server_made_types_and_revives_without_create(h: &H) {
+    let s = &h.store;
+    let event = json!({"resourceType": "AuditEvent", "recorded": "2026-01-01T00:00:00Z"});
+    assert!(matches!(
+        s.create("AuditEvent", event.clone()).await,
+        Err(StoreError::NotWritable)
+    ));
+    assert!(matches!(
+        s.update("AuditEvent", "forged", event.clone(), None).await,
+        Err(StoreError::NotWritable)
+    ));
+    let mixed = [
+        TxOp::Create {
+            rtype: "Patient".into(),
+            id: "with-forgery".into(),
+            resource: patient("Forge"),
+            if_none_exist: None,
+        },
+        TxOp::Create {
+            rtype: "AuditEvent".into(),
+            id: "forged".into(),
+            resource: event,
+            if_none_exist: None,
+        },
+    ];
+    let err = s.transaction(&mixed).await.expect_err("refused");
+    assert_eq!(err.index, Some(1));
+    assert!(matches!(err.error, StoreError::NotWritable));
+    assert_eq!(version_count(h, "AuditEvent").await, 0);
+    assert!(matches!(
+        s.read("Patient", "with-forgery").await,
+        Err(StoreError::NotFound)
+    ));
+
+    let c = s.create("Patient", patient("Revive")).await.unwrap();
+    let d = s.delete("Patient", &c.id, None).await.unwrap().unwrap();
+    let update = |id: &str, if_match: Option<i64>| TxOp::Update {
+        rtype: "Patient".into(),
+        id: id.to_owned(),
+        resource: json!({"resourceType": "Patient", "id": id}),
+        if_match,
+        may_create: false,
+    };
+    for if_match in [None, Some(d.version)] {
+        let err = s
+            .transaction(&[update(&c.id, if_match)])
+            .await
+            .expect_err("no revive");
+        assert!(matches!(err.error, StoreError::Gone { .. }), "{if_match:?}");
+    }
+    let err = s
+        .transaction(&[update("never-was", None)])
+        .await
+        .expect_err("no create");
+    assert!(matches!(err.error, StoreError::NotFound));
+    assert!(matches!(
+        s.read("Patient", &c.id).await,
+        Err(StoreError::Gone { .. })
+    ));
+    // With create permission, the same update revives.
+    let mut revive = update(&c.id, Some(d.version));
+    if let TxOp::Update { may_create, .. } = &mut revive {
+        *may_create = true;
+    }
+    let out = s.transaction(&[revive]).await.unwrap();
+    assert!(matches!(&out[0], TxOutcome::Updated { created: true, .. }));
 }
