@@ -48,6 +48,31 @@ pub struct ServerSection {
     pub max_page_size: usize,
     /// Most entries of a transaction or batch Bundle (413 above).
     pub max_bundle_entries: usize,
+    // Search bounds (issue 15 item 3, issue 9 item 4): what one search may cost.
+    /// Most parameters of one search (400 above).
+    pub max_search_params: usize,
+    /// Most values of one search: comma-separated alternatives of all criteria plus sort keys
+    /// (400 above).
+    pub max_search_values: usize,
+    /// `total` is counted up to this many matches and omitted beyond (also the most candidates
+    /// one page decrypts to confirm birth-date or long-string criteria).
+    pub max_search_total: usize,
+}
+
+/// Ceilings of the search bounds, tested on both backends.
+const SEARCH_PARAMS_CEILING: usize = ward_fhir::search::query::ParseOptions::CEILING_PARAMS;
+const SEARCH_VALUES_CEILING: usize = ward_fhir::search::query::ParseOptions::CEILING_VALUES;
+
+impl ServerSection {
+    /// The search bounds as parse options (page sizes left at their defaults).
+    pub fn search_options(&self) -> ward_fhir::search::query::ParseOptions {
+        ward_fhir::search::query::ParseOptions {
+            max_params: self.max_search_params,
+            max_values: self.max_search_values,
+            max_total: self.max_search_total,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -60,6 +85,9 @@ impl Default for ServerSection {
             token_lifetime_secs: 900,
             max_page_size: 1000,
             max_bundle_entries: 1000,
+            max_search_params: ward_fhir::search::query::ParseOptions::MAX_PARAMS,
+            max_search_values: ward_fhir::search::query::ParseOptions::MAX_VALUES,
+            max_search_total: ward_fhir::search::query::ParseOptions::MAX_TOTAL,
         }
     }
 }
@@ -69,12 +97,16 @@ impl Default for ServerSection {
 pub struct StoreSection {
     /// `sqlite:ward.db` (relative to DIR) or `postgres://...`.
     pub url: String,
+    /// Allow a `postgres://` store or audit URL on another host without `sslmode=verify-full`
+    /// (refused at start otherwise: the database holds the audit trail and the ciphertexts).
+    pub allow_insecure_postgres: bool,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             url: "sqlite:ward.db".into(),
+            allow_insecure_postgres: false,
         }
     }
 }
@@ -85,6 +117,7 @@ impl std::fmt::Debug for StoreSection {
         let scheme = self.url.split(':').next().unwrap_or("");
         f.debug_struct("StoreSection")
             .field("url", &format_args!("{scheme}:***"))
+            .field("allow_insecure_postgres", &self.allow_insecure_postgres)
             .finish()
     }
 }
@@ -223,6 +256,14 @@ impl Config {
         {
             return Err(ConfigError::Invalid("server limits are too small".into()));
         }
+        if !(1..=SEARCH_PARAMS_CEILING).contains(&s.max_search_params)
+            || !(1..=SEARCH_VALUES_CEILING).contains(&s.max_search_values)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_search_params must be 1..={SEARCH_PARAMS_CEILING} and \
+                 server.max_search_values 1..={SEARCH_VALUES_CEILING}"
+            )));
+        }
         if !(self.store.url.starts_with("sqlite:")
             || self.store.url.starts_with("postgres://")
             || self.store.url.starts_with("postgresql://"))
@@ -230,6 +271,27 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "store.url must be sqlite:PATH or postgres://...".into(),
             ));
+        }
+        for (key, url) in [("store.url", &self.store.url), ("audit.url", &self.audit.url)] {
+            self.check_postgres_transport(key, url)?;
+        }
+        Ok(())
+    }
+
+    /// A PostgreSQL server on another host must be reached with its certificate verified
+    /// (`sslmode=verify-full`) unless `store.allow_insecure_postgres` says otherwise.
+    fn check_postgres_transport(&self, key: &str, url: &str) -> Result<(), ConfigError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Ok(());
+        }
+        let t = ward_store::postgres_transport(url)
+            .map_err(|_| ConfigError::Invalid(format!("{key} is not a valid PostgreSQL URL")))?;
+        if !t.local && !t.verified && !self.store.allow_insecure_postgres {
+            return Err(ConfigError::Invalid(format!(
+                "{key} reaches a PostgreSQL server on another host without verifying its \
+                 certificate: add sslmode=verify-full (and sslrootcert=...), or set \
+                 store.allow_insecure_postgres = true"
+            )));
         }
         Ok(())
     }

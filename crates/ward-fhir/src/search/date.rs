@@ -85,7 +85,9 @@ fn start_ms(y: i64, m: i64, d: i64) -> Option<i64> {
     let valid = (MIN_YEAR..=MAX_YEAR + 1).contains(&y)
         && (1..=12).contains(&m)
         && (1..=days_in_month(y, m)).contains(&d);
-    valid.then(|| days_from_civil(y, m, d)).and_then(|days| days.checked_mul(DAY_MS))
+    valid
+        .then(|| days_from_civil(y, m, d))
+        .and_then(|days| days.checked_mul(DAY_MS))
 }
 
 fn year_of(ms: i64) -> i32 {
@@ -372,8 +374,14 @@ mod tests {
             ("9999", Some((ms("9999-01-01T00:00:00Z"), END_OF_9999 - 1))),
             ("9999-12", Some((ms("9999-12-01T00:00:00Z"), END_OF_9999 - 1))),
             ("9999-12-31", Some((END_OF_9999 - 24 * HOUR, END_OF_9999 - 1))),
-            ("9999-12-31T23:59:59Z", Some((END_OF_9999 - 1000, END_OF_9999 - 1))),
-            ("9999-12-31T23:59:59.999Z", Some((END_OF_9999 - 1, END_OF_9999 - 1))),
+            (
+                "9999-12-31T23:59:59Z",
+                Some((END_OF_9999 - 1000, END_OF_9999 - 1)),
+            ),
+            (
+                "9999-12-31T23:59:59.999Z",
+                Some((END_OF_9999 - 1, END_OF_9999 - 1)),
+            ),
             ("9999-12-31T23:59:60Z", Some((END_OF_9999, END_OF_9999 + 999))),
             (
                 "9999-12-31T23:59:59.999-12:00",
@@ -395,8 +403,14 @@ mod tests {
                 "0001-01-01T00:00:00.000+12:00",
                 Some((first - 12 * HOUR, first - 12 * HOUR)),
             ),
-            ("0001-01-01T00:00:00-12:00", Some((first + 12 * HOUR, first + 12 * HOUR + 999))),
-            ("2000-02-29", Some((ms("2000-02-29T00:00:00Z"), ms("2000-03-01T00:00:00Z") - 1))),
+            (
+                "0001-01-01T00:00:00-12:00",
+                Some((first + 12 * HOUR, first + 12 * HOUR + 999)),
+            ),
+            (
+                "2000-02-29",
+                Some((ms("2000-02-29T00:00:00Z"), ms("2000-03-01T00:00:00Z") - 1)),
+            ),
             ("0000", None),
             ("0000-12-31", None),
             ("10000", None),
@@ -431,7 +445,10 @@ mod tests {
         assert_eq!(late.years(), (9999, 9999));
         let early = parse_range("0001-01-01T00:00:00+14:00").unwrap();
         assert_eq!(early.years(), (1, 1));
-        let open = DateRange { lo: i64::MIN, hi: i64::MAX };
+        let open = DateRange {
+            lo: i64::MIN,
+            hi: i64::MAX,
+        };
         assert_eq!(open.years(), (1, 9999));
         // Every prefix over the extremes and open ends.
         let prefixes = [

@@ -180,7 +180,12 @@ fn table() -> &'static Table {
         let def: Value =
             serde_json::from_str(COMPARTMENT_TEXT).expect("vendored compartment definition is valid JSON");
         let mut compartment = HashMap::new();
-        for r in def.get("resource").and_then(Value::as_array).into_iter().flatten() {
+        for r in def
+            .get("resource")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let (Some(code), Some(params)) = (r["code"].as_str(), r["param"].as_array()) else {
                 continue;
             };

@@ -192,6 +192,11 @@ impl ParseOptions {
     pub const MAX_VALUES: usize = 256;
     /// Default of [`ParseOptions::max_total`] (`server.max_search_total`).
     pub const MAX_TOTAL: usize = 10_000;
+    /// Highest `max_params` the configuration accepts: a search at this bound and at
+    /// [`ParseOptions::CEILING_VALUES`] runs on both backends (ward-store's `search_bounds` test).
+    pub const CEILING_PARAMS: usize = 256;
+    /// Highest `max_values` the configuration accepts.
+    pub const CEILING_VALUES: usize = 1024;
 }
 
 impl Default for ParseOptions {
@@ -216,7 +221,9 @@ pub enum SearchError {
     Unsupported(String, &'static str),
     #[error("invalid value for search parameter '{0}'")]
     Invalid(String),
-    #[error("the search has more than {0} parameters: combine or drop criteria, or split it into several searches")]
+    #[error(
+        "the search has more than {0} parameters: combine or drop criteria, or split it into several searches"
+    )]
     TooManyParams(usize),
     #[error(
         "the search has more than {0} values in total (comma-separated alternatives and sort keys): \
@@ -286,7 +293,10 @@ fn split_or(s: &str) -> Vec<String> {
 }
 
 fn unescape(s: &str) -> String {
-    split_escaped(s, '\u{0}', 1).into_iter().next().unwrap_or_default()
+    split_escaped(s, '\u{0}', 1)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 fn parse_number(s: &str) -> Option<(f64, f64, f64)> {
@@ -801,12 +811,22 @@ mod tests {
             ..ParseOptions::default()
         };
         let parse = |pairs: &[(&str, &str)]| {
-            let pairs: Vec<(String, String)> =
-                pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
             SearchQuery::parse("Patient", &pairs, &opts)
         };
         assert!(parse(&[("family", "a,b"), ("given", "c"), ("_sort", "_id")]).is_ok());
-        assert!(parse(&[("family", "a"), ("family", "b"), ("family", "c"), ("_cursor", "x")]).is_ok());
+        assert!(
+            parse(&[
+                ("family", "a"),
+                ("family", "b"),
+                ("family", "c"),
+                ("_cursor", "x")
+            ])
+            .is_ok()
+        );
         let e = parse(&[("family", "a"), ("family", "b"), ("family", "c"), ("family", "d")]).unwrap_err();
         assert_eq!(e, SearchError::TooManyParams(3));
         assert!(e.to_string().contains("more than 3 parameters"), "{e}");
