@@ -379,3 +379,63 @@ impl Default for Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_store(url: &str, allow: bool) -> Config {
+        let mut c = Config::default();
+        c.store.url = url.into();
+        c.store.allow_insecure_postgres = allow;
+        c
+    }
+
+    /// Issue 9 item 6: a PostgreSQL server on another host is reached with its certificate
+    /// verified, or only when the configuration says so explicitly.
+    #[test]
+    fn remote_postgres_needs_verify_full_or_an_explicit_allowance() {
+        for url in [
+            "postgres://ward@db.internal.test:5432/ward",
+            "postgres://ward@10.1.2.3/ward?sslmode=require",
+            "postgresql://ward@db.internal.test/ward?sslmode=verify-ca",
+            "postgres://ward@[2001:db8::1]/ward?sslmode=prefer",
+        ] {
+            let err = with_store(url, false).validate().unwrap_err().to_string();
+            assert!(err.contains("sslmode=verify-full"), "{url}: {err}");
+            assert!(!err.contains("ward@"), "no URL in the message: {err}");
+            with_store(url, true).validate().unwrap();
+        }
+        for url in [
+            "postgres://ward@db.internal.test/ward?sslmode=verify-full&sslrootcert=/etc/ward/db-ca.pem",
+            "postgres://postgres@127.0.0.1:5432/test",
+            "postgres://ward@localhost/ward",
+            "postgres://ward@[::1]:5432/ward",
+            "postgres://ward@%2Fvar%2Frun%2Fpostgresql/ward",
+            "postgres:///ward?host=/var/run/postgresql",
+            "sqlite:ward.db",
+        ] {
+            with_store(url, false)
+                .validate()
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        // The audit trail's own database is held to the same rule.
+        let mut c = Config::default();
+        c.audit.url = "postgres://audit@db.internal.test/audit".into();
+        assert!(c.validate().is_err());
+        c.store.allow_insecure_postgres = true;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn search_bounds_have_ceilings() {
+        let mut c = Config::default();
+        c.server.max_search_params = SEARCH_PARAMS_CEILING + 1;
+        assert!(c.validate().is_err());
+        c.server.max_search_params = SEARCH_PARAMS_CEILING;
+        c.server.max_search_values = 0;
+        assert!(c.validate().is_err());
+        c.server.max_search_values = SEARCH_VALUES_CEILING;
+        c.validate().unwrap();
+    }
+}

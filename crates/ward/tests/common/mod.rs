@@ -32,6 +32,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, |_| {}).await
+    }
+
+    /// [`TestServer::start`] with the loaded configuration changed by `edit` first.
+    pub async fn start_with(backend: Backend, edit: impl FnOnce(&mut Config)) -> TestServer {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("deploy");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +52,8 @@ impl TestServer {
         })
         .await
         .expect("ward init");
-        let config = Config::load(Some(&dir), None).unwrap();
+        let mut config = Config::load(Some(&dir), None).unwrap();
+        edit(&mut config);
         let server = ward_server::start(config.clone(), Some(listener))
             .await
             .expect("server start");
