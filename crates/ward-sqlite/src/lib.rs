@@ -97,7 +97,9 @@ pub async fn pool(
     acquire_timeout: Duration,
     settings: Settings,
 ) -> Result<AnyPool, sqlx::Error> {
+    // Only where sqlx itself would create the file.
     if !settings.read_only
+        && url.contains("mode=rwc")
         && let Some(path) = file_of_url(url)
     {
         create_private(&path).map_err(sqlx::Error::Io)?;
