@@ -3,6 +3,24 @@
 //! Nothing here knows about HTTP: the server crate maps [`OAuthError`] and [`TokenError`]
 //! to responses. Client secrets are keyed hashes (argon2id for passwords); access tokens are ES256 JWTs.
 
+// Token requests and bearer tokens are parsed here: no panic and no overflow on client input
+// (issue 15). Tests may unwrap.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod grant;
 pub mod scope;
 pub mod secret;

@@ -249,11 +249,13 @@ fn parse_clinical(token: &str) -> Result<Option<Scope>, ScopeError> {
 /// v2 permission letters: a non-empty subsequence of `cruds`, in that order.
 fn parse_letters(letters: &str) -> Option<u8> {
     let mut perms = 0u8;
-    let mut next = 0;
+    let mut rest = LETTERS.as_slice();
     for ch in letters.chars() {
-        let pos = LETTERS[next..].iter().position(|&(_, l)| l == ch)? + next;
-        perms |= LETTERS[pos].0;
-        next = pos + 1;
+        // Each letter must come after the previous one in `cruds` order.
+        let pos = rest.iter().position(|&(_, l)| l == ch)?;
+        let (bit, after) = rest.get(pos..)?.split_first()?;
+        perms |= bit.0;
+        rest = after;
     }
     (perms != 0).then_some(perms)
 }

@@ -135,7 +135,7 @@ impl TokenService {
             iss: self.issuer.clone(),
             sub: sub.to_owned(),
             aud: self.audience.clone(),
-            exp: now + self.lifetime.as_secs(),
+            exp: now.saturating_add(self.lifetime.as_secs()),
             iat: now,
             nbf: now,
             jti: ward_crypto::random_token(16),
@@ -158,14 +158,14 @@ impl TokenService {
         let digest = ward_crypto::sha256(token.as_bytes());
         let now = now_secs();
         if let Some(claims) = self.cache().get(&digest)
-            && claims.exp + LEEWAY_SECS > now
+            && claims.exp.saturating_add(LEEWAY_SECS) > now
         {
             return Ok(claims.clone());
         }
         let claims = self.verify_signed(token)?;
         let mut cache = self.cache();
         if cache.len() >= VERIFIED_CACHE_MAX {
-            cache.retain(|_, c| c.exp + LEEWAY_SECS > now);
+            cache.retain(|_, c| c.exp.saturating_add(LEEWAY_SECS) > now);
             if cache.len() >= VERIFIED_CACHE_MAX {
                 cache.clear();
             }
@@ -198,7 +198,7 @@ impl TokenService {
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| TokenError::Rejected(kind_name(e.kind())))?;
         let claims = data.claims;
-        if claims.iat > now_secs() + LEEWAY_SECS {
+        if claims.iat > now_secs().saturating_add(LEEWAY_SECS) {
             return Err(TokenError::Rejected("issued in the future".into()));
         }
         if claims.exp.saturating_sub(claims.iat) > MAX_LIFETIME.as_secs() {

@@ -97,6 +97,17 @@ fn write_new(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `path` (followed if a link) must exist and have no group/other permission bits; `label`
+/// names it in the error. Used for the key directory and, by `ward serve`, for the data
+/// directory and the SQLite database files.
+pub fn check_private(path: &Path, label: &str) -> Result<()> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(label, &e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::InsecurePermissions { name: label.into() });
+    }
+    Ok(())
+}
+
 /// The key directory and every entry in it must have no group/other permission bits.
 /// Symbolic links (whose mode is always 0777) are refused too.
 pub fn check_permissions(keys_dir: &Path) -> Result<()> {
@@ -107,11 +118,7 @@ pub fn check_permissions(keys_dir: &Path) -> Result<()> {
             kind: std::io::ErrorKind::NotADirectory,
         });
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::InsecurePermissions {
-            name: DIR_LABEL.into(),
-        });
-    }
+    check_private(keys_dir, DIR_LABEL)?;
     let mut names = Vec::new();
     for entry in fs::read_dir(keys_dir).map_err(|e| Error::io(DIR_LABEL, &e))? {
         let entry = entry.map_err(|e| Error::io(DIR_LABEL, &e))?;

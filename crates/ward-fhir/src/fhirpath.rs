@@ -166,6 +166,10 @@ enum Tok {
     Comma,
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "positions in Ward's vendored expressions (never client input), below their length"
+)]
 fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
     let mut out = Vec::new();
     let chars: Vec<(usize, char)> = src.char_indices().collect();
@@ -174,8 +178,7 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
         at,
         message: m.to_owned(),
     };
-    while i < chars.len() {
-        let (at, c) = chars[i];
+    while let Some(&(at, c)) = chars.get(i) {
         match c {
             ' ' | '\t' | '\n' | '\r' => i += 1,
             '.' => {
@@ -273,6 +276,10 @@ struct Parser {
     pos: usize,
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "token positions of Ward's vendored expressions (never client input), below their count"
+)]
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
         self.tokens.get(self.pos).map(|t| &t.1)
@@ -422,8 +429,8 @@ impl Parser {
         }
         match name.as_str() {
             "as" | "ofType" | "is" => {
-                let ty = match &args[0] {
-                    Expr::Child(b, t) if **b == Expr::This => t.clone(),
+                let ty = match args.first() {
+                    Some(Expr::Child(b, t)) if **b == Expr::This => t.clone(),
                     _ => return Err(self.err("expected a type name argument")),
                 };
                 Ok(if name == "is" {
@@ -533,7 +540,10 @@ fn eval<'a>(expr: &Expr, focus: &[Item<'a>], top: bool) -> Vec<Item<'a>> {
             match name.as_str() {
                 "where" => items
                     .into_iter()
-                    .filter(|i| truth(&eval(&args[0], std::slice::from_ref(i), false)) == Some(true))
+                    .filter(|i| {
+                        args.first()
+                            .is_some_and(|a| truth(&eval(a, std::slice::from_ref(i), false)) == Some(true))
+                    })
                     .collect(),
                 "exists" => vec![Item::Bool(!items.is_empty())],
                 "empty" => vec![Item::Bool(items.is_empty())],
@@ -643,14 +653,11 @@ pub fn parse_reference(s: &str) -> Option<(&str, &str)> {
         return None;
     }
     let s = s.split(['?', '#']).next().unwrap_or(s);
-    let mut parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
-    if parts.len() >= 4 && parts[parts.len() - 2] == "_history" {
-        parts.truncate(parts.len() - 2);
-    }
-    if parts.len() < 2 {
-        return None;
-    }
-    let (t, id) = (parts[parts.len() - 2], parts[parts.len() - 1]);
+    let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
+    let (t, id) = match parts.as_slice() {
+        [.., t, id, "_history", _] | [.., t, id] => (*t, *id),
+        _ => return None,
+    };
     (crate::types::is_resource_type(t) && crate::id::is_valid_id(id)).then_some((t, id))
 }
 

@@ -23,11 +23,12 @@ const LATIN_EXTENDED_A: [&str; 128] = [
 
 fn fold(c: char) -> Option<&'static str> {
     let code = u32::from(c);
-    let base = match code {
-        0xC0..=0xFF => LATIN1[(code - 0xC0) as usize],
-        0x100..=0x17F => LATIN_EXTENDED_A[(code - 0x100) as usize],
+    let (table, first): (&[&str], u32) = match code {
+        0xC0..=0xFF => (&LATIN1, 0xC0),
+        0x100..=0x17F => (&LATIN_EXTENDED_A, 0x100),
         _ => return None,
     };
+    let base = *table.get(usize::try_from(code.checked_sub(first)?).ok()?)?;
     (!base.is_empty()).then_some(base)
 }
 

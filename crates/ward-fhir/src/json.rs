@@ -159,7 +159,7 @@ struct ValueSeed<'c, 'p> {
 
 impl ValueSeed<'_, '_> {
     fn enter<E: de::Error>(&self) -> Result<usize, E> {
-        let depth = self.depth + 1;
+        let depth = self.depth.saturating_add(1);
         if depth > self.ctx.limits.max_depth {
             return Err(self.ctx.fail(
                 IssueType::Structure,

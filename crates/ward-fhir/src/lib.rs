@@ -13,6 +13,24 @@
 //! The R4 JSON schema, the search parameters (trimmed) and the patient CompartmentDefinition are
 //! vendored under `fhir-r4/` (HL7, CC0; see `fhir-r4/NOTICE.md` and `fhir-r4/README.md`).
 
+// Request bodies and queries are parsed here: no panic and no overflow on client input
+// (issue 15). Tests may unwrap.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod fhirpath;
 pub mod id;
 pub mod index;

@@ -85,6 +85,7 @@ pub(crate) fn schema() -> &'static Value {
     SCHEMA.get_or_init(|| {
         // The embedded file is fixed at compile time and covered by tests: a failure here is a
         // build defect, not an input error.
+        #[allow(clippy::expect_used, reason = "compile-time constant, parsed by the tests")]
         let mut schema: Value =
             serde_json::from_str(SCHEMA_TEXT).expect("embedded FHIR R4 schema is valid JSON");
         patch(&mut schema);
@@ -187,7 +188,9 @@ pub(crate) fn validator_for(type_index: usize) -> Result<&'static jsonschema::Va
     if let Some(validator) = slot.get() {
         return Ok(validator);
     }
-    let name = RESOURCE_TYPES[type_index];
+    let name = RESOURCE_TYPES
+        .get(type_index)
+        .ok_or_else(|| "unknown resource type".to_string())?;
     let root = json!({ "$ref": format!("{SCHEMA_URI}#/definitions/{name}") });
     let validator = jsonschema::options()
         .with_draft(jsonschema::Draft::Draft6)

@@ -168,7 +168,8 @@ fn validate_resource(
     if !validator.is_valid(resource) {
         return Err(schema_error(validator, resource, path));
     }
-    check_nested(object, RESOURCE_TYPES[index], path)
+    let rtype = RESOURCE_TYPES.get(index).copied().unwrap_or_default();
+    check_nested(object, rtype, path)
 }
 
 /// Walks the properties of `object` (an instance of `definition`) that can hold nested
@@ -391,11 +392,11 @@ fn consider(
             if let Some(first) = unexpected.first() {
                 path.push('.');
                 path.push_str(&truncate(first, 64));
-                depth += 1;
+                depth = depth.saturating_add(1);
             }
             let message = match unexpected.len() {
                 0 | 1 => "unknown element".to_string(),
-                n => format!("unknown element (and {} more)", n - 1),
+                n => format!("unknown element (and {} more)", n.saturating_sub(1)),
             };
             (IssueType::Structure, message)
         }
@@ -403,7 +404,7 @@ fn consider(
             if let Some(name) = property.as_str() {
                 path.push('.');
                 path.push_str(name);
-                depth += 1;
+                depth = depth.saturating_add(1);
             }
             (IssueType::Required, "missing required element".to_string())
         }

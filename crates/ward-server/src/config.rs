@@ -71,6 +71,31 @@ pub struct ServerSection {
     /// Token requests per minute for one client id (429 beyond), same burst.
     pub token_requests_per_minute_per_client: u32,
     pub token_burst: u32,
+    // Search bounds (issue 15 item 3, issue 9 item 4): what one search may cost.
+    /// Most parameters of one search (400 above).
+    pub max_search_params: usize,
+    /// Most values of one search: comma-separated alternatives of all criteria plus sort keys
+    /// (400 above).
+    pub max_search_values: usize,
+    /// `total` is counted up to this many matches and omitted beyond (also the most candidates
+    /// one page decrypts to confirm birth-date or long-string criteria).
+    pub max_search_total: usize,
+}
+
+/// Ceilings of the search bounds, tested on both backends.
+const SEARCH_PARAMS_CEILING: usize = ward_fhir::search::query::ParseOptions::CEILING_PARAMS;
+const SEARCH_VALUES_CEILING: usize = ward_fhir::search::query::ParseOptions::CEILING_VALUES;
+
+impl ServerSection {
+    /// The search bounds as parse options (page sizes left at their defaults).
+    pub fn search_options(&self) -> ward_fhir::search::query::ParseOptions {
+        ward_fhir::search::query::ParseOptions {
+            max_params: self.max_search_params,
+            max_values: self.max_search_values,
+            max_total: self.max_search_total,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -93,6 +118,9 @@ impl Default for ServerSection {
             token_requests_per_minute_per_ip: 60,
             token_requests_per_minute_per_client: 30,
             token_burst: 20,
+            max_search_params: ward_fhir::search::query::ParseOptions::MAX_PARAMS,
+            max_search_values: ward_fhir::search::query::ParseOptions::MAX_VALUES,
+            max_search_total: ward_fhir::search::query::ParseOptions::MAX_TOTAL,
         }
     }
 }
@@ -102,12 +130,16 @@ impl Default for ServerSection {
 pub struct StoreSection {
     /// `sqlite:ward.db` (relative to DIR) or `postgres://...`.
     pub url: String,
+    /// Allow a `postgres://` store or audit URL on another host without `sslmode=verify-full`
+    /// (refused at start otherwise: the database holds the audit trail and the ciphertexts).
+    pub allow_insecure_postgres: bool,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             url: "sqlite:ward.db".into(),
+            allow_insecure_postgres: false,
         }
     }
 }
@@ -118,6 +150,7 @@ impl std::fmt::Debug for StoreSection {
         let scheme = self.url.split(':').next().unwrap_or("");
         f.debug_struct("StoreSection")
             .field("url", &format_args!("{scheme}:***"))
+            .field("allow_insecure_postgres", &self.allow_insecure_postgres)
             .finish()
     }
 }
@@ -271,6 +304,14 @@ impl Config {
                 "server connection and token limits must be at least 1".into(),
             ));
         }
+        if !(1..=SEARCH_PARAMS_CEILING).contains(&s.max_search_params)
+            || !(1..=SEARCH_VALUES_CEILING).contains(&s.max_search_values)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_search_params must be 1..={SEARCH_PARAMS_CEILING} and \
+                 server.max_search_values 1..={SEARCH_VALUES_CEILING}"
+            )));
+        }
         if !(self.store.url.starts_with("sqlite:")
             || self.store.url.starts_with("postgres://")
             || self.store.url.starts_with("postgresql://"))
@@ -278,6 +319,27 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "store.url must be sqlite:PATH or postgres://...".into(),
             ));
+        }
+        for (key, url) in [("store.url", &self.store.url), ("audit.url", &self.audit.url)] {
+            self.check_postgres_transport(key, url)?;
+        }
+        Ok(())
+    }
+
+    /// A PostgreSQL server on another host must be reached with its certificate verified
+    /// (`sslmode=verify-full`) unless `store.allow_insecure_postgres` says otherwise.
+    fn check_postgres_transport(&self, key: &str, url: &str) -> Result<(), ConfigError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Ok(());
+        }
+        let t = ward_store::postgres_transport(url)
+            .map_err(|_| ConfigError::Invalid(format!("{key} is not a valid PostgreSQL URL")))?;
+        if !t.local && !t.verified && !self.store.allow_insecure_postgres {
+            return Err(ConfigError::Invalid(format!(
+                "{key} reaches a PostgreSQL server on another host without verifying its \
+                 certificate: add sslmode=verify-full (and sslrootcert=...), or set \
+                 store.allow_insecure_postgres = true"
+            )));
         }
         Ok(())
     }
@@ -363,5 +425,65 @@ impl Default for Config {
             audit: AuditSection::default(),
             dir: PathBuf::from("."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_store(url: &str, allow: bool) -> Config {
+        let mut c = Config::default();
+        c.store.url = url.into();
+        c.store.allow_insecure_postgres = allow;
+        c
+    }
+
+    /// Issue 9 item 6: a PostgreSQL server on another host is reached with its certificate
+    /// verified, or only when the configuration says so explicitly.
+    #[test]
+    fn remote_postgres_needs_verify_full_or_an_explicit_allowance() {
+        for url in [
+            "postgres://ward@db.internal.test:5432/ward",
+            "postgres://ward@10.1.2.3/ward?sslmode=require",
+            "postgresql://ward@db.internal.test/ward?sslmode=verify-ca",
+            "postgres://ward@[2001:db8::1]/ward?sslmode=prefer",
+        ] {
+            let err = with_store(url, false).validate().unwrap_err().to_string();
+            assert!(err.contains("sslmode=verify-full"), "{url}: {err}");
+            assert!(!err.contains("ward@"), "no URL in the message: {err}");
+            with_store(url, true).validate().unwrap();
+        }
+        for url in [
+            "postgres://ward@db.internal.test/ward?sslmode=verify-full&sslrootcert=/etc/ward/db-ca.pem",
+            "postgres://postgres@127.0.0.1:5432/test",
+            "postgres://ward@localhost/ward",
+            "postgres://ward@[::1]:5432/ward",
+            "postgres://ward@%2Fvar%2Frun%2Fpostgresql/ward",
+            "postgres:///ward?host=/var/run/postgresql",
+            "sqlite:ward.db",
+        ] {
+            with_store(url, false)
+                .validate()
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        // The audit trail's own database is held to the same rule.
+        let mut c = Config::default();
+        c.audit.url = "postgres://audit@db.internal.test/audit".into();
+        assert!(c.validate().is_err());
+        c.store.allow_insecure_postgres = true;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn search_bounds_have_ceilings() {
+        let mut c = Config::default();
+        c.server.max_search_params = SEARCH_PARAMS_CEILING + 1;
+        assert!(c.validate().is_err());
+        c.server.max_search_params = SEARCH_PARAMS_CEILING;
+        c.server.max_search_values = 0;
+        assert!(c.validate().is_err());
+        c.server.max_search_values = SEARCH_VALUES_CEILING;
+        c.validate().unwrap();
     }
 }

@@ -118,6 +118,7 @@ impl From<StoreError> for ApiError {
                 IssueType::Duplicate,
                 "resource already exists",
             ),
+            StoreError::Search(e) => ApiError::bad_request(IssueType::TooCostly, e.to_string()),
             StoreError::UnsupportedCriteria(param) => ApiError::bad_request(
                 IssueType::NotSupported,
                 format!("search parameter '{param}' is not supported in this context"),

@@ -145,10 +145,12 @@ fn lenient(headers: &HeaderMap) -> bool {
 fn search_error(e: SearchError) -> ApiError {
     let code = match e {
         SearchError::Invalid(_) => IssueType::Value,
+        SearchError::TooManyParams(_) | SearchError::TooManyValues(_) => IssueType::TooCostly,
         _ => IssueType::NotSupported,
     };
     let param = e.param().to_owned();
-    ApiError::bad_request(code, e.to_string()).at(param)
+    let err = ApiError::bad_request(code, e.to_string());
+    if param.is_empty() { err } else { err.at(param) }
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -186,6 +188,7 @@ async fn run(
         lenient: lenient(headers),
         default_count: DEFAULT_COUNT,
         max_count: MAX_COUNT.min(st.config.server.max_page_size),
+        ..st.config.server.search_options()
     };
     let mut q = SearchQuery::parse(rtype, &pairs, &opts).map_err(search_error)?;
     // AU-1: the audit trail gets keyed hashes of the search values, never the values.
@@ -406,7 +409,12 @@ async fn fetch_into(
         return Ok(());
     }
     let rtype = authz.rtype();
-    let mut sub = SearchQuery::parse(rtype, &pairs, &ParseOptions::default()).map_err(search_error)?;
+    // One value per page match: up to MAX_INCLUDED, whatever bounds a client's own search.
+    let opts = ParseOptions {
+        max_values: MAX_INCLUDED,
+        ..ParseOptions::default()
+    };
+    let mut sub = SearchQuery::parse(rtype, &pairs, &opts).map_err(search_error)?;
     sub.count = MAX_INCLUDED - out.len();
     sub.total = ward_fhir::search::TotalMode::None;
     sub.cursor_holder = q.cursor_holder.clone();

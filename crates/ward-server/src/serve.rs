@@ -80,11 +80,15 @@ impl RunningServer {
 /// Opens keys, store and TLS from `config`, then serves on `listener` (or binds
 /// `server.listen`).
 pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<RunningServer, StartError> {
+    check_data_permissions(&config)?;
     let keys = config.keys_dir();
     let kek = ward_crypto::keyfiles::load_kek(&keys)?;
     let signing = ward_crypto::keyfiles::load_signing_key(&keys)?;
     let tls = crate::tls::server_config(&config.path(&config.tls.cert), &config.path(&config.tls.key))?;
-    let store = ward_store::Store::open(&config.store_url(), &kek).await?;
+    let store_options = ward_store::StoreOptions {
+        statement_timeout: Some(crate::app::STATEMENT_TIMEOUT),
+    };
+    let store = ward_store::Store::open_with(&config.store_url(), &kek, &store_options).await?;
     drop(kek);
     let tokens = ward_auth::TokenService::new(
         &signing,
@@ -152,6 +156,31 @@ fn builders(config: &Config) -> (auto::Builder<TokioExecutor>, auto::Builder<Tok
         .keep_alive_interval(ping)
         .keep_alive_timeout(ping);
     (h1, h2)
+}
+
+/// The data directory and the SQLite database files (with their WAL and shared-memory files)
+/// must have no group/other permission bits, as the key directory (`ward-crypto` keyfiles).
+/// A file that does not exist yet is created private by the store.
+fn check_data_permissions(config: &Config) -> Result<(), StartError> {
+    ward_crypto::keyfiles::check_private(&config.dir, "data directory")?;
+    for url in [config.store_url(), config.audit_url()] {
+        let Some(db) = ward_sqlite::file_of_url(&url) else {
+            continue;
+        };
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            let path = std::path::PathBuf::from(name);
+            if path.exists() {
+                let label = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                ward_crypto::keyfiles::check_private(&path, &label)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn accept_loop(

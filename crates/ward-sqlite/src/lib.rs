@@ -97,6 +97,13 @@ pub async fn pool(
     acquire_timeout: Duration,
     settings: Settings,
 ) -> Result<AnyPool, sqlx::Error> {
+    // Only where sqlx itself would create the file.
+    if !settings.read_only
+        && url.contains("mode=rwc")
+        && let Some(path) = file_of_url(url)
+    {
+        create_private(&path).map_err(sqlx::Error::Io)?;
+    }
     let pragmas = settings.pragmas();
     AnyPoolOptions::new()
         .max_connections(max)
@@ -118,6 +125,23 @@ pub async fn pool(
         })
         .connect(url)
         .await
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist, before SQLite would create it
+/// with 0644: its `-wal` and `-shm` files take the database file's mode, so the data stays
+/// private to Ward's user (`ward serve` refuses group- or other-readable files).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A direct connection to an existing database file with `settings` applied.

@@ -21,6 +21,9 @@ pub enum StoreError {
     MultipleMatches,
     #[error("unsupported criteria parameter '{0}'")]
     UnsupportedCriteria(String),
+    /// Criteria refused as a whole (too many parameters or values); the message names no value.
+    #[error("{0}")]
+    Search(ward_fhir::search::SearchError),
     /// A paging cursor that this store did not issue for this search (or that was altered).
     #[error("invalid paging cursor")]
     InvalidCursor,

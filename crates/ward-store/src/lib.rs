@@ -53,6 +53,20 @@ const INDEX_VERSION: i64 = 1;
 /// Resources per re-indexing transaction.
 const REINDEX_BATCH: i64 = 200;
 
+/// How [`Store::open_with`] sets up its connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// PostgreSQL: `statement_timeout` of every pooled session, so no statement outlives the
+    /// request that started it by much (migrations run on a connection of their own, without
+    /// it). `None`: the server's default. SQLite has no equivalent.
+    pub statement_timeout: Option<Duration>,
+}
+
+/// How often a PostgreSQL (14+) session running a statement checks that its client is still
+/// there: a search whose request was dropped closes its connection, and the server then stops
+/// the statement within this interval.
+const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -423,11 +437,53 @@ async fn sqlite_pool(url: &str, max: u32, read_only: bool) -> Result<AnyPool, St
     Ok(ward_sqlite::pool(url, max, Duration::from_secs(30), settings).await?)
 }
 
+/// How a PostgreSQL URL reaches its server, as sqlx will connect (its environment defaults,
+/// `PGSSLMODE` and the like, included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostgresTransport {
+    /// A Unix socket, `localhost` or a loopback address: the connection never leaves the host.
+    pub local: bool,
+    /// `sslmode=verify-full`: TLS with the server's certificate and name verified.
+    pub verified: bool,
+}
+
+/// [`PostgresTransport`] of `url`; an error if it is not a PostgreSQL URL sqlx accepts.
+pub fn postgres_transport(url: &str) -> Result<PostgresTransport, StoreError> {
+    use std::str::FromStr;
+    let opts = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let host = opts.get_host().trim_start_matches('[').trim_end_matches(']');
+    let local = opts.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let verified = matches!(opts.get_ssl_mode(), sqlx::postgres::PgSslMode::VerifyFull);
+    Ok(PostgresTransport { local, verified })
+}
+
+/// The statements that set up each pooled PostgreSQL session (generated from numbers only).
+fn postgres_session(opts: &StoreOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(t) = opts.statement_timeout {
+        out.push(format!("SET statement_timeout = {}", t.as_millis().max(1)));
+    }
+    // PostgreSQL 13 and older do not know the setting; the WHERE keeps them from reading it.
+    out.push(format!(
+        "SELECT set_config('client_connection_check_interval', '{CLIENT_CHECK_INTERVAL_MS}', false) \
+         WHERE current_setting('server_version_num')::int >= 140000"
+    ));
+    out
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH?mode=rwc` or
     /// `postgres://...`), applies migrations and loads (or creates) the wrapped data and index
     /// keys, unwrapping them with `kek`. A wrong KEK fails here with [`StoreError::Crypto`].
     pub async fn open(url: &str, kek: &Kek) -> Result<Store, StoreError> {
+        Store::open_with(url, kek, &StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with `opts`.
+    pub async fn open_with(url: &str, kek: &Kek, opts: &StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -473,12 +529,25 @@ impl Store {
                 (writer, reader, local, checkpointer)
             }
             Backend::Postgres => {
+                // A migration may take longer than any request: its own connection, no timeout.
+                let plain = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+                migrator(backend).run(&plain).await?;
+                plain.close().await;
+                let session = postgres_session(opts);
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(move |conn, _meta| {
+                        let session = session.clone();
+                        Box::pin(async move {
+                            for statement in session {
+                                sqlx::query(AssertSqlSafe(statement)).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?;
-                migrator(backend).run(&pool).await?;
                 (pool.clone(), pool, None, None)
             }
         };

@@ -34,7 +34,8 @@ use crate::{StoreError, Stored, VERSION_COLUMNS};
 pub struct SearchPage {
     /// The matches of this page, in sort order.
     pub matches: Vec<Stored>,
-    /// The number of matches of the whole search (`_total=accurate`).
+    /// The number of matches of the whole search (`_total=accurate`); `None` when not asked
+    /// for, or when counting would examine more than [`SearchQuery::max_total`] candidates.
     pub total: Option<u64>,
     /// Cursor of the next page, if there are more matches.
     pub next: Option<String>,
@@ -117,6 +118,31 @@ fn bind<'q>(
         };
     }
     q
+}
+
+/// `items` joined with `op` as a balanced tree of parentheses (`neutral` if there are none):
+/// SQLite limits the depth of an expression tree (1000), and a flat `a OR b OR ...` chain is as
+/// deep as it is long.
+fn balanced(items: &[String], op: &str, neutral: &str) -> String {
+    match items {
+        [] => neutral.to_owned(),
+        [one] => one.clone(),
+        _ => {
+            let (l, r) = items.split_at(items.len() / 2);
+            format!("({} {op} {})", balanced(l, op, neutral), balanced(r, op, neutral))
+        }
+    }
+}
+
+/// Sub-query criteria joined one by one before the rest are grouped (see `search_base`).
+const JOINED_CRITERIA: usize = 4;
+
+/// The SQL of one criterion: a condition on the row, or the ids it selects (`c.id IN`) or
+/// excludes (`c.id NOT IN`).
+enum Cond {
+    Plain(String),
+    In(String),
+    NotIn(String),
 }
 
 fn owner(alias: &str) -> String {
@@ -206,7 +232,7 @@ impl crate::Store {
         format!("{alias}.tenant = {t} AND {alias}.rtype = {r}")
     }
 
-    fn criterion_sql(&self, sql: &mut Sql, rtype: &str, c: &Criterion) -> Result<String, StoreError> {
+    fn criterion_sql(&self, sql: &mut Sql, rtype: &str, c: &Criterion) -> Result<Cond, StoreError> {
         let missing: Vec<bool> = c
             .values
             .iter()
@@ -218,12 +244,14 @@ impl crate::Store {
         let p = match &c.target {
             Target::Id => {
                 if !missing.is_empty() {
-                    return Ok(if missing.contains(&false) {
-                        "1 = 1"
-                    } else {
-                        "1 = 0"
-                    }
-                    .to_owned());
+                    return Ok(Cond::Plain(
+                        if missing.contains(&false) {
+                            "1 = 1"
+                        } else {
+                            "1 = 0"
+                        }
+                        .to_owned(),
+                    ));
                 }
                 let ids: Vec<String> = c
                     .values
@@ -233,16 +261,18 @@ impl crate::Store {
                         _ => None,
                     })
                     .collect();
-                return Ok(format!("c.id IN ({})", ids.join(", ")));
+                return Ok(Cond::Plain(format!("c.id IN ({})", ids.join(", "))));
             }
             Target::LastUpdated => {
                 if !missing.is_empty() {
-                    return Ok(if missing.contains(&false) {
-                        "1 = 1"
-                    } else {
-                        "1 = 0"
-                    }
-                    .to_owned());
+                    return Ok(Cond::Plain(
+                        if missing.contains(&false) {
+                            "1 = 1"
+                        } else {
+                            "1 = 0"
+                        }
+                        .to_owned(),
+                    ));
                 }
                 let conds: Vec<String> = c
                     .values
@@ -258,7 +288,7 @@ impl crate::Store {
                         _ => None,
                     })
                     .collect();
-                return Ok(format!("({})", conds.join(" OR ")));
+                return Ok(Cond::Plain(balanced(&conds, "OR", "1 = 0")));
             }
             Target::Param(p) => *p,
         };
@@ -272,19 +302,22 @@ impl crate::Store {
         if !missing.is_empty() {
             // `:missing=true` and `:missing=false` together match everything.
             if missing.contains(&true) && missing.contains(&false) {
-                return Ok("1 = 1".to_owned());
+                return Ok(Cond::Plain("1 = 1".to_owned()));
             }
             let label = if p.kind == ParamKind::String {
                 index::exact_label(code)
             } else {
                 code.to_owned()
             };
-            let not = if missing[0] { "NOT " } else { "" };
             let l = sql.s(&label);
             let scope = self.scope(sql, alias, rtype);
-            return Ok(format!(
-                "c.id {not}IN (SELECT {alias}.id FROM {table} {alias} WHERE {scope} AND {alias}.param = {l})"
-            ));
+            let select =
+                format!("SELECT {alias}.id FROM {table} {alias} WHERE {scope} AND {alias}.param = {l}");
+            return Ok(if missing.contains(&true) {
+                Cond::NotIn(select)
+            } else {
+                Cond::In(select)
+            });
         }
         let mut alternatives = Vec::new();
         let label = match (p.kind, &c.modifier) {
@@ -364,13 +397,13 @@ impl crate::Store {
             alternatives.push(cond);
         }
         if alternatives.is_empty() {
-            return Ok("1 = 0".to_owned());
+            return Ok(Cond::Plain("1 = 0".to_owned()));
         }
         let scope = self.scope(sql, alias, rtype);
-        Ok(format!(
-            "c.id IN (SELECT {alias}.id FROM {table} {alias} WHERE {scope} AND {alias}.param = {l} AND ({}))",
-            alternatives.join(" OR ")
-        ))
+        Ok(Cond::In(format!(
+            "SELECT {alias}.id FROM {table} {alias} WHERE {scope} AND {alias}.param = {l} AND {}",
+            balanced(&alternatives, "OR", "1 = 0")
+        )))
     }
 
     /// `FROM ... WHERE ...` of a search (criteria and compartment), with the sort key columns.
@@ -394,8 +427,29 @@ impl crate::Store {
                 "c.id IN (SELECT k.id FROM compartment k WHERE k.patient_id = {p} AND {scope})"
             ));
         }
+        let (mut ins, mut not_ins) = (Vec::new(), Vec::new());
         for c in &q.criteria {
-            conds.push(self.criterion_sql(sql, &q.rtype, c)?);
+            match self.criterion_sql(sql, &q.rtype, c)? {
+                Cond::Plain(s) => conds.push(s),
+                Cond::In(s) => ins.push(s),
+                Cond::NotIn(s) => not_ins.push(s),
+            }
+        }
+        // Each sub-query is a semi-join (anti-join) that the planner may order freely, but
+        // PostgreSQL's planning time grows steeply with their number (64: about 0.4 s, 256:
+        // minutes). Past the first few, the rest become one intersection (union), planned
+        // in linear time.
+        let split = ins.len().min(JOINED_CRITERIA);
+        let (joined, grouped) = ins.split_at(split);
+        conds.extend(joined.iter().map(|s| format!("c.id IN ({s})")));
+        if !grouped.is_empty() {
+            conds.push(format!("c.id IN ({})", grouped.join(" INTERSECT ")));
+        }
+        let split = not_ins.len().min(JOINED_CRITERIA);
+        let (joined, grouped) = not_ins.split_at(split);
+        conds.extend(joined.iter().map(|s| format!("c.id NOT IN ({s})")));
+        if !grouped.is_empty() {
+            conds.push(format!("c.id NOT IN ({})", grouped.join(" UNION ")));
         }
         let mut keys = Vec::new();
         for (i, k) in sort.iter().enumerate() {
@@ -430,14 +484,25 @@ impl crate::Store {
         } else {
             format!(", {}", keys.join(", "))
         };
-        Ok((select, format!("{from} WHERE {}", conds.join(" AND "))))
+        Ok((
+            select,
+            format!("{from} WHERE {}", balanced(&conds, "AND", "1 = 1")),
+        ))
     }
 
     /// Runs a search. `q.cursor`, if set, must be a cursor this store issued for the same
     /// type, compartment and parameters.
     pub async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
-        let mut conn = self.inner.reader.acquire().await?;
-        self.search_on(&mut conn, q).await
+        let mut conn = CloseIfDropped(Some(self.inner.reader.acquire().await?));
+        let page = match conn.0.as_mut() {
+            Some(c) => self.search_on(c, q).await,
+            None => Err(StoreError::Corrupt("connection".into())),
+        };
+        // Finished (or failed on its own): the connection goes back to the pool.
+        if let Some(c) = conn.0.take() {
+            drop(c);
+        }
+        page
     }
 
     /// [`Store::search`] on `conn` (a reader, or a write transaction's connection).
@@ -470,7 +535,7 @@ impl crate::Store {
         let post: Vec<&Criterion> = q.criteria.iter().filter(|c| c.needs_post_filter()).collect();
 
         let total = if q.total == TotalMode::Accurate {
-            Some(self.count(conn, q, &post).await?)
+            self.count(conn, q, &post).await?
         } else {
             None
         };
@@ -489,11 +554,17 @@ impl crate::Store {
         let mut boundary: Option<(Vec<Value>, String)> =
             position.as_ref().map(|p| (p.keys.clone(), p.id.clone()));
         let mut found: Vec<(Stored, Vec<Value>)> = Vec::new();
+        // Candidates a post-filtered page may decrypt: beyond, the page ends early with a cursor
+        // at the last one examined, so no request decrypts the whole population.
+        let mut budget = q.max_total.max(want);
+        let mut stopped = false;
         loop {
+            let limit = batch.min(budget);
             let rows = self
-                .fetch(conn, q, &sort, boundary.as_ref(), forward, batch)
+                .fetch(conn, q, &sort, boundary.as_ref(), forward, limit)
                 .await?;
             let n = rows.len();
+            budget = budget.saturating_sub(n);
             for row in &rows {
                 let keys: Vec<Value> = (0..sort.len())
                     .map(|i| key_value(row, i, &sort[i]))
@@ -512,7 +583,11 @@ impl crate::Store {
                     }
                 }
             }
-            if found.len() >= want || n < batch {
+            if found.len() >= want || n < limit {
+                break;
+            }
+            if budget == 0 {
+                stopped = true;
                 break;
             }
         }
@@ -539,11 +614,19 @@ impl crate::Store {
         } else {
             (position.is_some(), more)
         };
+        // A page that stopped at its budget continues (in its direction) after the last
+        // candidate examined, matching or not.
+        let resume = match (stopped, &boundary) {
+            (true, Some((k, id))) => Some(cursor(k, id, forward)?),
+            _ => None,
+        };
         let next = match (has_next, found.last()) {
+            _ if forward && resume.is_some() => resume.clone(),
             (true, Some((s, k))) => Some(cursor(k, &s.id, true)?),
             _ => None,
         };
         let prev = match (has_prev, found.first()) {
+            _ if !forward && resume.is_some() => resume,
             (true, Some((s, k))) => Some(cursor(k, &s.id, false)?),
             _ => None,
         };
@@ -618,25 +701,33 @@ impl crate::Store {
         Ok(query.fetch_all(&mut *conn).await?)
     }
 
+    /// The number of matches, or `None` if there are more than `q.max_total` candidates: the
+    /// count stops there (SQL `LIMIT`), and post-filtered candidates are decrypted up to there.
     async fn count(
         &self,
         conn: &mut AnyConnection,
         q: &SearchQuery,
         post: &[&Criterion],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let mut sql = Sql::new();
         let (_, from_where) = self.search_base(&mut sql, q, &[])?;
+        let cap = u64::try_from(q.max_total).unwrap_or(u64::MAX);
+        let limit = sql.i(i64::try_from(q.max_total.saturating_add(1)).unwrap_or(i64::MAX));
         if post.is_empty() {
-            let text = format!("SELECT COUNT(*) AS n {from_where}");
+            let text = format!("SELECT COUNT(*) AS n FROM (SELECT 1 AS one {from_where} LIMIT {limit}) t");
             let row = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
                 .fetch_one(&mut *conn)
                 .await?;
-            return Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0));
+            let n = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+            return Ok((n <= cap).then_some(n));
         }
-        let text = format!("SELECT {VERSION_COLUMNS} {from_where}");
+        let text = format!("SELECT {VERSION_COLUMNS} {from_where} LIMIT {limit}");
         let rows = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
             .fetch_all(&mut *conn)
             .await?;
+        if u64::try_from(rows.len()).unwrap_or(u64::MAX) > cap {
+            return Ok(None);
+        }
         let mut n = 0;
         for row in &rows {
             let stored = self.decode(row)?;
@@ -648,7 +739,7 @@ impl crate::Store {
                 n += 1;
             }
         }
-        Ok(n)
+        Ok(Some(n))
     }
 
     fn seal_cursor(&self, state: &CursorState) -> Result<String, StoreError> {
@@ -733,7 +824,10 @@ impl crate::Store {
             criteria,
             &ward_fhir::search::query::ParseOptions::default(),
         )
-        .map_err(|e: SearchError| StoreError::UnsupportedCriteria(e.param().to_owned()))?;
+        .map_err(|e: SearchError| match e {
+            SearchError::TooManyParams(_) | SearchError::TooManyValues(_) => StoreError::Search(e),
+            e => StoreError::UnsupportedCriteria(e.param().to_owned()),
+        })?;
         if q.criteria.is_empty() {
             return Err(StoreError::UnsupportedCriteria(String::new()));
         }
@@ -769,6 +863,20 @@ impl crate::Store {
     }
 }
 
+/// A pooled connection that is closed, not returned, when the future using it is dropped
+/// mid-query (the request timed out or its client went away). Returned to the pool, it would
+/// first wait for the abandoned statement to finish; closed, PostgreSQL stops the statement
+/// (`client_connection_check_interval`, and `statement_timeout` in any case).
+struct CloseIfDropped(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Drop for CloseIfDropped {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.close_on_drop();
+        }
+    }
+}
+
 fn key_value(row: &AnyRow, i: usize, key: &SortKey) -> Result<Value, StoreError> {
     let col = format!("s{i}");
     Ok(match key.target {
@@ -780,6 +888,57 @@ fn key_value(row: &AnyRow, i: usize, key: &SortKey) -> Result<Value, StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15 item 3: on PostgreSQL every pooled session has the statement timeout, and a
+    /// search dropped mid-query (timed-out request, client gone) stops its statement instead
+    /// of leaving it running. The sleep stands in for a slow search on the same guard.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_statements_end_with_their_request() {
+        let url = crate::testing::fresh_postgres_url().await;
+        let opts = crate::StoreOptions {
+            statement_timeout: Some(std::time::Duration::from_secs(35)),
+        };
+        let store = crate::Store::open_with(&url, &ward_crypto::Kek::generate().unwrap(), &opts)
+            .await
+            .unwrap();
+        let pool = &store.inner.reader;
+        for _ in 0..3 {
+            let row = sqlx::query(
+                "SELECT current_setting('statement_timeout') AS t, \
+                 current_setting('client_connection_check_interval') AS c",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            assert_eq!(row.try_get::<String, _>("t").unwrap(), "35s");
+            assert_eq!(row.try_get::<String, _>("c").unwrap(), "1s");
+        }
+        let running = || async {
+            sqlx::query("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(31)%'")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .try_get::<i64, _>("n")
+                .unwrap()
+        };
+        let slow = async {
+            let mut conn = CloseIfDropped(Some(pool.acquire().await.unwrap()));
+            let c = conn.0.as_mut().unwrap();
+            sqlx::query("SELECT pg_sleep(31)").execute(&mut **c).await
+        };
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(500), slow)
+                .await
+                .is_err()
+        );
+        let mut waited = 0;
+        while running().await > 0 {
+            waited += 1;
+            assert!(waited < 50, "the abandoned statement is still running after 5 s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        store.close().await;
+    }
 
     #[tokio::test]
     async fn cursors_expire_and_stay_with_their_type_and_holder() {

@@ -145,6 +145,10 @@ struct Table {
     compartment: HashMap<String, Vec<String>>,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "compile-time constants (vendored table and definition), loaded by the tests"
+)]
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
@@ -176,7 +180,12 @@ fn table() -> &'static Table {
         let def: Value =
             serde_json::from_str(COMPARTMENT_TEXT).expect("vendored compartment definition is valid JSON");
         let mut compartment = HashMap::new();
-        for r in def["resource"].as_array().into_iter().flatten() {
+        for r in def
+            .get("resource")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let (Some(code), Some(params)) = (r["code"].as_str(), r["param"].as_array()) else {
                 continue;
             };

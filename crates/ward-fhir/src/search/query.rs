@@ -161,7 +161,13 @@ pub struct SearchQuery {
     pub ignored: Vec<String>,
     /// The parameters as given, without `_cursor`: what a paging cursor has to carry.
     pub params: Vec<(String, String)>,
+    /// `total` is counted up to this many (candidate) matches and omitted beyond; also the most
+    /// candidates one page examines to confirm post-filtered criteria ([`ParseOptions::max_total`]).
+    pub max_total: usize,
 }
+
+/// Most `_sort` keys of one search.
+const MAX_SORT_KEYS: usize = 8;
 
 /// Options of [`SearchQuery::parse`].
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +176,27 @@ pub struct ParseOptions {
     pub lenient: bool,
     pub default_count: usize,
     pub max_count: usize,
+    /// Most parameters (name=value pairs, `_cursor` aside) one search may have.
+    pub max_params: usize,
+    /// Most values one search may have: the OR alternatives of all its criteria plus its sort
+    /// keys. Each becomes a condition of one SQL statement.
+    pub max_values: usize,
+    /// See [`SearchQuery::max_total`].
+    pub max_total: usize,
+}
+
+impl ParseOptions {
+    /// Default of [`ParseOptions::max_params`] (`server.max_search_params`).
+    pub const MAX_PARAMS: usize = 64;
+    /// Default of [`ParseOptions::max_values`] (`server.max_search_values`).
+    pub const MAX_VALUES: usize = 256;
+    /// Default of [`ParseOptions::max_total`] (`server.max_search_total`).
+    pub const MAX_TOTAL: usize = 10_000;
+    /// Highest `max_params` the configuration accepts: a search at this bound and at
+    /// [`ParseOptions::CEILING_VALUES`] runs on both backends (ward-store's `search_bounds` test).
+    pub const CEILING_PARAMS: usize = 256;
+    /// Highest `max_values` the configuration accepts.
+    pub const CEILING_VALUES: usize = 1024;
 }
 
 impl Default for ParseOptions {
@@ -178,6 +205,9 @@ impl Default for ParseOptions {
             lenient: false,
             default_count: 50,
             max_count: 1000,
+            max_params: ParseOptions::MAX_PARAMS,
+            max_values: ParseOptions::MAX_VALUES,
+            max_total: ParseOptions::MAX_TOTAL,
         }
     }
 }
@@ -191,50 +221,58 @@ pub enum SearchError {
     Unsupported(String, &'static str),
     #[error("invalid value for search parameter '{0}'")]
     Invalid(String),
+    #[error(
+        "the search has more than {0} parameters: combine or drop criteria, or split it into several searches"
+    )]
+    TooManyParams(usize),
+    #[error(
+        "the search has more than {0} values in total (comma-separated alternatives and sort keys): \
+         narrow the value lists, or split it into several searches"
+    )]
+    TooManyValues(usize),
 }
 
 impl SearchError {
-    /// The parameter the error is about.
+    /// The parameter the error is about (empty when it is about the whole search).
     pub fn param(&self) -> &str {
         match self {
             SearchError::Unknown(p) | SearchError::Unsupported(p, _) | SearchError::Invalid(p) => p,
+            SearchError::TooManyParams(_) | SearchError::TooManyValues(_) => "",
         }
     }
 }
 
 /// Splits on unescaped `sep`, unescaping `\,` `\|` `\$` `\\`.
 fn split_escaped(s: &str, sep: char, limit: usize) -> Vec<String> {
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut last = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
             match chars.next() {
+                Some(n) if n == sep || matches!(n, ',' | '|' | '$' | '\\') => last.push(n),
                 Some(n) => {
-                    let last = out.last_mut().expect("non-empty");
-                    if n == sep || matches!(n, ',' | '|' | '$' | '\\') {
-                        last.push(n);
-                    } else {
-                        last.push('\\');
-                        last.push(n);
-                    }
+                    last.push('\\');
+                    last.push(n);
                 }
-                None => out.last_mut().expect("non-empty").push('\\'),
+                None => last.push('\\'),
             }
-        } else if c == sep && out.len() < limit {
-            out.push(String::new());
+        } else if c == sep && out.len().saturating_add(1) < limit {
+            out.push(std::mem::take(&mut last));
         } else {
-            out.last_mut().expect("non-empty").push(c);
+            last.push(c);
         }
     }
+    out.push(last);
     out
 }
 
 /// Splits a comma list but keeps the escapes of `|` for a later token split.
 fn split_or(s: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut last = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
-        let last = out.last_mut().expect("non-empty");
         if c == '\\' {
             match chars.next() {
                 Some(',') => last.push(','),
@@ -245,16 +283,20 @@ fn split_or(s: &str) -> Vec<String> {
                 None => last.push('\\'),
             }
         } else if c == ',' {
-            out.push(String::new());
+            out.push(std::mem::take(&mut last));
         } else {
             last.push(c);
         }
     }
+    out.push(last);
     out
 }
 
 fn unescape(s: &str) -> String {
-    split_escaped(s, '\u{0}', 1).remove(0)
+    split_escaped(s, '\u{0}', 1)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 fn parse_number(s: &str) -> Option<(f64, f64, f64)> {
@@ -274,7 +316,7 @@ fn parse_number(s: &str) -> Option<(f64, f64, f64)> {
         0.0
     } else {
         let decimals = s.split_once('.').map_or(0, |(_, f)| f.len());
-        0.5 * 10f64.powi(-i32::try_from(decimals).ok()?)
+        0.5 * 10f64.powi(i32::try_from(decimals).ok()?.checked_neg()?)
     };
     Some((v, v - half, v + half))
 }
@@ -301,7 +343,12 @@ impl SearchQuery {
             cursor_holder: None,
             ignored: Vec::new(),
             params: Vec::new(),
+            max_total: opts.max_total,
         };
+        // Bound the statement before building it: every parameter and value is a condition.
+        if pairs.iter().filter(|(k, _)| k != "_cursor").count() > opts.max_params {
+            return Err(SearchError::TooManyParams(opts.max_params));
+        }
         for (name, value) in pairs {
             if name == "_cursor" {
                 q.cursor = Some(value.clone());
@@ -371,20 +418,22 @@ impl SearchQuery {
                 "_include" | "_revinclude" => {
                     let rev = name == "_revinclude";
                     let parts: Vec<&str> = value.split(':').collect();
-                    if value == "*" || parts.len() < 2 || parts.len() > 3 {
-                        return Err(SearchError::Unsupported(
-                            name.clone(),
-                            "use Type:parameter[:TargetType]",
-                        ));
-                    }
-                    let source = parts[0];
+                    let (source, code, target) = match parts.as_slice() {
+                        [s, c] if value != "*" => (*s, *c, None),
+                        [s, c, t] => (*s, *c, Some((*t).to_owned())),
+                        _ => {
+                            return Err(SearchError::Unsupported(
+                                name.clone(),
+                                "use Type:parameter[:TargetType]",
+                            ));
+                        }
+                    };
                     if !crate::types::is_resource_type(source) || (!rev && source != rtype) {
                         return Err(invalid());
                     }
-                    let p = param(source, parts[1])
+                    let p = param(source, code)
                         .filter(|p| p.kind == ParamKind::Reference)
                         .ok_or_else(invalid)?;
-                    let target = parts.get(2).map(|t| (*t).to_owned());
                     if let Some(t) = &target
                         && (!crate::types::is_resource_type(t) || (rev && t != rtype))
                     {
@@ -423,6 +472,21 @@ impl SearchQuery {
                     Err(e) => return Err(e),
                 },
             }
+        }
+        // The paging keyset grows with the square of the sort keys.
+        if q.sort.len() > MAX_SORT_KEYS {
+            return Err(SearchError::Unsupported(
+                "_sort".into(),
+                "at most 8 sort keys are supported",
+            ));
+        }
+        let values = q
+            .criteria
+            .iter()
+            .map(|c| c.values.len())
+            .fold(q.sort.len(), usize::saturating_add);
+        if values > opts.max_values {
+            return Err(SearchError::TooManyValues(opts.max_values));
         }
         if q.summary.is_some() && !q.elements.is_empty() {
             return Err(SearchError::Unsupported(
@@ -534,8 +598,10 @@ fn parse_criterion(rtype: &str, name: &str, value: &str) -> Result<Option<Criter
                 } else {
                     let rt = match &modifier {
                         Modifier::Type(t) => Some(t.clone()),
-                        _ if p.targets.len() == 1 => Some(p.targets[0].clone()),
-                        _ => None,
+                        _ => match p.targets.as_slice() {
+                            [only] => Some(only.clone()),
+                            _ => None,
+                        },
                     };
                     (rt, raw.clone())
                 };
@@ -563,7 +629,7 @@ fn parse_criterion(rtype: &str, name: &str, value: &str) -> Result<Option<Criter
             (_, ParamKind::Quantity | ParamKind::Number) => {
                 let (prefix, rest) = Prefix::split(raw.trim());
                 let parts = split_escaped(rest, '|', 3);
-                let (value, lo, hi) = parse_number(&parts[0]).ok_or_else(invalid)?;
+                let (value, lo, hi) = parts.first().and_then(|n| parse_number(n)).ok_or_else(invalid)?;
                 if kind == ParamKind::Number && parts.len() > 1 {
                     return Err(invalid());
                 }
@@ -735,6 +801,44 @@ mod tests {
                 .needs_post_filter()
         );
         assert!(!q("Observation", &[("date", "2020")]).unwrap().needs_post_filter());
+    }
+
+    #[test]
+    fn bounds_parameters_and_values() {
+        let opts = ParseOptions {
+            max_params: 3,
+            max_values: 4,
+            ..ParseOptions::default()
+        };
+        let parse = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            SearchQuery::parse("Patient", &pairs, &opts)
+        };
+        assert!(parse(&[("family", "a,b"), ("given", "c"), ("_sort", "_id")]).is_ok());
+        assert!(
+            parse(&[
+                ("family", "a"),
+                ("family", "b"),
+                ("family", "c"),
+                ("_cursor", "x")
+            ])
+            .is_ok()
+        );
+        let e = parse(&[("family", "a"), ("family", "b"), ("family", "c"), ("family", "d")]).unwrap_err();
+        assert_eq!(e, SearchError::TooManyParams(3));
+        assert!(e.to_string().contains("more than 3 parameters"), "{e}");
+        let e = parse(&[("family", "a,b,c"), ("given", "d,e")]).unwrap_err();
+        assert_eq!(e, SearchError::TooManyValues(4));
+        assert!(!e.to_string().contains('a'.to_string().repeat(2).as_str()));
+        assert_eq!(
+            parse(&[("family", "a,b,c,d"), ("_sort", "_id")]).unwrap_err(),
+            SearchError::TooManyValues(4)
+        );
+        // An ignored empty value counts for nothing.
+        assert!(parse(&[("family", "a,,,b,c,d")]).is_ok());
     }
 
     #[test]
