@@ -34,7 +34,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found_fallback)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(state.clone());
-    let audited = guarded(routes).layer(axum::middleware::from_fn_with_state(state, audit::layer));
+    let stall = Duration::from_secs(state.config.server.response_stall_secs);
+    let audited = guarded(routes)
+        .layer(axum::middleware::from_fn_with_state(state, audit::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            stall,
+            crate::response::chunked,
+        ));
     outer(audited)
 }
 

@@ -48,6 +48,16 @@ pub struct ServerSection {
     pub max_page_size: usize,
     /// Most entries of a transaction or batch Bundle (413 above).
     pub max_bundle_entries: usize,
+    // -- Memory per response (SPEC P-4) --
+    /// Most bytes of stored resource JSON one search or history page holds (at least one
+    /// resource); the rest follows through the Bundle's `next` link. `_include`d resources get
+    /// as much again.
+    pub max_page_bytes: usize,
+    /// Most concurrent HTTP/2 streams one connection may open.
+    pub h2_max_concurrent_streams: u32,
+    /// Seconds a response body may wait for the client to take its next chunk before the
+    /// response is abandoned (its stream reset) and its bytes freed.
+    pub response_stall_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -60,6 +70,9 @@ impl Default for ServerSection {
             token_lifetime_secs: 900,
             max_page_size: 1000,
             max_bundle_entries: 1000,
+            max_page_bytes: 4 * 1024 * 1024,
+            h2_max_concurrent_streams: 32,
+            response_stall_secs: 30,
         }
     }
 }
@@ -220,6 +233,9 @@ impl Config {
             || s.max_json_depth < 8
             || s.max_page_size == 0
             || s.max_bundle_entries == 0
+            || s.max_page_bytes == 0
+            || s.h2_max_concurrent_streams == 0
+            || s.response_stall_secs == 0
         {
             return Err(ConfigError::Invalid("server limits are too small".into()));
         }

@@ -119,6 +119,7 @@ impl<'a> DataAccess<'a> {
     pub(crate) async fn search(
         &self,
         q: &ward_fhir::search::SearchQuery,
+        max_bytes: usize,
     ) -> Result<ward_store::SearchPage, StoreError> {
         let allowed = matches!(self.authz.interaction(), Interaction::Search | Interaction::Read);
         if !allowed || q.rtype != self.authz.rtype() {
@@ -126,7 +127,7 @@ impl<'a> DataAccess<'a> {
                 "authorization does not match the search".into(),
             ));
         }
-        self.st.store.search(q).await
+        self.st.store.search(q, max_bytes).await
     }
 
     /// Every type's history; needs an authorization for `*` (see `authorize`).
@@ -565,7 +566,7 @@ fn version_headers(headers: &mut HeaderMap, version: i64, last_updated: OffsetDa
 
 /// The patients whose compartment a stored version is in, parsing it only when its type
 /// does not say (see [`own_compartment`]).
-fn patients_of_json(stored: &StoredJson) -> Result<Vec<String>, StoreError> {
+pub(crate) fn patients_of_json(stored: &StoredJson) -> Result<Vec<String>, StoreError> {
     match own_compartment(&stored.rtype, &stored.id) {
         Some(p) => Ok(p),
         None => Ok(ward_fhir::search::patient_compartment(&stored.value()?)),

@@ -15,6 +15,7 @@ mod fhir;
 pub mod middleware;
 mod oauth;
 pub mod request_id;
+mod response;
 mod search;
 pub mod serve;
 pub mod state;

@@ -27,13 +27,14 @@ use ward_fhir::search::{
 };
 
 use crate::index::{self, Arg};
-use crate::{StoreError, Stored, VERSION_COLUMNS};
+use crate::{StoreError, StoredJson, VersionRow};
 
 /// One page of search results.
 #[derive(Debug, Clone)]
 pub struct SearchPage {
-    /// The matches of this page, in sort order.
-    pub matches: Vec<Stored>,
+    /// The matches of this page, in sort order, as their verified JSON (unparsed: a page of
+    /// large resources costs its bytes, not a parsed tree of each).
+    pub matches: Vec<StoredJson>,
     /// The number of matches of the whole search (`_total=accurate`).
     pub total: Option<u64>,
     /// Cursor of the next page, if there are more matches.
@@ -70,6 +71,21 @@ fn unix_now() -> u64 {
 }
 
 const CURSOR_AAD_TYPE: &str = "search-cursor";
+
+/// Ciphertexts up to this size come with their search row; a larger one is read on its own,
+/// and only once it is known to fit the page. One statement of a search therefore holds at most
+/// `CHUNK_ROWS * INLINE_MAX` bytes of ciphertext, whatever the size of the resources.
+const INLINE_MAX: usize = 32 * 1024;
+/// Most rows one statement of a search reads.
+const CHUNK_ROWS: usize = 128;
+
+/// A search row: its sort key values, the version (its ciphertext only if small) and the
+/// ciphertext's size.
+struct Candidate {
+    keys: Vec<Value>,
+    row: VersionRow,
+    size: usize,
+}
 
 /// SQL under construction; values are always bound.
 struct Sql {
@@ -434,14 +450,21 @@ impl crate::Store {
     }
 
     /// Runs a search. `q.cursor`, if set, must be a cursor this store issued for the same
-    /// type, compartment and parameters.
-    pub async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+    /// type, compartment and parameters. A page ends after `q.count` matches or before the
+    /// match that would take its stored bytes past `max_bytes`, whichever comes first; it
+    /// always holds at least one match when there is one, so paging always makes progress.
+    pub async fn search(&self, q: &SearchQuery, max_bytes: usize) -> Result<SearchPage, StoreError> {
         let mut conn = self.inner.reader.acquire().await?;
-        self.search_on(&mut conn, q).await
+        self.search_on(&mut conn, q, max_bytes).await
     }
 
     /// [`Store::search`] on `conn` (a reader, or a write transaction's connection).
-    async fn search_on(&self, conn: &mut AnyConnection, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+    async fn search_on(
+        &self,
+        conn: &mut AnyConnection,
+        q: &SearchQuery,
+        max_bytes: usize,
+    ) -> Result<SearchPage, StoreError> {
         let position = match &q.cursor {
             Some(c) => {
                 let state = self.open_cursor_state(&q.rtype, q.cursor_holder.as_deref(), c)?;
@@ -484,40 +507,48 @@ impl crate::Store {
         }
 
         let forward = position.as_ref().is_none_or(|p| p.forward);
-        let want = q.count + 1;
-        let batch = if post.is_empty() { want } else { want.max(64) };
         let mut boundary: Option<(Vec<Value>, String)> =
             position.as_ref().map(|p| (p.keys.clone(), p.id.clone()));
-        let mut found: Vec<(Stored, Vec<Value>)> = Vec::new();
-        loop {
-            let rows = self
-                .fetch(conn, q, &sort, boundary.as_ref(), forward, batch)
+        let mut found: Vec<(StoredJson, Vec<Value>)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        'scan: loop {
+            // Without a post-filter, one row past the page says whether there is a next one.
+            let limit = if post.is_empty() {
+                (q.count + 1).saturating_sub(found.len()).min(CHUNK_ROWS)
+            } else {
+                CHUNK_ROWS
+            };
+            let candidates = self
+                .fetch(conn, q, &sort, boundary.as_ref(), forward, limit)
                 .await?;
-            let n = rows.len();
-            for row in &rows {
-                let keys: Vec<Value> = (0..sort.len())
-                    .map(|i| key_value(row, i, &sort[i]))
-                    .collect::<Result<_, _>>()?;
-                let stored = self.decode(row)?;
-                boundary = Some((keys.clone(), stored.id.clone()));
-                let keep = post.is_empty()
-                    || stored
-                        .resource
-                        .as_ref()
-                        .is_some_and(|r| post.iter().all(|c| ward_fhir::search::matches(r, c)));
-                if keep {
-                    found.push((stored, keys));
-                    if found.len() >= want {
-                        break;
+            let n = candidates.len();
+            for c in candidates {
+                boundary = Some((c.keys.clone(), c.row.id.clone()));
+                let full =
+                    found.len() >= q.count || (!found.is_empty() && bytes.saturating_add(c.size) > max_bytes);
+                if full && post.is_empty() {
+                    more = true;
+                    break 'scan;
+                }
+                let json = self.open_candidate(conn, c.row).await?;
+                if !post.is_empty() {
+                    let r = json.value()?;
+                    if !post.iter().all(|p| ward_fhir::search::matches(&r, p)) {
+                        continue;
                     }
                 }
+                if full {
+                    more = true;
+                    break 'scan;
+                }
+                bytes = bytes.saturating_add(c.size);
+                found.push((json, c.keys));
             }
-            if found.len() >= want || n < batch {
+            if n < limit {
                 break;
             }
         }
-        let more = found.len() > q.count;
-        found.truncate(q.count);
         if !forward {
             found.reverse();
         }
@@ -564,7 +595,7 @@ impl crate::Store {
         boundary: Option<&(Vec<Value>, String)>,
         forward: bool,
         limit: usize,
-    ) -> Result<Vec<AnyRow>, StoreError> {
+    ) -> Result<Vec<Candidate>, StoreError> {
         let mut sql = Sql::new();
         let (keys, from_where) = self.search_base(&mut sql, q, sort)?;
         let mut outer = Vec::new();
@@ -603,8 +634,14 @@ impl crate::Store {
             .map(|(i, k)| format!("t.s{i} {}", if k.desc == forward { "DESC" } else { "ASC" }))
             .collect();
         let limit = sql.i(i64::try_from(limit).unwrap_or(i64::MAX));
+        // The version columns, with the ciphertext only when it is small (see INLINE_MAX).
+        let columns = format!(
+            "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.content_hash, \
+             CAST(COALESCE(length(v.ciphertext), 0) AS BIGINT) AS size, \
+             CASE WHEN length(v.ciphertext) <= {INLINE_MAX} THEN v.ciphertext END AS ciphertext"
+        );
         let text = format!(
-            "SELECT t.* FROM (SELECT {VERSION_COLUMNS}{keys} {from_where}) t {} ORDER BY {} LIMIT {limit}",
+            "SELECT t.* FROM (SELECT {columns}{keys} {from_where}) t {} ORDER BY {} LIMIT {limit}",
             if outer.is_empty() {
                 String::new()
             } else {
@@ -615,7 +652,35 @@ impl crate::Store {
         sql.text = text;
         // Only generated SQL and placeholders are interpolated; every value is bound.
         let query = bind(sqlx::query(AssertSqlSafe(sql.text)), &sql.args);
-        Ok(query.fetch_all(&mut *conn).await?)
+        let rows = query.fetch_all(&mut *conn).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Candidate {
+                    keys: (0..sort.len())
+                        .map(|i| key_value(row, i, &sort[i]))
+                        .collect::<Result<_, _>>()?,
+                    row: VersionRow::from_any(row)?,
+                    size: usize::try_from(row.try_get::<i64, _>("size")?).unwrap_or(usize::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// The verified JSON of a search row, reading a ciphertext that was too large to come
+    /// with the row on its own.
+    async fn open_candidate(
+        &self,
+        conn: &mut AnyConnection,
+        row: VersionRow,
+    ) -> Result<StoredJson, StoreError> {
+        if row.ciphertext.is_some() {
+            return self.live_json(Some(row));
+        }
+        let full = self
+            .point_query(&row.rtype, &row.id, Some(row.version))
+            .fetch_optional(&mut *conn)
+            .await?;
+        self.live_json(full.map(|r| VersionRow::from_any(&r)).transpose()?)
     }
 
     async fn count(
@@ -633,22 +698,29 @@ impl crate::Store {
                 .await?;
             return Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0));
         }
-        let text = format!("SELECT {VERSION_COLUMNS} {from_where}");
-        let rows = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
-            .fetch_all(&mut *conn)
-            .await?;
+        // Confirming needs the resources: scan them in chunks by id, one decrypted at a time.
+        let by_id = [SortKey {
+            target: Target::Id,
+            desc: false,
+        }];
+        let mut boundary: Option<(Vec<Value>, String)> = None;
         let mut n = 0;
-        for row in &rows {
-            let stored = self.decode(row)?;
-            if stored
-                .resource
-                .as_ref()
-                .is_some_and(|r| post.iter().all(|c| ward_fhir::search::matches(r, c)))
-            {
-                n += 1;
+        loop {
+            let candidates = self
+                .fetch(conn, q, &by_id, boundary.as_ref(), true, CHUNK_ROWS)
+                .await?;
+            let got = candidates.len();
+            for c in candidates {
+                boundary = Some((c.keys, c.row.id.clone()));
+                let r = self.open_candidate(conn, c.row).await?.value()?;
+                if post.iter().all(|p| ward_fhir::search::matches(&r, p)) {
+                    n += 1;
+                }
+            }
+            if got < CHUNK_ROWS {
+                return Ok(n);
             }
         }
-        Ok(n)
     }
 
     fn seal_cursor(&self, state: &CursorState) -> Result<String, StoreError> {
@@ -743,7 +815,8 @@ impl crate::Store {
             target: Target::Id,
             desc: false,
         }];
-        let page = self.search_on(conn, &q).await?;
+        // Only the ids are kept: no byte limit, so the answer is complete.
+        let page = self.search_on(conn, &q, usize::MAX).await?;
         Ok(page.matches.into_iter().map(|s| s.id).collect())
     }
 

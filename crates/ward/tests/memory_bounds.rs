@@ -1,0 +1,107 @@
+//! Memory per request stays bounded (SPEC P-4, issue 15 item 4): large resources, each within
+//! `server.max_body_bytes`, asked for all at once, against `ward serve` in its own process so
+//! its resident memory can be read from `/proc`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Backend, Proc};
+use serde_json::{Value, json};
+use ward_bench::procfs::status_kib;
+
+on_both_backends!(large_resources_page_by_bytes_within_memory_bounds);
+
+/// Resources stored, each about [`RESOURCE_BYTES`] of JSON.
+const RESOURCES: usize = 40;
+const RESOURCE_BYTES: usize = 1_100_000;
+/// SPEC P-4: resident memory under load.
+const MAX_RSS_KIB: u64 = 300 * 1024;
+
+/// A valid Patient of about `RESOURCE_BYTES`, made of many small, unindexed elements (what
+/// costs the most once parsed): extensions with a value each.
+fn large_patient(tag: usize) -> Value {
+    let one = json!({ "url": "urn:x:1", "valueBoolean": true });
+    let n = RESOURCE_BYTES / one.to_string().len();
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{ "system": "urn:x:large", "value": format!("L{tag}") }],
+        "extension": vec![one; n],
+    })
+}
+
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    status_kib(pid, field).unwrap_or(0) as f64 / 1024.0
+}
+
+async fn large_resources_page_by_bytes_within_memory_bounds(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(ward_store::testing::fresh_postgres_url().await),
+    };
+    let mut w = Proc::init_with(tmp.path(), url.as_deref());
+    w.start().await;
+    let pid = w.pid().unwrap();
+    let t = w.token().await;
+    let mut figures = vec![("fresh", rss_mib(pid, "VmRSS"))];
+
+    let mut created = BTreeSet::new();
+    for i in 0..RESOURCES {
+        let body = large_patient(i).to_string();
+        assert!(body.len() < 4 * 1024 * 1024, "within the default max_body_bytes");
+        let resp = w.post_fhir("Patient", &t).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 201);
+        let stored: Value = resp.json().await.unwrap();
+        created.insert(stored["id"].as_str().unwrap().to_owned());
+    }
+    figures.push(("after the creates", rss_mib(pid, "VmRSS")));
+
+    let mut largest_page = 0;
+    for round in ["first", "second"] {
+        // Asks for everything at once; the server pages by bytes and says so with `next`.
+        let mut next = Some(format!("{}/fhir/Patient?_count=1000", w.url));
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            let resp = w.client.get(&url).bearer_auth(&t).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let bundle: Value = resp.json().await.unwrap();
+            let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+            assert!(!entries.is_empty(), "every page makes progress");
+            largest_page = largest_page.max(entries.len());
+            for e in &entries {
+                assert!(e["resource"]["extension"].as_array().unwrap().len() > 1000);
+                seen.push(e["resource"]["id"].as_str().unwrap().to_owned());
+            }
+            next = bundle["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .map(|l| l["url"].as_str().unwrap().to_owned());
+            pages += 1;
+            assert!(pages <= RESOURCES, "paging ends");
+        }
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "no resource twice");
+        assert_eq!(unique, created, "every resource once");
+        figures.push((round, rss_mib(pid, "VmRSS")));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    figures.push(("5 s later", rss_mib(pid, "VmRSS")));
+    let peak = status_kib(pid, "VmHWM").unwrap();
+    figures.push(("peak (VmHWM)", peak as f64 / 1024.0));
+    eprintln!("{backend:?} resident MiB: {figures:?}; largest page: {largest_page} entries");
+    assert!(
+        largest_page < RESOURCES,
+        "a page is capped by bytes, not only by _count ({largest_page} entries)"
+    );
+    assert!(
+        peak < MAX_RSS_KIB,
+        "peak resident memory {} MiB exceeds P-4's 300 MiB",
+        peak / 1024
+    );
+    w.terminate();
+}
