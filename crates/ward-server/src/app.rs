@@ -34,13 +34,18 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found_fallback)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(state.clone());
-    let stall = Duration::from_secs(state.config.server.response_stall_secs);
+    let server = &state.config.server;
+    let pending = crate::response::Pending::new(
+        Duration::from_secs(server.response_stall_secs),
+        server.max_pending_response_bytes,
+    );
+    // Inside the audit layer: a large response refused for want of buffer is audited as such.
     let audited = guarded(routes)
-        .layer(axum::middleware::from_fn_with_state(state, audit::layer))
         .layer(axum::middleware::from_fn_with_state(
-            stall,
+            pending,
             crate::response::chunked,
-        ));
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, audit::layer));
     outer(audited)
 }
 

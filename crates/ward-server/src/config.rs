@@ -58,6 +58,9 @@ pub struct ServerSection {
     /// Seconds a response body may wait for the client to take its next chunk before the
     /// response is abandoned (its stream reset) and its bytes freed.
     pub response_stall_secs: u64,
+    /// Most bytes of large response bodies (over 64 KiB) waiting for their clients, over all
+    /// connections; past it a large response is refused with 503.
+    pub max_pending_response_bytes: usize,
 }
 
 impl Default for ServerSection {
@@ -73,6 +76,7 @@ impl Default for ServerSection {
             max_page_bytes: 4 * 1024 * 1024,
             h2_max_concurrent_streams: 32,
             response_stall_secs: 30,
+            max_pending_response_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -236,6 +240,7 @@ impl Config {
             || s.max_page_bytes == 0
             || s.h2_max_concurrent_streams == 0
             || s.response_stall_secs == 0
+            || s.max_pending_response_bytes < s.max_page_bytes
         {
             return Err(ConfigError::Invalid("server limits are too small".into()));
         }

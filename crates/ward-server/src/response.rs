@@ -5,7 +5,9 @@
 //! client that stops taking them (a zero HTTP/2 flow-control window, an unread socket) holds
 //! at most one chunk in the channel and one in the connection's send buffer per response, and
 //! after `server.response_stall_secs` without progress the rest is freed and the response
-//! fails, which resets its HTTP/2 stream (or closes an HTTP/1.1 connection).
+//! fails, which resets its HTTP/2 stream (or closes an HTTP/1.1 connection). All large bodies
+//! not yet handed over share one budget (`server.max_pending_response_bytes`): past it, a new
+//! large response is refused with 503 instead of being held.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,13 +24,14 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use ward_fhir::outcome::IssueType;
 use ward_store::StoredJson;
 
 use crate::error::{ApiError, FHIR_JSON};
 
-/// Bytes handed to the connection at a time.
-const CHUNK: usize = 64 * 1024;
+/// Bytes handed to the connection at a time (and the HTTP/2 send buffer per stream).
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// A resource inside a Bundle entry: its stored bytes as they are, or a value built for this
 /// response (a `_summary`/`_elements` subset, an OperationOutcome).
@@ -62,18 +65,47 @@ pub(crate) fn bundle_response(bundle: &impl Serialize, hint: usize) -> Response 
         .into_response()
 }
 
-/// Middleware: a response body larger than one chunk is handed over chunk by chunk, and
-/// abandoned after `stall` without the client taking one.
-pub async fn chunked(State(stall): State<Duration>, req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    if resp.body().size_hint().exact().is_none_or(|n| n <= CHUNK as u64) {
-        return resp;
+/// What large response bodies may hold, shared by all connections.
+#[derive(Clone)]
+pub struct Pending {
+    stall: Duration,
+    /// Permits in KiB of bodies not yet handed over.
+    budget: Arc<Semaphore>,
+}
+
+impl Pending {
+    pub fn new(stall: Duration, max_bytes: usize) -> Pending {
+        let kib = (max_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        Pending {
+            stall,
+            budget: Arc::new(Semaphore::new(kib)),
+        }
     }
+}
+
+/// Middleware: a response body larger than one chunk takes its size from the budget (503 if
+/// the budget is spent) and is handed over chunk by chunk, abandoned after the stall timeout.
+pub async fn chunked(State(pending): State<Pending>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let size = match resp.body().size_hint().exact() {
+        Some(n) if n > CHUNK as u64 => n,
+        _ => return resp,
+    };
+    let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
+    let Ok(permit) = pending.budget.clone().try_acquire_many_owned(kib) else {
+        // The body is dropped here, before anything is sent.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "too many large responses are waiting for their clients; retry later",
+        )
+        .into_response();
+    };
     let (parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    Response::from_parts(parts, Body::new(Chunked::start(bytes, stall)))
+    Response::from_parts(parts, Body::new(Chunked::start(bytes, pending.stall, permit)))
 }
 
 /// A body fed by a task that copies one chunk at a time into a one-slot channel. The copies
@@ -85,12 +117,14 @@ struct Chunked {
 }
 
 impl Chunked {
-    fn start(bytes: Bytes, stall: Duration) -> Chunked {
+    /// `permit` is released when the last chunk is handed over or the response abandoned.
+    fn start(bytes: Bytes, stall: Duration, permit: OwnedSemaphorePermit) -> Chunked {
         let (tx, rx) = mpsc::channel(1);
         let stalled = Arc::new(AtomicBool::new(false));
         let len = bytes.len() as u64;
         let flag = stalled.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             for chunk in bytes.chunks(CHUNK) {
                 match tokio::time::timeout(stall, tx.send(Bytes::copy_from_slice(chunk))).await {
                     Ok(Ok(())) => {}

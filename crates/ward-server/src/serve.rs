@@ -133,6 +133,7 @@ async fn accept_loop(
     state: AppState,
     mut stop: watch::Receiver<bool>,
 ) {
+    let h2_streams = state.config.server.h2_max_concurrent_streams;
     let router = crate::app::router(state);
     let graceful = GracefulShutdown::new();
     let builder = Arc::new({
@@ -140,6 +141,12 @@ async fn accept_loop(
         b.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
+        // P-4: streams per connection, and what each may buffer beyond the one chunk its
+        // response body hands over at a time (`response.rs`).
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(h2_streams)
+            .max_send_buf_size(crate::response::CHUNK);
         b
     });
     loop {

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{Backend, Proc};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use ward_bench::procfs::status_kib;
 
@@ -18,6 +19,12 @@ const RESOURCES: usize = 40;
 const RESOURCE_BYTES: usize = 1_100_000;
 /// SPEC P-4: resident memory under load.
 const MAX_RSS_KIB: u64 = 300 * 1024;
+/// The test server's `server.response_stall_secs`.
+const STALL_SECS: u64 = 3;
+/// HTTP/2 connections that never open their flow-control window, and streams on each
+/// (`server.h2_max_concurrent_streams`, the default).
+const BLOCKED_CONNECTIONS: usize = 3;
+const BLOCKED_STREAMS: usize = 32;
 
 /// A valid Patient of about `RESOURCE_BYTES`, made of many small, unindexed elements (what
 /// costs the most once parsed): extensions with a value each.
@@ -42,6 +49,14 @@ async fn large_resources_page_by_bytes_within_memory_bounds(backend: Backend) {
         Backend::Postgres => Some(ward_store::testing::fresh_postgres_url().await),
     };
     let mut w = Proc::init_with(tmp.path(), url.as_deref());
+    let toml = w.dir.join("ward.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let text = text.replacen(
+        "[server]\n",
+        &format!("[server]\nresponse_stall_secs = {STALL_SECS}\n"),
+        1,
+    );
+    std::fs::write(&toml, text).unwrap();
     w.start().await;
     let pid = w.pid().unwrap();
     let t = w.token().await;
@@ -91,9 +106,41 @@ async fn large_resources_page_by_bytes_within_memory_bounds(backend: Backend) {
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     figures.push(("5 s later", rss_mib(pid, "VmRSS")));
+
+    // HTTP/2 clients that take nothing: every large page they ask for must either wait within
+    // the shared budget for pending responses or be refused, and be freed after the stall
+    // timeout.
+    let mut held = Vec::new();
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..BLOCKED_CONNECTIONS {
+        let (sender, responses) = blocked_h2_searches(&w, &t).await;
+        for r in &responses {
+            match r.status().as_u16() {
+                200 => served += 1,
+                503 => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        held.push((sender, responses));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    figures.push(("HTTP/2 streams blocked", rss_mib(pid, "VmRSS")));
+    // Responses that nobody takes spend the shared budget: later ones are refused.
+    assert!(served > 0 && refused > 0, "{served} served, {refused} refused");
+    tokio::time::sleep(Duration::from_secs(STALL_SECS + 2)).await;
+    assert_eq!(
+        large_search_status(&w, &t).await,
+        200,
+        "stalled responses are abandoned and their bytes freed"
+    );
+    figures.push(("after the stall timeout", rss_mib(pid, "VmRSS")));
+    drop(held);
     let peak = status_kib(pid, "VmHWM").unwrap();
     figures.push(("peak (VmHWM)", peak as f64 / 1024.0));
-    eprintln!("{backend:?} resident MiB: {figures:?}; largest page: {largest_page} entries");
+    eprintln!(
+        "{backend:?} resident MiB: {figures:?}; largest page: {largest_page} entries; \
+         blocked HTTP/2 searches: {served} served, {refused} refused"
+    );
     assert!(
         largest_page < RESOURCES,
         "a page is capped by bytes, not only by _count ({largest_page} entries)"
@@ -104,4 +151,59 @@ async fn large_resources_page_by_bytes_within_memory_bounds(backend: Backend) {
         peak / 1024
     );
     w.terminate();
+}
+
+/// The status of one large search over a fresh connection, its body read in full.
+async fn large_search_status(w: &Proc, t: &str) -> u16 {
+    let resp = w
+        .client
+        .get(format!("{}/fhir/Patient?_count=1000", w.url))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.bytes().await.unwrap();
+    status
+}
+
+/// An HTTP/2 connection with a zero stream flow-control window, and the response heads of
+/// `BLOCKED_STREAMS` large searches on it (the bodies cannot move).
+async fn blocked_h2_searches(
+    w: &Proc,
+    t: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<String>,
+    Vec<hyper::Response<hyper::body::Incoming>>,
+) {
+    let tls = ward_bench::client::tls_config(&w.dir.join("tls/ca.pem")).unwrap();
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let authority = w.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut pending = Vec::new();
+    for _ in 0..BLOCKED_STREAMS {
+        let req = hyper::Request::get(format!("{}/fhir/Patient?_count=1000", w.url))
+            .header("authorization", format!("Bearer {t}"))
+            .body(String::new())
+            .unwrap();
+        sender.ready().await.unwrap();
+        pending.push(sender.send_request(req));
+    }
+    let mut responses = Vec::new();
+    for p in pending {
+        responses.push(p.await.unwrap());
+    }
+    (sender, responses)
 }
