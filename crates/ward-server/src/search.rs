@@ -128,10 +128,10 @@ pub(crate) async fn history_system(
     // still miss types created later).
     let authz = authorize(&auth, "*", Interaction::Search)?;
     let params = crate::fhir::HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
-    let versions = crate::fhir::DataAccess::new(&st, &authz)
+    let page = crate::fhir::DataAccess::new(&st, &authz)
         .history_all(&params)
         .await?;
-    Ok(crate::fhir::history_bundle(&st, "_history", &versions))
+    crate::fhir::history_bundle(&st, "_history", &params, &page)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -44,26 +44,26 @@ pub struct SearchPage {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct CursorState {
-    v: u8,
-    rtype: String,
-    compartment: Option<String>,
-    params: Vec<(String, String)>,
+pub(crate) struct CursorState {
+    pub(crate) v: u8,
+    pub(crate) rtype: String,
+    pub(crate) compartment: Option<String>,
+    pub(crate) params: Vec<(String, String)>,
     /// Sort key values of the boundary row (the last row for `next`, the first for `prev`).
-    keys: Vec<Value>,
-    id: String,
+    pub(crate) keys: Vec<Value>,
+    pub(crate) id: String,
     /// true: the rows after the boundary; false: the rows before it.
-    forward: bool,
+    pub(crate) forward: bool,
     /// Unix seconds after which the cursor is refused: a leaked next-page URL stops working.
-    exp: u64,
+    pub(crate) exp: u64,
     /// The client the cursor was issued to ([`SearchQuery::cursor_holder`]).
-    holder: Option<String>,
+    pub(crate) holder: Option<String>,
 }
 
 /// How long a paging cursor stays usable.
-const CURSOR_LIFETIME_SECS: u64 = 3600;
+pub(crate) const CURSOR_LIFETIME_SECS: u64 = 3600;
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -75,9 +75,9 @@ const CURSOR_AAD_TYPE: &str = "search-cursor";
 /// Ciphertexts up to this size come with their search row; a larger one is read on its own,
 /// and only once it is known to fit the page. One statement of a search therefore holds at most
 /// `CHUNK_ROWS * INLINE_MAX` bytes of ciphertext, whatever the size of the resources.
-const INLINE_MAX: usize = 32 * 1024;
+pub(crate) const INLINE_MAX: usize = 32 * 1024;
 /// Most rows one statement of a search reads.
-const CHUNK_ROWS: usize = 128;
+pub(crate) const CHUNK_ROWS: usize = 128;
 
 /// A search row: its sort key values, the version (its ciphertext only if small) and the
 /// ciphertext's size.
@@ -88,29 +88,29 @@ struct Candidate {
 }
 
 /// SQL under construction; values are always bound.
-struct Sql {
-    text: String,
-    args: Vec<Arg>,
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    pub(crate) args: Vec<Arg>,
 }
 
 impl Sql {
-    fn new() -> Sql {
+    pub(crate) fn new() -> Sql {
         Sql {
             text: String::new(),
             args: Vec::new(),
         }
     }
 
-    fn arg(&mut self, a: Arg) -> String {
+    pub(crate) fn arg(&mut self, a: Arg) -> String {
         self.args.push(a);
         format!("${}", self.args.len())
     }
 
-    fn s(&mut self, s: &str) -> String {
+    pub(crate) fn s(&mut self, s: &str) -> String {
         self.arg(Arg::Str(s.to_owned()))
     }
 
-    fn i(&mut self, v: i64) -> String {
+    pub(crate) fn i(&mut self, v: i64) -> String {
         self.arg(Arg::I64(Some(v)))
     }
 
@@ -119,7 +119,7 @@ impl Sql {
     }
 }
 
-fn bind<'q>(
+pub(crate) fn bind<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     args: &[Arg],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
@@ -634,12 +634,7 @@ impl crate::Store {
             .map(|(i, k)| format!("t.s{i} {}", if k.desc == forward { "DESC" } else { "ASC" }))
             .collect();
         let limit = sql.i(i64::try_from(limit).unwrap_or(i64::MAX));
-        // The version columns, with the ciphertext only when it is small (see INLINE_MAX).
-        let columns = format!(
-            "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.content_hash, \
-             CAST(COALESCE(length(v.ciphertext), 0) AS BIGINT) AS size, \
-             CASE WHEN length(v.ciphertext) <= {INLINE_MAX} THEN v.ciphertext END AS ciphertext"
-        );
+        let columns = sized_columns();
         let text = format!(
             "SELECT t.* FROM (SELECT {columns}{keys} {from_where}) t {} ORDER BY {} LIMIT {limit}",
             if outer.is_empty() {
@@ -660,27 +655,37 @@ impl crate::Store {
                         .map(|i| key_value(row, i, &sort[i]))
                         .collect::<Result<_, _>>()?,
                     row: VersionRow::from_any(row)?,
-                    size: usize::try_from(row.try_get::<i64, _>("size")?).unwrap_or(usize::MAX),
+                    size: row_size(row)?,
                 })
             })
             .collect()
     }
 
-    /// The verified JSON of a search row, reading a ciphertext that was too large to come
-    /// with the row on its own.
+    /// The verified JSON of a search row.
     async fn open_candidate(
         &self,
         conn: &mut AnyConnection,
         row: VersionRow,
     ) -> Result<StoredJson, StoreError> {
-        if row.ciphertext.is_some() {
-            return self.live_json(Some(row));
+        let row = self.with_ciphertext(conn, row).await?;
+        self.live_json(row)
+    }
+
+    /// `row` with its ciphertext, read on its own if it was too large to come with the row
+    /// (see [`sized_columns`]); `None` if the version is gone.
+    pub(crate) async fn with_ciphertext(
+        &self,
+        conn: &mut AnyConnection,
+        row: VersionRow,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        if row.ciphertext.is_some() || row.deleted {
+            return Ok(Some(row));
         }
         let full = self
             .point_query(&row.rtype, &row.id, Some(row.version))
             .fetch_optional(&mut *conn)
             .await?;
-        self.live_json(full.map(|r| VersionRow::from_any(&r)).transpose()?)
+        Ok(full.map(|r| VersionRow::from_any(&r)).transpose()?)
     }
 
     async fn count(
@@ -723,7 +728,7 @@ impl crate::Store {
         }
     }
 
-    fn seal_cursor(&self, state: &CursorState) -> Result<String, StoreError> {
+    pub(crate) fn seal_cursor(&self, state: &CursorState) -> Result<String, StoreError> {
         let plain = serde_json::to_vec(state).map_err(|_| StoreError::Corrupt("cursor".into()))?;
         let aad = Aad {
             tenant: self.tenant(),
@@ -737,7 +742,7 @@ impl crate::Store {
         Ok(hex::encode(bytes))
     }
 
-    fn open_cursor_state(
+    pub(crate) fn open_cursor_state(
         &self,
         rtype: &str,
         holder: Option<&str>,
@@ -840,6 +845,21 @@ impl crate::Store {
             .map(|r| r.try_get::<String, _>("patient_id").map_err(StoreError::from))
             .collect()
     }
+}
+
+/// The version columns of `v`, with the ciphertext only when it is small (see [`INLINE_MAX`])
+/// and its size as `size`.
+pub(crate) fn sized_columns() -> String {
+    format!(
+        "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.content_hash, \
+         CAST(COALESCE(length(v.ciphertext), 0) AS BIGINT) AS size, \
+         CASE WHEN length(v.ciphertext) <= {INLINE_MAX} THEN v.ciphertext END AS ciphertext"
+    )
+}
+
+/// The `size` column of a row selected with [`sized_columns`].
+pub(crate) fn row_size(row: &AnyRow) -> Result<usize, StoreError> {
+    Ok(usize::try_from(row.try_get::<i64, _>("size")?).unwrap_or(usize::MAX))
 }
 
 fn key_value(row: &AnyRow, i: usize, key: &SortKey) -> Result<Value, StoreError> {

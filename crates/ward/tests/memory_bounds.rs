@@ -73,35 +73,19 @@ async fn large_resources_page_by_bytes_within_memory_bounds(backend: Backend) {
     }
     figures.push(("after the creates", rss_mib(pid, "VmRSS")));
 
+    // Searches ask for everything at once; history too. Both page by bytes and say so with
+    // `next`, and paging returns every resource exactly once.
     let mut largest_page = 0;
-    for round in ["first", "second"] {
-        // Asks for everything at once; the server pages by bytes and says so with `next`.
-        let mut next = Some(format!("{}/fhir/Patient?_count=1000", w.url));
-        let mut seen = Vec::new();
-        let mut pages = 0;
-        while let Some(url) = next.take() {
-            let resp = w.client.get(&url).bearer_auth(&t).send().await.unwrap();
-            assert_eq!(resp.status(), 200);
-            let bundle: Value = resp.json().await.unwrap();
-            let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
-            assert!(!entries.is_empty(), "every page makes progress");
-            largest_page = largest_page.max(entries.len());
-            for e in &entries {
-                assert!(e["resource"]["extension"].as_array().unwrap().len() > 1000);
-                seen.push(e["resource"]["id"].as_str().unwrap().to_owned());
-            }
-            next = bundle["link"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|l| l["relation"] == "next")
-                .map(|l| l["url"].as_str().unwrap().to_owned());
-            pages += 1;
-            assert!(pages <= RESOURCES, "paging ends");
-        }
+    for (round, path) in [
+        ("first search", "Patient?_count=1000"),
+        ("second search", "Patient?_count=1000"),
+        ("history", "Patient/_history?_count=1000"),
+    ] {
+        let (seen, largest) = page_through(&w, &t, path).await;
+        largest_page = largest_page.max(largest);
         let unique: BTreeSet<String> = seen.iter().cloned().collect();
-        assert_eq!(unique.len(), seen.len(), "no resource twice");
-        assert_eq!(unique, created, "every resource once");
+        assert_eq!(unique.len(), seen.len(), "{round}: no resource twice");
+        assert_eq!(unique, created, "{round}: every resource once");
         figures.push((round, rss_mib(pid, "VmRSS")));
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -151,6 +135,34 @@ async fn large_resources_page_by_bytes_within_memory_bounds(backend: Backend) {
         peak / 1024
     );
     w.terminate();
+}
+
+/// Follows `next` links from `path`: the ids of every entry's resource, and the most entries
+/// one page had.
+async fn page_through(w: &Proc, t: &str, path: &str) -> (Vec<String>, usize) {
+    let mut next = Some(format!("{}/fhir/{path}", w.url));
+    let (mut seen, mut largest, mut pages) = (Vec::new(), 0, 0);
+    while let Some(url) = next.take() {
+        let resp = w.client.get(&url).bearer_auth(t).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let bundle: Value = resp.json().await.unwrap();
+        let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+        assert!(!entries.is_empty(), "every page makes progress");
+        largest = largest.max(entries.len());
+        for e in &entries {
+            assert!(e["resource"]["extension"].as_array().unwrap().len() > 1000);
+            seen.push(e["resource"]["id"].as_str().unwrap().to_owned());
+        }
+        next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+        pages += 1;
+        assert!(pages <= RESOURCES, "paging ends");
+    }
+    (seen, largest)
 }
 
 /// The status of one large search over a fresh connection, its body read in full.
