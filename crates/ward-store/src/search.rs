@@ -76,6 +76,8 @@ const CURSOR_AAD_TYPE: &str = "search-cursor";
 /// and only once it is known to fit the page. One statement of a search therefore holds at most
 /// `CHUNK_ROWS * INLINE_MAX` bytes of ciphertext, whatever the size of the resources.
 pub(crate) const INLINE_MAX: usize = 32 * 1024;
+/// Most bytes of resources one page of [`Store::find_matching`] holds.
+const FIND_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Most rows one statement of a search reads.
 pub(crate) const CHUNK_ROWS: usize = 128;
 
@@ -814,15 +816,27 @@ impl crate::Store {
         if q.criteria.is_empty() {
             return Err(StoreError::UnsupportedCriteria(String::new()));
         }
-        q.count = 1000;
+        const MOST: usize = 1000;
+        q.count = MOST;
         q.total = TotalMode::None;
         q.sort = vec![SortKey {
             target: Target::Id,
             desc: false,
         }];
-        // Only the ids are kept: no byte limit, so the answer is complete.
-        let page = self.search_on(conn, &q, usize::MAX).await?;
-        Ok(page.matches.into_iter().map(|s| s.id).collect())
+        // Only the ids are kept: pages of at most FIND_PAGE_BYTES of resources, followed until
+        // the answer is complete.
+        let mut ids = Vec::new();
+        loop {
+            let page = self.search_on(conn, &q, FIND_PAGE_BYTES).await?;
+            ids.extend(page.matches.into_iter().map(|s| s.id));
+            match page.next {
+                Some(next) if ids.len() < MOST => {
+                    q.cursor = Some(next);
+                    q.count = MOST - ids.len();
+                }
+                _ => return Ok(ids),
+            }
+        }
     }
 
     /// A keyed hash of a search parameter value for the audit trail (AU-1: search values are
