@@ -37,8 +37,18 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found_fallback)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(state.clone());
-    // Framing refusals run inside the audit layer, so they are recorded like any 400.
+    let server = &state.config.server;
+    let pending = crate::response::Pending::new(
+        Duration::from_secs(server.response_stall_secs),
+        server.max_pending_response_bytes,
+    );
+    // Inside the audit layer, so their refusals are recorded like any other answer: framing
+    // (400) and a large response refused for want of buffer (503).
     let audited = guarded(routes)
+        .layer(axum::middleware::from_fn_with_state(
+            pending,
+            crate::response::chunked,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             framing::layer,

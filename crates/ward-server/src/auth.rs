@@ -61,6 +61,7 @@ pub struct Authorized {
     rtype: String,
     interaction: Interaction,
     audit: AuditContext,
+    client_id: String,
 }
 
 impl Authorized {
@@ -75,6 +76,11 @@ impl Authorized {
     /// The audit record of the request this authorization belongs to.
     pub fn audit(&self) -> &AuditContext {
         &self.audit
+    }
+
+    /// The authenticated client (paging cursors work only for it).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 }
 
@@ -92,6 +98,7 @@ pub fn authorize(
             rtype: rtype.to_owned(),
             interaction,
             audit: auth.audit.clone(),
+            client_id: auth.claims.client_id.clone(),
         })
     } else {
         Err(ApiError::forbidden())

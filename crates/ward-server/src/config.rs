@@ -80,6 +80,17 @@ pub struct ServerSection {
     /// `total` is counted up to this many matches and omitted beyond (also the most candidates
     /// one page decrypts to confirm birth-date or long-string criteria).
     pub max_search_total: usize,
+    // -- Memory per response (SPEC P-4) --
+    /// Most bytes of stored resource JSON one search or history page holds (at least one
+    /// resource); the rest follows through the Bundle's `next` link. `_include`d resources get
+    /// as much again.
+    pub max_page_bytes: usize,
+    /// Seconds a response body may wait for the client to take its next chunk before the
+    /// response is abandoned (its stream reset) and its bytes freed.
+    pub response_stall_secs: u64,
+    /// Most bytes of large response bodies (over 64 KiB) waiting for their clients, over all
+    /// connections; past it a large response is refused with 503.
+    pub max_pending_response_bytes: usize,
 }
 
 /// Ceilings of the search bounds, tested on both backends.
@@ -112,7 +123,7 @@ impl Default for ServerSection {
             max_connections_per_ip: 128,
             first_request_timeout_secs: 10,
             idle_timeout_secs: 30,
-            http2_max_concurrent_streams: 64,
+            http2_max_concurrent_streams: 32,
             http2_keep_alive_secs: 20,
             token_max_concurrent_checks: 2,
             token_requests_per_minute_per_ip: 60,
@@ -121,6 +132,9 @@ impl Default for ServerSection {
             max_search_params: ward_fhir::search::query::ParseOptions::MAX_PARAMS,
             max_search_values: ward_fhir::search::query::ParseOptions::MAX_VALUES,
             max_search_total: ward_fhir::search::query::ParseOptions::MAX_TOTAL,
+            max_page_bytes: 4 * 1024 * 1024,
+            response_stall_secs: 30,
+            max_pending_response_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -286,6 +300,10 @@ impl Config {
             || s.max_json_depth < 8
             || s.max_page_size == 0
             || s.max_bundle_entries == 0
+            || s.max_page_bytes == 0
+            || s.http2_max_concurrent_streams == 0
+            || s.response_stall_secs == 0
+            || s.max_pending_response_bytes < s.max_page_bytes
         {
             return Err(ConfigError::Invalid("server limits are too small".into()));
         }

@@ -16,7 +16,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
-use ward_store::{StoreError, Stored, StoredJson, TxOp, TxOutcome};
+use ward_store::{
+    HistoryPage, HistoryQuery, HistoryVersion, StoreError, Stored, StoredJson, TxOp, TxOutcome,
+};
 
 use crate::audit::{own_compartment, patients_of};
 use crate::auth::{Authenticated, Authorized, authorize};
@@ -68,12 +70,13 @@ impl<'a> DataAccess<'a> {
     }
 
     /// Notes one entry of a list (history): its patients and the count, not its id.
-    fn listed(&self, stored: &Stored) {
-        if let Some(r) = &stored.resource {
+    fn listed(&self, v: &HistoryVersion) -> Result<(), StoreError> {
+        if let Some(json) = &v.json {
             let audit = self.authz.audit();
-            audit.add_patients(patients_of(&stored.rtype, &stored.id, r));
+            audit.add_patients(patients_of_bytes(&v.meta.rtype, &v.meta.id, json)?);
             audit.add_returned(1);
         }
+        Ok(())
     }
 
     /// The current version as stored JSON: a read sends the verified bytes without parsing
@@ -120,6 +123,7 @@ impl<'a> DataAccess<'a> {
     pub(crate) async fn search(
         &self,
         q: &ward_fhir::search::SearchQuery,
+        max_bytes: usize,
     ) -> Result<ward_store::SearchPage, StoreError> {
         let allowed = matches!(self.authz.interaction(), Interaction::Search | Interaction::Read);
         if !allowed || q.rtype != self.authz.rtype() {
@@ -127,26 +131,52 @@ impl<'a> DataAccess<'a> {
                 "authorization does not match the search".into(),
             ));
         }
-        self.st.store.search(q).await
+        self.st.store.search(q, max_bytes).await
     }
 
     /// Every type's history; needs an authorization for `*` (see `authorize`).
-    pub(crate) async fn history_all(&self, params: &HistoryParams) -> Result<Vec<Stored>, ApiError> {
+    pub(crate) async fn history_all(&self, params: &HistoryParams) -> Result<HistoryPage, ApiError> {
         if self.rtype_for(Interaction::Search)? != "*" {
             return Err(ApiError::internal(
                 "system history needs an authorization for every type",
             ));
         }
-        let versions = self
-            .st
-            .store
-            .history(None, None, params.since, params.count)
-            .await?;
-        versions.iter().for_each(|v| self.listed(v));
-        Ok(versions)
+        self.history_page(None, None, params).await
     }
 
-    async fn history(&self, id: Option<&str>, params: &HistoryParams) -> Result<Vec<Stored>, ApiError> {
+    /// A page of history within `server.max_page_bytes`, each version noted in the audit record.
+    async fn history_page(
+        &self,
+        rtype: Option<&str>,
+        id: Option<&str>,
+        params: &HistoryParams,
+    ) -> Result<HistoryPage, ApiError> {
+        let q = HistoryQuery {
+            rtype,
+            id,
+            since: params.since,
+            count: params.count,
+            cursor: params.cursor.as_deref(),
+            holder: Some(self.authz.client_id()),
+        };
+        let page = self
+            .st
+            .store
+            .history_page(&q, self.st.config.server.max_page_bytes)
+            .await
+            .map_err(|e| match e {
+                StoreError::InvalidCursor => {
+                    ApiError::bad_request(IssueType::Value, "invalid or expired paging cursor").at("_cursor")
+                }
+                other => other.into(),
+            })?;
+        for v in &page.versions {
+            self.listed(v)?;
+        }
+        Ok(page)
+    }
+
+    async fn history(&self, id: Option<&str>, params: &HistoryParams) -> Result<HistoryPage, ApiError> {
         let rtype = self.rtype_for(if id.is_some() {
             Interaction::Read
         } else {
@@ -159,13 +189,7 @@ impl<'a> DataAccess<'a> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let versions = self
-            .st
-            .store
-            .history(Some(rtype), id, params.since, params.count)
-            .await?;
-        versions.iter().for_each(|v| self.listed(v));
-        Ok(versions)
+        self.history_page(Some(rtype), id, params).await
     }
 
     /// Creates with a server-assigned id, chosen before the intent record so the trail
@@ -394,8 +418,8 @@ async fn history_instance(
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Read)?;
     let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
-    let versions = DataAccess::new(&st, &authz).history(Some(id), &params).await?;
-    Ok(history_bundle(&st, &format!("{rtype}/{id}/_history"), &versions))
+    let page = DataAccess::new(&st, &authz).history(Some(id), &params).await?;
+    history_bundle(&st, &format!("{rtype}/{id}/_history"), &params, &page)
 }
 
 async fn history_type(
@@ -408,8 +432,8 @@ async fn history_type(
     check_accept(&headers)?;
     let authz = authorize(&auth, rtype, Interaction::Search)?;
     let params = HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
-    let versions = DataAccess::new(&st, &authz).history(None, &params).await?;
-    Ok(history_bundle(&st, &format!("{rtype}/_history"), &versions))
+    let page = DataAccess::new(&st, &authz).history(None, &params).await?;
+    history_bundle(&st, &format!("{rtype}/_history"), &params, &page)
 }
 
 /// The resource type of a FHIR path, decided once from the percent-decoded `{rtype}` segment
@@ -606,10 +630,18 @@ fn version_headers(headers: &mut HeaderMap, version: i64, last_updated: OffsetDa
 
 /// The patients whose compartment a stored version is in, parsing it only when its type
 /// does not say (see [`own_compartment`]).
-fn patients_of_json(stored: &StoredJson) -> Result<Vec<String>, StoreError> {
-    match own_compartment(&stored.rtype, &stored.id) {
+pub(crate) fn patients_of_json(stored: &StoredJson) -> Result<Vec<String>, StoreError> {
+    patients_of_bytes(&stored.rtype, &stored.id, &stored.json)
+}
+
+fn patients_of_bytes(rtype: &str, id: &str, json: &[u8]) -> Result<Vec<String>, StoreError> {
+    match own_compartment(rtype, id) {
         Some(p) => Ok(p),
-        None => Ok(ward_fhir::search::patient_compartment(&stored.value()?)),
+        None => {
+            let r: Value = serde_json::from_slice(json)
+                .map_err(|_| StoreError::Corrupt("stored resource is not valid JSON".into()))?;
+            Ok(ward_fhir::search::patient_compartment(&r))
+        }
     }
 }
 
@@ -668,6 +700,8 @@ fn resource_response(
 pub(crate) struct HistoryParams {
     pub(crate) count: usize,
     pub(crate) since: Option<OffsetDateTime>,
+    /// A paging cursor from a previous page's `next` link (it carries `_since`).
+    pub(crate) cursor: Option<String>,
 }
 
 impl HistoryParams {
@@ -677,6 +711,7 @@ impl HistoryParams {
         let mut p = HistoryParams {
             count: Self::DEFAULT_COUNT.min(max),
             since: None,
+            cursor: None,
         };
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match k.as_ref() {
@@ -702,6 +737,7 @@ impl HistoryParams {
                         .at("_since")
                     })?);
                 }
+                "_cursor" => p.cursor = Some(v.into_owned()),
                 "_format" if matches!(v.as_ref(), "json" | "application/fhir+json" | "application/json") => {}
                 other => {
                     return Err(ApiError::bad_request(
@@ -715,49 +751,89 @@ impl HistoryParams {
     }
 }
 
-pub(crate) fn history_bundle(st: &AppState, self_path: &str, versions: &[Stored]) -> Response {
-    let entries: Vec<Value> = versions
+pub(crate) fn history_bundle(
+    st: &AppState,
+    self_path: &str,
+    params: &HistoryParams,
+    page: &HistoryPage,
+) -> Result<Response, ApiError> {
+    let mut entry = Vec::with_capacity(page.versions.len());
+    for v in &page.versions {
+        let m = &v.meta;
+        let (method, status) = if m.deleted {
+            ("DELETE", "204 No Content")
+        } else if m.version == 1 {
+            ("POST", "201 Created")
+        } else {
+            ("PUT", "200 OK")
+        };
+        let url = if method == "POST" {
+            m.rtype.clone()
+        } else {
+            format!("{}/{}", m.rtype, m.id)
+        };
+        let resource = match &v.json {
+            Some(json) => Some(
+                serde_json::from_slice::<&serde_json::value::RawValue>(json)
+                    .map_err(|_| ApiError::internal("stored resource is not valid JSON"))?,
+            ),
+            None => None,
+        };
+        entry.push(HistoryEntry {
+            full_url: format!("{}/{}/{}", st.fhir_base, m.rtype, m.id),
+            resource,
+            request: json!({ "method": method, "url": url }),
+            response: json!({
+                "status": status,
+                "etag": format!("W/\"{}\"", m.version),
+                "lastModified": ward_store::format_instant(m.last_updated),
+            }),
+        });
+    }
+    let base = format!("{}/{}", st.fhir_base, self_path);
+    let mut link = vec![json!({ "relation": "self", "url": base })];
+    if let Some(c) = &page.next {
+        link.push(json!({
+            "relation": "next",
+            "url": format!("{base}?_count={}&_cursor={c}", params.count),
+        }));
+    }
+    let bundle = HistoryBundle {
+        resource_type: "Bundle",
+        id: uuid::Uuid::new_v4().to_string(),
+        meta: json!({ "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) }),
+        kind: "history",
+        link,
+        entry,
+    };
+    let hint = page
+        .versions
         .iter()
-        .map(|v| {
-            let (method, status) = if v.deleted {
-                ("DELETE", "204 No Content")
-            } else if v.version == 1 {
-                ("POST", "201 Created")
-            } else {
-                ("PUT", "200 OK")
-            };
-            let url = if method == "POST" {
-                v.rtype.clone()
-            } else {
-                format!("{}/{}", v.rtype, v.id)
-            };
-            let mut entry = json!({
-                "fullUrl": format!("{}/{}/{}", st.fhir_base, v.rtype, v.id),
-                "request": { "method": method, "url": url },
-                "response": {
-                    "status": status,
-                    "etag": format!("W/\"{}\"", v.version),
-                    "lastModified": ward_store::format_instant(v.last_updated),
-                },
-            });
-            if let Some(r) = &v.resource {
-                entry["resource"] = r.clone();
-            }
-            entry
-        })
-        .collect();
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
-        "type": "history",
-        "link": [{ "relation": "self", "url": format!("{}/{}", st.fhir_base, self_path) }],
-        "entry": entries,
-    });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, FHIR_JSON)],
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    )
-        .into_response()
+        .filter_map(|v| v.json.as_ref())
+        .map(|j| j.len())
+        .sum();
+    Ok(crate::response::bundle_response(&bundle, hint))
+}
+
+/// A history Bundle, serialized in this field order with the stored bytes as they are.
+#[derive(serde::Serialize)]
+struct HistoryBundle<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    id: String,
+    meta: Value,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    link: Vec<Value>,
+    entry: Vec<HistoryEntry<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct HistoryEntry<'a> {
+    #[serde(rename = "fullUrl")]
+    full_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a serde_json::value::RawValue>,
+    request: Value,
+    response: Value,
 }

@@ -18,6 +18,7 @@ pub mod middleware;
 mod oauth;
 pub mod ratelimit;
 pub mod request_id;
+mod response;
 mod search;
 pub mod serve;
 pub mod state;

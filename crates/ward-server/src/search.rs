@@ -10,18 +10,20 @@
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use ward_auth::Interaction;
 use ward_fhir::outcome::{Issue, IssueType, Severity};
 use ward_fhir::search::query::ParseOptions;
 use ward_fhir::search::{SearchError, SearchQuery, Summary};
-use ward_store::{SearchPage, StoreError, Stored};
+use ward_store::{SearchPage, StoreError, StoredJson};
 
 use crate::auth::{Authenticated, Authorized, authorize};
-use crate::error::{ApiError, FHIR_JSON};
+use crate::error::ApiError;
 use crate::fhir::{DataAccess, StoreType, store_type};
+use crate::response::Resource;
 use crate::state::AppState;
 
 /// Default page size (MN-1).
@@ -117,10 +119,10 @@ pub(crate) async fn history_system(
     // still miss types created later).
     let authz = authorize(&auth, "*", Interaction::Search)?;
     let params = crate::fhir::HistoryParams::parse(query.as_deref(), st.config.server.max_page_size)?;
-    let versions = crate::fhir::DataAccess::new(&st, &authz)
+    let page = crate::fhir::DataAccess::new(&st, &authz)
         .history_all(&params)
         .await?;
-    Ok(crate::fhir::history_bundle(&st, "_history", &versions))
+    crate::fhir::history_bundle(&st, "_history", &params, &page)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -203,21 +205,20 @@ async fn run(
     if q.summary == Some(Summary::Count) {
         q.count = 0;
     }
+    let max_bytes = st.config.server.max_page_bytes;
     let page = DataAccess::new(st, &authz)
-        .search(&q)
+        .search(&q, max_bytes)
         .await
         .map_err(store_error)?;
-    let included = includes(st, auth, &q, &page).await?;
+    let (included, includes_cut) = includes(st, auth, &q, &page, max_bytes).await?;
     // Following includes authorized other types; the request is about `rtype`.
     auth.audit.set_resource(rtype, None, None);
     if let Some(p) = &compartment {
         auth.audit.add_patients([p.clone()]);
     }
     for s in page.matches.iter().chain(&included) {
-        if let Some(r) = &s.resource {
-            auth.audit.add_patients(ward_fhir::search::patient_compartment(r));
-            auth.audit.add_returned(1);
-        }
+        auth.audit.add_patients(crate::fhir::patients_of_json(s)?);
+        auth.audit.add_returned(1);
     }
 
     let path = match &compartment {
@@ -236,43 +237,98 @@ async fn run(
             }));
         }
     }
-    let mut entries: Vec<Value> = page.matches.iter().map(|s| entry(st, s, "match", &q)).collect();
-    entries.extend(included.iter().map(|s| entry(st, s, "include", &q)));
-    if !q.ignored.is_empty() {
-        let issues: Vec<Issue> = q
-            .ignored
-            .iter()
-            .map(|name| {
-                Issue::new(
-                    Severity::Warning,
-                    IssueType::NotSupported,
-                    format!("unknown search parameter '{name}' was ignored"),
-                )
-                .at(name.clone())
-            })
-            .collect();
+    let mut entry = Vec::with_capacity(page.matches.len() + included.len() + 1);
+    for s in &page.matches {
+        entry.push(Entry::of(st, s, "match", &q)?);
+    }
+    for s in &included {
+        entry.push(Entry::of(st, s, "include", &q)?);
+    }
+    let mut issues: Vec<Issue> = q
+        .ignored
+        .iter()
+        .map(|name| {
+            Issue::new(
+                Severity::Warning,
+                IssueType::NotSupported,
+                format!("unknown search parameter '{name}' was ignored"),
+            )
+            .at(name.clone())
+        })
+        .collect();
+    if includes_cut {
+        issues.push(Issue::new(
+            Severity::Warning,
+            IssueType::TooCostly,
+            "some included resources were left out: they exceed the page's size limit; \
+             ask for fewer matches per page (_count) to get them",
+        ));
+    }
+    if !issues.is_empty() {
         let oo = ward_fhir::outcome::operation_outcome(&issues, crate::request_id::current().as_deref());
-        entries.push(json!({ "resource": oo, "search": { "mode": "outcome" } }));
+        entry.push(Entry {
+            full_url: None,
+            resource: Some(Resource::Built(oo)),
+            search: Mode { mode: "outcome" },
+        });
     }
-    let mut bundle = json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
-        "type": "searchset",
-    });
-    if let Some(total) = page.total {
-        bundle["total"] = json!(total);
+    let bundle = SearchBundle {
+        resource_type: "Bundle",
+        id: uuid::Uuid::new_v4().to_string(),
+        meta: json!({ "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) }),
+        kind: "searchset",
+        total: page.total,
+        link: links,
+        entry,
+    };
+    let hint = page.matches.iter().chain(&included).map(|s| s.json.len()).sum();
+    Ok(crate::response::bundle_response(&bundle, hint))
+}
+
+/// A searchset Bundle, serialized in this field order.
+#[derive(Serialize)]
+struct SearchBundle<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    id: String,
+    meta: Value,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    link: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entry: Vec<Entry<'a>>,
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    #[serde(rename = "fullUrl", skip_serializing_if = "Option::is_none")]
+    full_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<Resource<'a>>,
+    search: Mode,
+}
+
+#[derive(Serialize)]
+struct Mode {
+    mode: &'static str,
+}
+
+impl<'a> Entry<'a> {
+    /// The stored bytes as they are, unless `_summary`/`_elements` ask for a subset.
+    fn of(st: &AppState, s: &'a StoredJson, mode: &'static str, q: &SearchQuery) -> Result<Self, ApiError> {
+        let resource = if subsetted(q) {
+            Resource::Built(minimize(s.value()?, q))
+        } else {
+            Resource::stored(s)?
+        };
+        Ok(Entry {
+            full_url: Some(format!("{}/{}/{}", st.fhir_base, s.rtype, s.id)),
+            resource: Some(resource),
+            search: Mode { mode },
+        })
     }
-    bundle["link"] = Value::Array(links);
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
-    }
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, FHIR_JSON)],
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    )
-        .into_response())
 }
 
 /// The self link. It never repeats search values, GET or POST: values can be PHI, and
@@ -288,21 +344,16 @@ fn self_url(st: &AppState, path: &str, q: &SearchQuery, origin: Origin) -> Strin
     }
 }
 
-fn entry(st: &AppState, s: &Stored, mode: &str, q: &SearchQuery) -> Value {
-    let mut e = json!({ "fullUrl": format!("{}/{}/{}", st.fhir_base, s.rtype, s.id) });
-    if let Some(r) = &s.resource {
-        e["resource"] = minimize(r, q);
-    }
-    e["search"] = json!({ "mode": mode });
-    e
+fn subsetted(q: &SearchQuery) -> bool {
+    !q.elements.is_empty() || matches!(q.summary, Some(Summary::True | Summary::Text | Summary::Data))
 }
 
 /// `_summary` and `_elements` (MN-1). `_summary=true` keeps every element except the
 /// narrative, contained resources and extensions (Ward has no isSummary table yet; this errs
 /// on the side of returning less); modifier extensions are always kept.
-fn minimize(r: &Value, q: &SearchQuery) -> Value {
+fn minimize(r: Value, q: &SearchQuery) -> Value {
     let Value::Object(obj) = r else {
-        return r.clone();
+        return r;
     };
     let always = ["resourceType", "id", "meta", "implicitRules", "modifierExtension"];
     let keep = |k: &str| -> bool {
@@ -323,16 +374,7 @@ fn minimize(r: &Value, q: &SearchQuery) -> Value {
             _ => true,
         }
     };
-    let subset =
-        !q.elements.is_empty() || matches!(q.summary, Some(Summary::True | Summary::Text | Summary::Data));
-    if !subset {
-        return r.clone();
-    }
-    let mut out: Map<String, Value> = obj
-        .iter()
-        .filter(|(k, _)| keep(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut out: Map<String, Value> = obj.into_iter().filter(|(k, _)| keep(k)).collect();
     let meta = out.entry("meta").or_insert_with(|| json!({}));
     if let Value::Object(m) = meta {
         let tags = m.entry("tag").or_insert_with(|| json!([]));
@@ -345,29 +387,35 @@ fn minimize(r: &Value, q: &SearchQuery) -> Value {
 
 /// `_include` and `_revinclude`, one level. Only types the caller may read (include) or search
 /// (revinclude) are followed, and a compartment search only includes resources of that
-/// compartment when their type belongs to compartments.
+/// compartment when their type belongs to compartments. Included resources are capped at
+/// `max_bytes` of stored JSON (and `MAX_INCLUDED`); `true` when some were left out.
 async fn includes(
     st: &AppState,
     auth: &Authenticated,
     q: &SearchQuery,
     page: &SearchPage,
-) -> Result<Vec<Stored>, ApiError> {
-    let mut out: Vec<Stored> = Vec::new();
-    let seen = |out: &Vec<Stored>, t: &str, id: &str| {
-        out.iter().any(|s| s.rtype == t && s.id == id)
-            || page.matches.iter().any(|s| s.rtype == t && s.id == id)
+    max_bytes: usize,
+) -> Result<(Vec<StoredJson>, bool), ApiError> {
+    let mut acc = Included {
+        out: Vec::new(),
+        bytes: 0,
+        max_bytes,
+        cut: false,
     };
-    for inc in &q.include {
+    if !q.include.is_empty() {
         let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for s in &page.matches {
-            let Some(r) = &s.resource else { continue };
-            for v in ward_fhir::search::param_values(inc.param, r) {
-                if let ward_fhir::search::IndexValue::Reference { rtype, id } = v
-                    && inc.target.as_ref().is_none_or(|t| *t == rtype)
-                {
-                    let ids = by_type.entry(rtype).or_default();
-                    if !ids.contains(&id) {
-                        ids.push(id);
+            // Parsed one at a time, only to find its references.
+            let r = s.value()?;
+            for inc in &q.include {
+                for v in ward_fhir::search::param_values(inc.param, &r) {
+                    if let ward_fhir::search::IndexValue::Reference { rtype, id } = v
+                        && inc.target.as_ref().is_none_or(|t| *t == rtype)
+                    {
+                        let ids = by_type.entry(rtype).or_default();
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
                     }
                 }
             }
@@ -377,7 +425,7 @@ async fn includes(
                 continue;
             };
             let pairs = vec![("_id".to_owned(), ids.join(","))];
-            fetch_into(st, &authz, pairs, q, &mut out, &seen).await?;
+            acc.fetch(st, &authz, pairs, q, page).await?;
         }
     }
     if !page.matches.is_empty() {
@@ -391,44 +439,65 @@ async fn includes(
                 .map(|s| format!("{}/{}", s.rtype, s.id))
                 .collect();
             let pairs = vec![(inc.param.code.clone(), refs.join(","))];
-            fetch_into(st, &authz, pairs, q, &mut out, &seen).await?;
+            acc.fetch(st, &authz, pairs, q, page).await?;
         }
     }
-    Ok(out)
+    Ok((acc.out, acc.cut))
 }
 
-async fn fetch_into(
-    st: &AppState,
-    authz: &Authorized,
-    pairs: Vec<(String, String)>,
-    q: &SearchQuery,
-    out: &mut Vec<Stored>,
-    seen: &impl Fn(&Vec<Stored>, &str, &str) -> bool,
-) -> Result<(), ApiError> {
-    if out.len() >= MAX_INCLUDED {
-        return Ok(());
-    }
-    let rtype = authz.rtype();
-    // One value per page match: up to MAX_INCLUDED, whatever bounds a client's own search.
-    let opts = ParseOptions {
-        max_values: MAX_INCLUDED,
-        ..ParseOptions::default()
-    };
-    let mut sub = SearchQuery::parse(rtype, &pairs, &opts).map_err(search_error)?;
-    sub.count = MAX_INCLUDED - out.len();
-    sub.total = ward_fhir::search::TotalMode::None;
-    sub.cursor_holder = q.cursor_holder.clone();
-    if ward_fhir::search::in_compartment_definition(rtype) {
-        sub.compartment = q.compartment.clone();
-    }
-    let page = DataAccess::new(st, authz)
-        .search(&sub)
-        .await
-        .map_err(store_error)?;
-    for s in page.matches {
-        if !seen(out, &s.rtype, &s.id) {
-            out.push(s);
+/// The included resources gathered so far, within their byte and count limits.
+struct Included {
+    out: Vec<StoredJson>,
+    bytes: usize,
+    max_bytes: usize,
+    cut: bool,
+}
+
+impl Included {
+    async fn fetch(
+        &mut self,
+        st: &AppState,
+        authz: &Authorized,
+        pairs: Vec<(String, String)>,
+        q: &SearchQuery,
+        page: &SearchPage,
+    ) -> Result<(), ApiError> {
+        let room = self.max_bytes.saturating_sub(self.bytes);
+        if self.out.len() >= MAX_INCLUDED || room == 0 {
+            self.cut = true;
+            return Ok(());
         }
+        let rtype = authz.rtype();
+        // One value per page match: up to MAX_INCLUDED, whatever bounds a client's own search.
+        let opts = ParseOptions {
+            max_values: MAX_INCLUDED,
+            ..ParseOptions::default()
+        };
+        let mut sub = SearchQuery::parse(rtype, &pairs, &opts).map_err(search_error)?;
+        sub.count = MAX_INCLUDED - self.out.len();
+        sub.total = ward_fhir::search::TotalMode::None;
+        sub.cursor_holder = q.cursor_holder.clone();
+        if ward_fhir::search::in_compartment_definition(rtype) {
+            sub.compartment = q.compartment.clone();
+        }
+        let found = DataAccess::new(st, authz)
+            .search(&sub, room)
+            .await
+            .map_err(store_error)?;
+        self.cut |= found.next.is_some();
+        for s in found.matches {
+            let seen = |m: &StoredJson| m.rtype == s.rtype && m.id == s.id;
+            if self.out.iter().any(seen) || page.matches.iter().any(seen) {
+                continue;
+            }
+            // The store gives at least one resource: keep within the limit all the same.
+            if !self.out.is_empty() && self.bytes.saturating_add(s.json.len()) > self.max_bytes {
+                self.cut = true;
+                continue;
+            }
+            self.bytes = self.bytes.saturating_add(s.json.len());
+            self.out.push(s);
+        }
+        Ok(())
     }
-    Ok(())
 }

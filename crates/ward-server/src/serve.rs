@@ -150,9 +150,12 @@ fn builders(config: &Config) -> (auto::Builder<TokioExecutor>, auto::Builder<Tok
         .header_read_timeout(Duration::from_secs(s.idle_timeout_secs));
     let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
     let ping = Duration::from_secs(s.http2_keep_alive_secs);
+    // P-4: what each stream may buffer beyond the one chunk its response body hands over at a
+    // time (`response.rs`).
     h2.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(s.http2_max_concurrent_streams)
+        .max_send_buf_size(crate::response::CHUNK)
         .keep_alive_interval(ping)
         .keep_alive_timeout(ping);
     (h1, h2)

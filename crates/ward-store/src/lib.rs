@@ -16,6 +16,7 @@
 //!   the hash and fails with [`StoreError::Integrity`] (and an error log line) on mismatch.
 
 mod error;
+mod history;
 mod index;
 mod keys;
 mod search;
@@ -35,6 +36,7 @@ use ward_crypto::{Aad, BlindIndexer, Envelope, Kek};
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
+pub use history::{HistoryPage, HistoryQuery, HistoryVersion};
 pub use search::SearchPage;
 use tx::WriteFail;
 pub use tx::{TxError, TxOp, TxOutcome};
@@ -811,8 +813,9 @@ impl Store {
         }
     }
 
-    /// Versions, newest first. `rtype: None` covers all types; `id` requires `rtype`.
-    /// `since` keeps versions last updated at or after that instant.
+    /// Versions, newest first, parsed. `rtype: None` covers all types; `id` requires `rtype`.
+    /// `since` keeps versions last updated at or after that instant. See
+    /// [`Store::history_page`] for pages bounded by bytes.
     pub async fn history(
         &self,
         rtype: Option<&str>,
@@ -820,43 +823,24 @@ impl Store {
         since: Option<OffsetDateTime>,
         count: usize,
     ) -> Result<Vec<Stored>, StoreError> {
-        if id.is_some() && rtype.is_none() {
-            return Err(StoreError::UnsupportedCriteria("_id without type".into()));
-        }
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let mut sql = format!("SELECT {VERSION_COLUMNS} FROM resource_version v WHERE v.tenant = $1");
-        let mut n = 1;
-        if rtype.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND v.rtype = ${n}"));
-        }
-        if id.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND v.id = ${n}"));
-        }
-        if since.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND v.last_updated_ms >= ${n}"));
-        }
-        n += 1;
-        sql.push_str(&format!(
-            " ORDER BY v.last_updated_ms DESC, v.rtype, v.id, v.version DESC LIMIT ${n}"
-        ));
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(self.tenant());
-        if let Some(t) = rtype {
-            q = q.bind(t);
-        }
-        if let Some(i) = id {
-            q = q.bind(i);
-        }
-        if let Some(s) = since {
-            q = q.bind(ceil_ms(s));
-        }
-        q = q.bind(i64::try_from(count).unwrap_or(i64::MAX));
-        let rows = q.fetch_all(&self.inner.reader).await?;
-        rows.iter().map(|r| self.decode(r)).collect()
+        let q = HistoryQuery {
+            rtype,
+            id,
+            since,
+            count,
+            ..HistoryQuery::default()
+        };
+        let page = self.history_page(&q, usize::MAX).await?;
+        page.versions
+            .into_iter()
+            .map(|v| {
+                let mut s = v.meta;
+                if let Some(json) = v.json {
+                    s.resource = Some(parse_stored(&json)?);
+                }
+                Ok(s)
+            })
+            .collect()
     }
 
     // ----- write internals ---------------------------------------------------------------------

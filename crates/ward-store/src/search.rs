@@ -27,13 +27,14 @@ use ward_fhir::search::{
 };
 
 use crate::index::{self, Arg};
-use crate::{StoreError, Stored, VERSION_COLUMNS};
+use crate::{StoreError, StoredJson, VersionRow};
 
 /// One page of search results.
 #[derive(Debug, Clone)]
 pub struct SearchPage {
-    /// The matches of this page, in sort order.
-    pub matches: Vec<Stored>,
+    /// The matches of this page, in sort order, as their verified JSON (unparsed: a page of
+    /// large resources costs its bytes, not a parsed tree of each).
+    pub matches: Vec<StoredJson>,
     /// The number of matches of the whole search (`_total=accurate`); `None` when not asked
     /// for, or when counting would examine more than [`SearchQuery::max_total`] candidates.
     pub total: Option<u64>,
@@ -44,26 +45,26 @@ pub struct SearchPage {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct CursorState {
-    v: u8,
-    rtype: String,
-    compartment: Option<String>,
-    params: Vec<(String, String)>,
+pub(crate) struct CursorState {
+    pub(crate) v: u8,
+    pub(crate) rtype: String,
+    pub(crate) compartment: Option<String>,
+    pub(crate) params: Vec<(String, String)>,
     /// Sort key values of the boundary row (the last row for `next`, the first for `prev`).
-    keys: Vec<Value>,
-    id: String,
+    pub(crate) keys: Vec<Value>,
+    pub(crate) id: String,
     /// true: the rows after the boundary; false: the rows before it.
-    forward: bool,
+    pub(crate) forward: bool,
     /// Unix seconds after which the cursor is refused: a leaked next-page URL stops working.
-    exp: u64,
+    pub(crate) exp: u64,
     /// The client the cursor was issued to ([`SearchQuery::cursor_holder`]).
-    holder: Option<String>,
+    pub(crate) holder: Option<String>,
 }
 
 /// How long a paging cursor stays usable.
-const CURSOR_LIFETIME_SECS: u64 = 3600;
+pub(crate) const CURSOR_LIFETIME_SECS: u64 = 3600;
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -72,30 +73,47 @@ fn unix_now() -> u64 {
 
 const CURSOR_AAD_TYPE: &str = "search-cursor";
 
+/// Ciphertexts up to this size come with their search row; a larger one is read on its own,
+/// and only once it is known to fit the page. One statement of a search therefore holds at most
+/// `CHUNK_ROWS * INLINE_MAX` bytes of ciphertext, whatever the size of the resources.
+pub(crate) const INLINE_MAX: usize = 32 * 1024;
+/// Most bytes of resources one page of [`Store::find_matching`] holds.
+const FIND_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Most rows one statement of a search reads.
+pub(crate) const CHUNK_ROWS: usize = 128;
+
+/// A search row: its sort key values, the version (its ciphertext only if small) and the
+/// ciphertext's size.
+struct Candidate {
+    keys: Vec<Value>,
+    row: VersionRow,
+    size: usize,
+}
+
 /// SQL under construction; values are always bound.
-struct Sql {
-    text: String,
-    args: Vec<Arg>,
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    pub(crate) args: Vec<Arg>,
 }
 
 impl Sql {
-    fn new() -> Sql {
+    pub(crate) fn new() -> Sql {
         Sql {
             text: String::new(),
             args: Vec::new(),
         }
     }
 
-    fn arg(&mut self, a: Arg) -> String {
+    pub(crate) fn arg(&mut self, a: Arg) -> String {
         self.args.push(a);
         format!("${}", self.args.len())
     }
 
-    fn s(&mut self, s: &str) -> String {
+    pub(crate) fn s(&mut self, s: &str) -> String {
         self.arg(Arg::Str(s.to_owned()))
     }
 
-    fn i(&mut self, v: i64) -> String {
+    pub(crate) fn i(&mut self, v: i64) -> String {
         self.arg(Arg::I64(Some(v)))
     }
 
@@ -104,7 +122,7 @@ impl Sql {
     }
 }
 
-fn bind<'q>(
+pub(crate) fn bind<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     args: &[Arg],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
@@ -491,11 +509,13 @@ impl crate::Store {
     }
 
     /// Runs a search. `q.cursor`, if set, must be a cursor this store issued for the same
-    /// type, compartment and parameters.
-    pub async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+    /// type, compartment and parameters. A page ends after `q.count` matches or before the
+    /// match that would take its stored bytes past `max_bytes`, whichever comes first; it
+    /// always holds at least one match when there is one, so paging always makes progress.
+    pub async fn search(&self, q: &SearchQuery, max_bytes: usize) -> Result<SearchPage, StoreError> {
         let mut conn = CloseIfDropped(Some(self.inner.reader.acquire().await?));
         let page = match conn.0.as_mut() {
-            Some(c) => self.search_on(c, q).await,
+            Some(c) => self.search_on(c, q, max_bytes).await,
             None => Err(StoreError::Corrupt("connection".into())),
         };
         // Finished (or failed on its own): the connection goes back to the pool.
@@ -506,7 +526,12 @@ impl crate::Store {
     }
 
     /// [`Store::search`] on `conn` (a reader, or a write transaction's connection).
-    async fn search_on(&self, conn: &mut AnyConnection, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+    async fn search_on(
+        &self,
+        conn: &mut AnyConnection,
+        q: &SearchQuery,
+        max_bytes: usize,
+    ) -> Result<SearchPage, StoreError> {
         let position = match &q.cursor {
             Some(c) => {
                 let state = self.open_cursor_state(&q.rtype, q.cursor_holder.as_deref(), c)?;
@@ -549,41 +574,52 @@ impl crate::Store {
         }
 
         let forward = position.as_ref().is_none_or(|p| p.forward);
-        let want = q.count + 1;
-        let batch = if post.is_empty() { want } else { want.max(64) };
         let mut boundary: Option<(Vec<Value>, String)> =
             position.as_ref().map(|p| (p.keys.clone(), p.id.clone()));
-        let mut found: Vec<(Stored, Vec<Value>)> = Vec::new();
-        // Candidates a post-filtered page may decrypt: beyond, the page ends early with a cursor
-        // at the last one examined, so no request decrypts the whole population.
-        let mut budget = q.max_total.max(want);
+        let mut found: Vec<(StoredJson, Vec<Value>)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        // Candidates one page may examine (post-filtered ones are decrypted): beyond, the page
+        // ends early with a cursor at the last one examined, so no request decrypts the whole
+        // population.
+        let mut budget = q.max_total.max(q.count.saturating_add(1));
         let mut stopped = false;
-        loop {
-            let limit = batch.min(budget);
-            let rows = self
+        'scan: loop {
+            // Without a post-filter, one row past the page says whether there is a next one.
+            let limit = if post.is_empty() {
+                (q.count + 1).saturating_sub(found.len()).min(CHUNK_ROWS)
+            } else {
+                CHUNK_ROWS
+            }
+            .min(budget);
+            let candidates = self
                 .fetch(conn, q, &sort, boundary.as_ref(), forward, limit)
                 .await?;
-            let n = rows.len();
+            let n = candidates.len();
             budget = budget.saturating_sub(n);
-            for row in &rows {
-                let keys: Vec<Value> = (0..sort.len())
-                    .map(|i| key_value(row, i, &sort[i]))
-                    .collect::<Result<_, _>>()?;
-                let stored = self.decode(row)?;
-                boundary = Some((keys.clone(), stored.id.clone()));
-                let keep = post.is_empty()
-                    || stored
-                        .resource
-                        .as_ref()
-                        .is_some_and(|r| post.iter().all(|c| ward_fhir::search::matches(r, c)));
-                if keep {
-                    found.push((stored, keys));
-                    if found.len() >= want {
-                        break;
+            for c in candidates {
+                boundary = Some((c.keys.clone(), c.row.id.clone()));
+                let full =
+                    found.len() >= q.count || (!found.is_empty() && bytes.saturating_add(c.size) > max_bytes);
+                if full && post.is_empty() {
+                    more = true;
+                    break 'scan;
+                }
+                let json = self.open_candidate(conn, c.row).await?;
+                if !post.is_empty() {
+                    let r = json.value()?;
+                    if !post.iter().all(|p| ward_fhir::search::matches(&r, p)) {
+                        continue;
                     }
                 }
+                if full {
+                    more = true;
+                    break 'scan;
+                }
+                bytes = bytes.saturating_add(c.size);
+                found.push((json, c.keys));
             }
-            if found.len() >= want || n < limit {
+            if n < limit {
                 break;
             }
             if budget == 0 {
@@ -591,8 +627,6 @@ impl crate::Store {
                 break;
             }
         }
-        let more = found.len() > q.count;
-        found.truncate(q.count);
         if !forward {
             found.reverse();
         }
@@ -647,7 +681,7 @@ impl crate::Store {
         boundary: Option<&(Vec<Value>, String)>,
         forward: bool,
         limit: usize,
-    ) -> Result<Vec<AnyRow>, StoreError> {
+    ) -> Result<Vec<Candidate>, StoreError> {
         let mut sql = Sql::new();
         let (keys, from_where) = self.search_base(&mut sql, q, sort)?;
         let mut outer = Vec::new();
@@ -686,8 +720,9 @@ impl crate::Store {
             .map(|(i, k)| format!("t.s{i} {}", if k.desc == forward { "DESC" } else { "ASC" }))
             .collect();
         let limit = sql.i(i64::try_from(limit).unwrap_or(i64::MAX));
+        let columns = sized_columns();
         let text = format!(
-            "SELECT t.* FROM (SELECT {VERSION_COLUMNS}{keys} {from_where}) t {} ORDER BY {} LIMIT {limit}",
+            "SELECT t.* FROM (SELECT {columns}{keys} {from_where}) t {} ORDER BY {} LIMIT {limit}",
             if outer.is_empty() {
                 String::new()
             } else {
@@ -698,7 +733,45 @@ impl crate::Store {
         sql.text = text;
         // Only generated SQL and placeholders are interpolated; every value is bound.
         let query = bind(sqlx::query(AssertSqlSafe(sql.text)), &sql.args);
-        Ok(query.fetch_all(&mut *conn).await?)
+        let rows = query.fetch_all(&mut *conn).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Candidate {
+                    keys: (0..sort.len())
+                        .map(|i| key_value(row, i, &sort[i]))
+                        .collect::<Result<_, _>>()?,
+                    row: VersionRow::from_any(row)?,
+                    size: row_size(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The verified JSON of a search row.
+    async fn open_candidate(
+        &self,
+        conn: &mut AnyConnection,
+        row: VersionRow,
+    ) -> Result<StoredJson, StoreError> {
+        let row = self.with_ciphertext(conn, row).await?;
+        self.live_json(row)
+    }
+
+    /// `row` with its ciphertext, read on its own if it was too large to come with the row
+    /// (see [`sized_columns`]); `None` if the version is gone.
+    pub(crate) async fn with_ciphertext(
+        &self,
+        conn: &mut AnyConnection,
+        row: VersionRow,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        if row.ciphertext.is_some() || row.deleted {
+            return Ok(Some(row));
+        }
+        let full = self
+            .point_query(&row.rtype, &row.id, Some(row.version))
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(full.map(|r| VersionRow::from_any(&r)).transpose()?)
     }
 
     /// The number of matches, or `None` if there are more than `q.max_total` candidates: the
@@ -721,28 +794,38 @@ impl crate::Store {
             let n = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
             return Ok((n <= cap).then_some(n));
         }
-        let text = format!("SELECT {VERSION_COLUMNS} {from_where} LIMIT {limit}");
-        let rows = bind(sqlx::query(AssertSqlSafe(text)), &sql.args)
-            .fetch_all(&mut *conn)
-            .await?;
-        if u64::try_from(rows.len()).unwrap_or(u64::MAX) > cap {
-            return Ok(None);
-        }
+        // Confirming needs the resources: scan at most `cap + 1` candidates in chunks by id, one
+        // decrypted at a time.
+        let by_id = [SortKey {
+            target: Target::Id,
+            desc: false,
+        }];
+        let mut boundary: Option<(Vec<Value>, String)> = None;
+        let mut examined = 0usize;
         let mut n = 0;
-        for row in &rows {
-            let stored = self.decode(row)?;
-            if stored
-                .resource
-                .as_ref()
-                .is_some_and(|r| post.iter().all(|c| ward_fhir::search::matches(r, c)))
-            {
-                n += 1;
+        loop {
+            let candidates = self
+                .fetch(conn, q, &by_id, boundary.as_ref(), true, CHUNK_ROWS)
+                .await?;
+            let got = candidates.len();
+            examined = examined.saturating_add(got);
+            if u64::try_from(examined).unwrap_or(u64::MAX) > cap {
+                return Ok(None);
+            }
+            for c in candidates {
+                boundary = Some((c.keys, c.row.id.clone()));
+                let r = self.open_candidate(conn, c.row).await?.value()?;
+                if post.iter().all(|p| ward_fhir::search::matches(&r, p)) {
+                    n += 1;
+                }
+            }
+            if got < CHUNK_ROWS {
+                return Ok(Some(n));
             }
         }
-        Ok(Some(n))
     }
 
-    fn seal_cursor(&self, state: &CursorState) -> Result<String, StoreError> {
+    pub(crate) fn seal_cursor(&self, state: &CursorState) -> Result<String, StoreError> {
         let plain = serde_json::to_vec(state).map_err(|_| StoreError::Corrupt("cursor".into()))?;
         let aad = Aad {
             tenant: self.tenant(),
@@ -756,7 +839,7 @@ impl crate::Store {
         Ok(hex::encode(bytes))
     }
 
-    fn open_cursor_state(
+    pub(crate) fn open_cursor_state(
         &self,
         rtype: &str,
         holder: Option<&str>,
@@ -831,14 +914,27 @@ impl crate::Store {
         if q.criteria.is_empty() {
             return Err(StoreError::UnsupportedCriteria(String::new()));
         }
-        q.count = 1000;
+        const MOST: usize = 1000;
+        q.count = MOST;
         q.total = TotalMode::None;
         q.sort = vec![SortKey {
             target: Target::Id,
             desc: false,
         }];
-        let page = self.search_on(conn, &q).await?;
-        Ok(page.matches.into_iter().map(|s| s.id).collect())
+        // Only the ids are kept: pages of at most FIND_PAGE_BYTES of resources, followed until
+        // the answer is complete.
+        let mut ids = Vec::new();
+        loop {
+            let page = self.search_on(conn, &q, FIND_PAGE_BYTES).await?;
+            ids.extend(page.matches.into_iter().map(|s| s.id));
+            match page.next {
+                Some(next) if ids.len() < MOST => {
+                    q.cursor = Some(next);
+                    q.count = MOST - ids.len();
+                }
+                _ => return Ok(ids),
+            }
+        }
     }
 
     /// A keyed hash of a search parameter value for the audit trail (AU-1: search values are
@@ -875,6 +971,21 @@ impl Drop for CloseIfDropped {
             c.close_on_drop();
         }
     }
+}
+
+/// The version columns of `v`, with the ciphertext only when it is small (see [`INLINE_MAX`])
+/// and its size as `size`.
+pub(crate) fn sized_columns() -> String {
+    format!(
+        "v.rtype, v.id, v.version, v.last_updated_ms, v.deleted, v.key_epoch, v.content_hash, \
+         CAST(COALESCE(length(v.ciphertext), 0) AS BIGINT) AS size, \
+         CASE WHEN length(v.ciphertext) <= {INLINE_MAX} THEN v.ciphertext END AS ciphertext"
+    )
+}
+
+/// The `size` column of a row selected with [`sized_columns`].
+pub(crate) fn row_size(row: &AnyRow) -> Result<usize, StoreError> {
+    Ok(usize::try_from(row.try_get::<i64, _>("size")?).unwrap_or(usize::MAX))
 }
 
 fn key_value(row: &AnyRow, i: usize, key: &SortKey) -> Result<Value, StoreError> {

@@ -82,7 +82,10 @@ async fn searches_at_the_ceilings_run(s: &Store) {
         ParseOptions::CEILING_VALUES
     );
     let t0 = std::time::Instant::now();
-    let page = s.search(&q).await.expect("a search at the ceilings runs");
+    let page = s
+        .search(&q, usize::MAX)
+        .await
+        .expect("a search at the ceilings runs");
     assert!(t0.elapsed().as_secs() < 10, "{:?}", t0.elapsed());
     assert_eq!(page.matches.len(), 1);
     assert_eq!(page.total, Some(1));
@@ -94,7 +97,7 @@ async fn searches_at_the_ceilings_run(s: &Store) {
         .join(",");
     let q = parse("Observation", &[("code".into(), long)], &opts);
     let t0 = std::time::Instant::now();
-    assert!(s.search(&q).await.unwrap().matches.is_empty());
+    assert!(s.search(&q, usize::MAX).await.unwrap().matches.is_empty());
     assert!(t0.elapsed().as_secs() < 10, "{:?}", t0.elapsed());
 
     // The most sort keys, through a cursor (the keyset grows with their square).
@@ -113,10 +116,10 @@ async fn searches_at_the_ceilings_run(s: &Store) {
         ("_count".into(), "1".into()),
     ];
     let mut q = parse("Observation", &pairs, &opts);
-    let first = s.search(&q).await.unwrap();
+    let first = s.search(&q, usize::MAX).await.unwrap();
     q.cursor = first.next.clone();
     assert!(q.cursor.is_some());
-    assert_eq!(s.search(&q).await.unwrap().matches.len(), 1);
+    assert_eq!(s.search(&q, usize::MAX).await.unwrap().matches.len(), 1);
     let _ = obs;
 }
 
@@ -147,14 +150,14 @@ async fn total_is_counted_up_to_the_cap(s: &Store) {
     };
     // Counted in SQL: up to the cap.
     assert_eq!(
-        s.search(&with_cap(5, &[("gender", "female")]))
+        s.search(&with_cap(5, &[("gender", "female")]), usize::MAX)
             .await
             .unwrap()
             .total,
         Some(5)
     );
     assert_eq!(
-        s.search(&with_cap(4, &[("gender", "female")]))
+        s.search(&with_cap(4, &[("gender", "female")]), usize::MAX)
             .await
             .unwrap()
             .total,
@@ -162,14 +165,17 @@ async fn total_is_counted_up_to_the_cap(s: &Store) {
     );
     // Confirmed on decrypted candidates (birth dates are indexed by year only).
     let by_date = [("birthdate", "le1980-03-02")];
-    assert_eq!(s.search(&with_cap(5, &by_date)).await.unwrap().total, Some(2));
-    let capped = s.search(&with_cap(4, &by_date)).await.unwrap();
+    assert_eq!(
+        s.search(&with_cap(5, &by_date), usize::MAX).await.unwrap().total,
+        Some(2)
+    );
+    let capped = s.search(&with_cap(4, &by_date), usize::MAX).await.unwrap();
     assert_eq!(capped.total, None, "5 candidates: more than the cap of 4");
     assert_eq!(capped.matches.len(), 2, "the page itself is complete");
     // `_summary=count` (count 0) likewise.
     let mut q = with_cap(4, &[("gender", "female")]);
     q.count = 0;
-    let page = s.search(&q).await.unwrap();
+    let page = s.search(&q, usize::MAX).await.unwrap();
     assert_eq!((page.total, page.matches.len()), (None, 0));
 }
 
@@ -208,7 +214,7 @@ async fn post_filtered_pages_have_a_budget(s: &Store) {
     let mut found = Vec::new();
     let mut pages = 0;
     loop {
-        let page = s.search(&q).await.unwrap();
+        let page = s.search(&q, usize::MAX).await.unwrap();
         pages += 1;
         assert!(page.total.is_none(), "six candidates exceed the cap of two");
         found.extend(page.matches.into_iter().map(|m| m.id));

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ward::{audit_cli, clients, demo, init};
+
+mod malloc;
 use ward_server::Config;
 
 #[derive(Parser)]
@@ -151,6 +153,9 @@ fn main() -> ExitCode {
         tracing::error!(location = at, "panic");
     }));
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        malloc::reexec_tuned();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

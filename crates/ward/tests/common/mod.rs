@@ -3,7 +3,9 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use reqwest::{Client, RequestBuilder};
 use serde_json::Value;
@@ -246,5 +248,158 @@ pub async fn store_dump(s: &TestServer) -> (Vec<u8>, Vec<String>) {
             pool.close().await;
             (text.into_bytes(), tables)
         }
+    }
+}
+
+// ---- the `ward` binary as a separate process (its memory and exit are its own) ----
+
+pub struct Proc {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub admin: (String, String),
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Proc {
+    pub fn init(tmp: &Path) -> Proc {
+        Proc::init_with(tmp, None)
+    }
+
+    /// `ward init`, on SQLite or on the given store URL (the audit trail follows the store).
+    pub fn init_with(tmp: &Path, store_url: Option<&str>) -> Proc {
+        let dir = tmp.join("deploy");
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
+        cmd.args([
+            "init",
+            "--json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--dir",
+        ])
+        .arg(&dir);
+        if let Some(url) = store_url {
+            cmd.args(["--store-url", url]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("tls/ca.pem")).unwrap()).unwrap();
+        Proc {
+            url: format!("https://127.0.0.1:{port}"),
+            client: reqwest::Client::builder().tls_certs_only([ca]).build().unwrap(),
+            admin: (
+                v["admin_client_id"].as_str().unwrap().into(),
+                v["admin_client_secret"].as_str().unwrap().into(),
+            ),
+            log: tmp.join("ward.log"),
+            dir,
+            child: None,
+        }
+    }
+
+    pub async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["serve", "--dir"])
+            .arg(&self.dir)
+            .env(
+                "WARD_LOG",
+                "info,ward=debug,ward_server=debug,ward_store=debug,ward_audit=debug",
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("ward serve did not become ready");
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status()
+                .unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn get_fhir(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}/fhir/{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    pub fn post_fhir(&self, rtype: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/fhir/{rtype}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+    }
+
+    pub async fn token(&self) -> String {
+        let r: Value = self
+            .client
+            .post(format!("{}/oauth2/token", self.url))
+            .basic_auth(&self.admin.0, Some(&self.admin.1))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn ward(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }

@@ -1,0 +1,221 @@
+//! Memory per request stays bounded (SPEC P-4, issue 15 item 4): large resources, each within
+//! `server.max_body_bytes`, asked for all at once, against `ward serve` in its own process so
+//! its resident memory can be read from `/proc`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Backend, Proc};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use ward_bench::procfs::status_kib;
+
+on_both_backends!(large_resources_page_by_bytes_within_memory_bounds);
+
+/// Resources stored, each about [`RESOURCE_BYTES`] of JSON.
+const RESOURCES: usize = 40;
+const RESOURCE_BYTES: usize = 1_100_000;
+/// SPEC P-4: resident memory under load.
+const MAX_RSS_KIB: u64 = 300 * 1024;
+/// The test server's `server.response_stall_secs`.
+const STALL_SECS: u64 = 3;
+/// HTTP/2 connections that never open their flow-control window, and streams on each
+/// (`server.http2_max_concurrent_streams`, the default).
+const BLOCKED_CONNECTIONS: usize = 3;
+const BLOCKED_STREAMS: usize = 32;
+
+/// A valid Patient of about `RESOURCE_BYTES`, made of many small, unindexed elements (what
+/// costs the most once parsed): extensions with a value each.
+fn large_patient(tag: usize) -> Value {
+    let one = json!({ "url": "urn:x:1", "valueBoolean": true });
+    let n = RESOURCE_BYTES / one.to_string().len();
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{ "system": "urn:x:large", "value": format!("L{tag}") }],
+        "extension": vec![one; n],
+    })
+}
+
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    status_kib(pid, field).unwrap_or(0) as f64 / 1024.0
+}
+
+async fn large_resources_page_by_bytes_within_memory_bounds(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(ward_store::testing::fresh_postgres_url().await),
+    };
+    let mut w = Proc::init_with(tmp.path(), url.as_deref());
+    let toml = w.dir.join("ward.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let text = text.replacen(
+        "[server]\n",
+        &format!("[server]\nresponse_stall_secs = {STALL_SECS}\n"),
+        1,
+    );
+    std::fs::write(&toml, text).unwrap();
+    w.start().await;
+    let pid = w.pid().unwrap();
+    let t = w.token().await;
+    let mut figures = vec![("fresh", rss_mib(pid, "VmRSS"))];
+
+    let mut created = BTreeSet::new();
+    for i in 0..RESOURCES {
+        let body = large_patient(i).to_string();
+        assert!(body.len() < 4 * 1024 * 1024, "within the default max_body_bytes");
+        let resp = w.post_fhir("Patient", &t).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 201);
+        let stored: Value = resp.json().await.unwrap();
+        created.insert(stored["id"].as_str().unwrap().to_owned());
+    }
+    figures.push(("after the creates", rss_mib(pid, "VmRSS")));
+
+    // Searches ask for everything at once; history too. Both page by bytes and say so with
+    // `next`, and paging returns every resource exactly once.
+    let mut largest_page = 0;
+    for (round, path) in [
+        ("first search", "Patient?_count=1000"),
+        ("second search", "Patient?_count=1000"),
+        ("history", "Patient/_history?_count=1000"),
+    ] {
+        let (seen, largest) = page_through(&w, &t, path).await;
+        largest_page = largest_page.max(largest);
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "{round}: no resource twice");
+        assert_eq!(unique, created, "{round}: every resource once");
+        figures.push((round, rss_mib(pid, "VmRSS")));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    figures.push(("5 s later", rss_mib(pid, "VmRSS")));
+
+    // HTTP/2 clients that take nothing: every large page they ask for must either wait within
+    // the shared budget for pending responses or be refused, and be freed after the stall
+    // timeout.
+    let mut held = Vec::new();
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..BLOCKED_CONNECTIONS {
+        let (sender, responses) = blocked_h2_searches(&w, &t).await;
+        for r in &responses {
+            match r.status().as_u16() {
+                200 => served += 1,
+                503 => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        held.push((sender, responses));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    figures.push(("HTTP/2 streams blocked", rss_mib(pid, "VmRSS")));
+    // Responses that nobody takes spend the shared budget: later ones are refused.
+    assert!(served > 0 && refused > 0, "{served} served, {refused} refused");
+    tokio::time::sleep(Duration::from_secs(STALL_SECS + 2)).await;
+    assert_eq!(
+        large_search_status(&w, &t).await,
+        200,
+        "stalled responses are abandoned and their bytes freed"
+    );
+    figures.push(("after the stall timeout", rss_mib(pid, "VmRSS")));
+    drop(held);
+    let peak = status_kib(pid, "VmHWM").unwrap();
+    figures.push(("peak (VmHWM)", peak as f64 / 1024.0));
+    eprintln!(
+        "{backend:?} resident MiB: {figures:?}; largest page: {largest_page} entries; \
+         blocked HTTP/2 searches: {served} served, {refused} refused"
+    );
+    assert!(
+        largest_page < RESOURCES,
+        "a page is capped by bytes, not only by _count ({largest_page} entries)"
+    );
+    assert!(
+        peak < MAX_RSS_KIB,
+        "peak resident memory {} MiB exceeds P-4's 300 MiB",
+        peak / 1024
+    );
+    w.terminate();
+}
+
+/// Follows `next` links from `path`: the ids of every entry's resource, and the most entries
+/// one page had.
+async fn page_through(w: &Proc, t: &str, path: &str) -> (Vec<String>, usize) {
+    let mut next = Some(format!("{}/fhir/{path}", w.url));
+    let (mut seen, mut largest, mut pages) = (Vec::new(), 0, 0);
+    while let Some(url) = next.take() {
+        let resp = w.client.get(&url).bearer_auth(t).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let bundle: Value = resp.json().await.unwrap();
+        let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+        assert!(!entries.is_empty(), "every page makes progress");
+        largest = largest.max(entries.len());
+        for e in &entries {
+            assert!(e["resource"]["extension"].as_array().unwrap().len() > 1000);
+            seen.push(e["resource"]["id"].as_str().unwrap().to_owned());
+        }
+        next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+        pages += 1;
+        assert!(pages <= RESOURCES, "paging ends");
+    }
+    (seen, largest)
+}
+
+/// The status of one large search over a fresh connection, its body read in full.
+async fn large_search_status(w: &Proc, t: &str) -> u16 {
+    let resp = w
+        .client
+        .get(format!("{}/fhir/Patient?_count=1000", w.url))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.bytes().await.unwrap();
+    status
+}
+
+/// An HTTP/2 connection with a zero stream flow-control window, and the response heads of
+/// `BLOCKED_STREAMS` large searches on it (the bodies cannot move).
+async fn blocked_h2_searches(
+    w: &Proc,
+    t: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<String>,
+    Vec<hyper::Response<hyper::body::Incoming>>,
+) {
+    let tls = ward_bench::client::tls_config(&w.dir.join("tls/ca.pem")).unwrap();
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let authority = w.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut pending = Vec::new();
+    for _ in 0..BLOCKED_STREAMS {
+        let req = hyper::Request::get(format!("{}/fhir/Patient?_count=1000", w.url))
+            .header("authorization", format!("Bearer {t}"))
+            .body(String::new())
+            .unwrap();
+        sender.ready().await.unwrap();
+        pending.push(sender.send_request(req));
+    }
+    let mut responses = Vec::new();
+    for p in pending {
+        responses.push(p.await.unwrap());
+    }
+    (sender, responses)
+}
