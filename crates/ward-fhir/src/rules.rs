@@ -653,19 +653,12 @@ impl Walk<'_> {
             }
             path.truncate(base);
         }
-        if definition == "Extension" {
-            let has_value = object.keys().any(|k| {
-                let k = k.strip_prefix('_').unwrap_or(k);
-                k.strip_prefix("value")
-                    .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_uppercase()))
-            });
-            if has_value == object.contains_key("extension") {
-                return Err(invariant_error(
-                    path,
-                    "ext-1",
-                    "an extension must have either a value or extensions, not both",
-                ));
-            }
+        if definition == "Extension" && has_choice(object, "value") == has(object, "extension") {
+            return Err(invariant_error(
+                path,
+                "ext-1",
+                "an extension must have either a value or nested extensions (one, not both)",
+            ));
         }
         if definition == "Reference" {
             self.check_local_reference(object, path)?;

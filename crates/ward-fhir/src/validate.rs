@@ -1494,10 +1494,12 @@ mod tests {
 
     #[test]
     fn synthetic_data_is_valid() {
-        for resource in &crate::synthetic::generate(7, 40) {
-            let t = resource["resourceType"].as_str().unwrap();
-            if let Err(e) = validate(resource, t) {
-                panic!("{t}: {e}");
+        for seed in [1, 7, 42] {
+            for resource in &crate::synthetic::generate(seed, 30) {
+                let t = resource["resourceType"].as_str().unwrap();
+                if let Err(e) = validate(resource, t) {
+                    panic!("seed {seed}, {t}: {e}");
+                }
             }
         }
     }
