@@ -5,6 +5,8 @@
 //! - [`outcome`]: `OperationOutcome` builder and issue codes.
 //! - [`json`]: strict request-body parsing (duplicate keys, depth and size limits).
 //! - [`validate`]: validation against the embedded R4 JSON schema plus rules the schema lacks.
+//! - [`rules`]: the FHIR rules beyond the schema (primitive formats, narrative XHTML in
+//!   `xhtml`, ele-1, ext-1, choice elements, modifier extensions, dom-3..5, per-type invariants).
 //! - [`index`]: the case- and accent-insensitive normal form of string search values.
 //! - [`fhirpath`]: the FHIRPath subset the R4 search parameters use.
 //! - [`search`]: search-parameter table, index values, patient compartment, query parsing.
@@ -36,8 +38,10 @@ pub mod id;
 pub mod index;
 pub mod json;
 pub mod outcome;
+pub mod rules;
 mod schema;
 pub mod search;
 pub mod synthetic;
 pub mod types;
 pub mod validate;
+mod xhtml;

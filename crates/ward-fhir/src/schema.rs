@@ -9,6 +9,8 @@
 //!   `null` to keep the two arrays aligned); the validator checks the alignment itself;
 //! - required primitive elements (which the HL7 schema leaves out, as they may be given as
 //!   `_x` only) are required for the types in [`REQUIRED_PRIMITIVES`]: `x` or `_x` must be present;
+//! - the FHIRVersion codes (`StructureDefinition.fhirVersion`, ...) gain `4.0.1`, missing from
+//!   the schema's list though it is R4's own version;
 //! - `ResourceList` (contained resources, `Bundle.entry.resource`, `Parameters.parameter.resource`)
 //!   becomes "an object with a string `resourceType`": nested resources are validated one by one
 //!   against their own type, which gives precise errors and keeps each compiled validator small.
@@ -111,6 +113,7 @@ fn patch(schema: &mut Value) {
         };
         if let Some(properties) = definition.get_mut("properties").and_then(Value::as_object_mut) {
             for (property, property_schema) in properties.iter_mut() {
+                add_fhir_version_401(property_schema);
                 allow_null_items(property, property_schema);
             }
             definition.entry("type").or_insert_with(|| Value::from("object"));
@@ -148,6 +151,21 @@ fn patch(schema: &mut Value) {
             "properties": { "resourceType": { "type": "string" } }
         }),
     );
+}
+
+/// The schema's FHIRVersion codes stop at 4.0.0, so `fhirVersion: "4.0.1"` (this very
+/// release, used by every official R4 StructureDefinition) would be refused: add it.
+fn add_fhir_version_401(property_schema: &mut Value) {
+    let codes = match property_schema.get_mut("items") {
+        Some(items) => items.get_mut("enum"),
+        None => property_schema.get_mut("enum"),
+    };
+    if let Some(Value::Array(codes)) = codes
+        && codes.iter().any(|c| c == "4.0.0")
+        && !codes.iter().any(|c| c == "4.0.1")
+    {
+        codes.push(Value::from("4.0.1"));
+    }
 }
 
 /// Lets the items of primitive arrays (and of `_x` arrays) be `null`.
@@ -314,6 +332,23 @@ mod tests {
                     "{name}._{e}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn fhir_version_401_is_a_code() {
+        let definitions = &schema()["definitions"];
+        for (definition, pointer) in [
+            ("StructureDefinition", "/properties/fhirVersion/enum"),
+            ("CapabilityStatement", "/properties/fhirVersion/enum"),
+            ("ImplementationGuide", "/properties/fhirVersion/items/enum"),
+        ] {
+            let codes = definitions[definition]
+                .pointer(pointer)
+                .or_else(|| definitions[definition].pointer(&pointer.replace("items/", "items/anyOf/1/")))
+                .and_then(Value::as_array)
+                .unwrap();
+            assert!(codes.contains(&Value::from("4.0.1")), "{definition}");
         }
     }
 

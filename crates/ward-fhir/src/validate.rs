@@ -2,8 +2,10 @@
 //!
 //! Order of checks: JSON object, `resourceType`, `id`, content rules the schema does not
 //! express (no `null`, no empty objects / arrays / strings, aligned primitive extension
-//! arrays), the R4 JSON schema for the type, then nested resources (contained resources,
-//! `Bundle.entry.resource`, `Parameters.parameter.resource`) each against its own type.
+//! arrays), the R4 JSON schema for the type, the FHIR rules of `rules.rs` (primitive formats,
+//! narrative XHTML, invariants), then nested resources (contained resources,
+//! `Bundle.entry.resource`, `Parameters.parameter.resource`) each against its own type, then
+//! the container's rules for its contained resources (dom-3..dom-5).
 //!
 //! Error messages name elements, types and expectations only, never the offending value
 //! (values can be PHI).
@@ -16,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::id::is_valid_id;
 use crate::outcome::{Issue, IssueType};
+use crate::rules::{self, Container};
 use crate::schema::{self, RESOURCE_LIST};
 use crate::types::{RESOURCE_TYPES, type_index};
 
@@ -120,7 +123,7 @@ impl Validator {
         }
         let mut path = String::from(expected_type);
         check_content(resource, &mut path)?;
-        validate_resource(resource, index, &mut path, false)
+        validate_resource(resource, index, &mut path, None)
     }
 }
 
@@ -134,12 +137,13 @@ fn compiled(index: usize) -> Result<&'static jsonschema::Validator, ValidationEr
 
 /// Validates one resource (top-level or nested) whose `resourceType` is already checked to be
 /// `RESOURCE_TYPES[index]`. `path` is the resource's own path (e.g. `Patient` or
-/// `Bundle.entry[0].resource`).
+/// `Bundle.entry[0].resource`). `root` is the containing resource's context when this one is
+/// contained.
 fn validate_resource(
     resource: &Value,
     index: usize,
     path: &mut String,
-    contained: bool,
+    root: Option<&Container<'_>>,
 ) -> Result<(), ValidationError> {
     let Value::Object(object) = resource else {
         return Err(ValidationError::new(
@@ -157,7 +161,7 @@ fn validate_resource(
             "id must be 1-64 characters from A-Z, a-z, 0-9, '-' and '.'",
         ));
     }
-    if contained && object.contains_key("contained") {
+    if root.is_some() && object.contains_key("contained") {
         return Err(ValidationError::new(
             IssueType::Invariant,
             format!("{path}.contained"),
@@ -169,7 +173,16 @@ fn validate_resource(
         return Err(schema_error(validator, resource, path));
     }
     let rtype = RESOURCE_TYPES.get(index).copied().unwrap_or_default();
-    check_nested(object, rtype, path)
+    let container = match root {
+        Some(root) => root.for_contained(),
+        None => Container::root(object),
+    };
+    check_nested(object, rtype, path, &container)?;
+    rules::check_resource(object, rtype, path, &container)?;
+    if root.is_none() {
+        rules::check_contained(object, path)?;
+    }
+    Ok(())
 }
 
 /// Walks the properties of `object` (an instance of `definition`) that can hold nested
@@ -178,6 +191,7 @@ fn check_nested(
     object: &Map<String, Value>,
     definition: &str,
     path: &mut String,
+    root: &Container<'_>,
 ) -> Result<(), ValidationError> {
     let structure = schema::structure();
     for (key, value) in object {
@@ -194,11 +208,11 @@ fn check_nested(
                     path.push('[');
                     path.push_str(&i.to_string());
                     path.push(']');
-                    nested_element(item, target, key, path)?;
+                    nested_element(item, target, key, path, root)?;
                     path.truncate(item_base);
                 }
             }
-            other => nested_element(other, target, key, path)?,
+            other => nested_element(other, target, key, path, root)?,
         }
         path.truncate(base);
     }
@@ -210,20 +224,22 @@ fn nested_element(
     target: &str,
     property: &str,
     path: &mut String,
+    root: &Container<'_>,
 ) -> Result<(), ValidationError> {
     let Value::Object(object) = value else {
         // The schema already refused non-objects here.
         return Ok(());
     };
     if target != RESOURCE_LIST {
-        return check_nested(object, target, path);
+        return check_nested(object, target, path, root);
     }
     let index = object
         .get("resourceType")
         .and_then(Value::as_str)
         .and_then(type_index)
         .ok_or_else(|| unknown_type(&format!("{path}.resourceType")))?;
-    validate_resource(value, index, path, property == "contained")
+    let parent = (property == "contained").then_some(root);
+    validate_resource(value, index, path, parent)
 }
 
 /// Rules FHIR has and the schema does not express: no `null` (except to align primitive
@@ -739,6 +755,7 @@ mod tests {
     fn contained_and_bundle_resources() {
         let mut p = patient();
         p["contained"] = json!([{"resourceType": "Organization", "id": "org1", "name": "Acme"}]);
+        p["managingOrganization"] = json!({"reference": "#org1"});
         validate(&p, "Patient").unwrap();
 
         p["contained"][0]["bogus"] = json!(1);
@@ -844,5 +861,681 @@ mod tests {
         let issue = e.to_issue();
         assert_eq!(issue.expression.as_deref(), Some("Patient.foo"));
         assert_eq!(issue.code, IssueType::Structure);
+    }
+
+    fn observation() -> Value {
+        json!({
+            "resourceType": "Observation",
+            "id": "bp-1",
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9", "display": "Blood pressure panel"}]},
+            "subject": {"reference": "Patient/example-1"},
+            "effectiveDateTime": "2024-02-29T08:30:00+01:00",
+            "issued": "2024-02-29T08:31:00.000Z",
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                 "valueQuantity": {"value": 120, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                 "valueQuantity": {"value": 80.50, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
+            ],
+            "referenceRange": [{"low": {"value": 60}, "text": "normal"}]
+        })
+    }
+
+    fn number(text: &str) -> Value {
+        parse_strict(text.as_bytes(), &Limits::default()).unwrap()
+    }
+
+    fn with(base: fn() -> Value, change: impl FnOnce(&mut Value)) -> Value {
+        let mut v = base();
+        change(&mut v);
+        v
+    }
+
+    const XHTML: &str = "http://www.w3.org/1999/xhtml";
+
+    fn div(inner: &str) -> Value {
+        json!({"status": "generated", "div": format!("<div xmlns=\"{XHTML}\">{inner}</div>")})
+    }
+
+    fn timing(repeat: Value) -> Value {
+        with(observation, |o| {
+            o.as_object_mut().unwrap().remove("effectiveDateTime");
+            o["effectiveTiming"] = json!({ "repeat": repeat });
+        })
+    }
+
+    fn condition(extra: Value) -> Value {
+        let mut c = json!({"resourceType": "Condition", "subject": {"reference": "Patient/1"}});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    /// Each bad input is refused with a message (or path) naming the rule it breaks.
+    #[test]
+    fn fhir_rules_refuse() {
+        let contained_org = || json!({"resourceType": "Organization", "id": "org1", "name": "Acme"});
+        let cases: Vec<(&str, Value, &str)> = vec![
+            // Primitive formats.
+            (
+                "integer too big",
+                with(patient, |p| p["multipleBirthInteger"] = number("2147483648")),
+                "FHIR integer",
+            ),
+            (
+                "integer too small",
+                with(patient, |p| p["multipleBirthInteger"] = number("-2147483649")),
+                "FHIR integer",
+            ),
+            (
+                "integer exponent",
+                with(patient, |p| p["multipleBirthInteger"] = number("1e999")),
+                "FHIR integer",
+            ),
+            (
+                "integer fraction",
+                with(patient, |p| p["multipleBirthInteger"] = number("1.0")),
+                "FHIR integer",
+            ),
+            (
+                "integer minus zero",
+                with(patient, |p| p["multipleBirthInteger"] = number("-0")),
+                "FHIR integer",
+            ),
+            (
+                "positiveInt zero",
+                with(patient, |p| p["telecom"][0]["rank"] = number("0")),
+                "positiveInt",
+            ),
+            (
+                "extension integer",
+                with(patient, |p| {
+                    p["extension"][0] = json!({"url": "urn:x", "valueInteger": number("3e2")})
+                }),
+                "FHIR integer",
+            ),
+            (
+                "Feb 30",
+                with(patient, |p| p["birthDate"] = json!("2020-02-30")),
+                "no such day",
+            ),
+            (
+                "Feb 29 common year",
+                with(patient, |p| p["birthDate"] = json!("2021-02-29")),
+                "no such day",
+            ),
+            (
+                "Feb 29 1900",
+                with(patient, |p| p["birthDate"] = json!("1900-02-29")),
+                "no such day",
+            ),
+            (
+                "April 31",
+                with(patient, |p| p["birthDate"] = json!("2020-04-31")),
+                "no such day",
+            ),
+            (
+                "dateTime",
+                with(patient, |p| {
+                    p.as_object_mut().unwrap().remove("deceasedBoolean");
+                    p["deceasedDateTime"] = json!("2020-02-30T10:00:00Z");
+                }),
+                "FHIR dateTime: no such day",
+            ),
+            (
+                "primitive extension dateTime",
+                with(patient, |p| {
+                    p["_birthDate"]["extension"][0]["valueDateTime"] = json!("2019-02-29T14:35:45-05:00")
+                }),
+                "no such day",
+            ),
+            (
+                "instant",
+                with(patient, |p| {
+                    p["meta"]["lastUpdated"] = json!("2023-06-31T00:00:00Z")
+                }),
+                "FHIR instant: no such day",
+            ),
+            // Narrative (txt-1, txt-2).
+            (
+                "script",
+                with(patient, |p| p["text"] = div("<script>alert(1)</script>")),
+                "txt-1",
+            ),
+            (
+                "event handler",
+                with(patient, |p| {
+                    p["text"] = div("<img src=\"x\" onerror=\"alert(1)\"/>")
+                }),
+                "txt-1",
+            ),
+            (
+                "javascript url",
+                with(patient, |p| {
+                    p["text"] = div("<a href=\"javascript:alert(1)\">x</a>")
+                }),
+                "txt-1",
+            ),
+            (
+                "not xhtml",
+                with(patient, |p| p["text"]["div"] = json!("Peter <b>Chalmers")),
+                "txt-1",
+            ),
+            (
+                "no namespace",
+                with(patient, |p| p["text"]["div"] = json!("<div>Peter</div>")),
+                "txt-1",
+            ),
+            (
+                "iframe",
+                with(patient, |p| p["text"] = div("<iframe src=\"http://x\"></iframe>")),
+                "txt-1",
+            ),
+            (
+                "empty narrative",
+                with(patient, |p| p["text"] = div(" <p> </p> ")),
+                "txt-2",
+            ),
+            (
+                "contained narrative",
+                with(patient, |p| {
+                    p["contained"] = json!([contained_org()]);
+                    p["contained"][0]["text"] = div("<script>x</script>");
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                }),
+                "txt-1",
+            ),
+            // ext-1, ele-1, choices, modifier extensions.
+            (
+                "extension without value",
+                with(patient, |p| p["extension"][0] = json!({"url": "urn:x"})),
+                "ext-1",
+            ),
+            (
+                "extension with both",
+                with(patient, |p| {
+                    p["extension"][0] = json!({"url": "urn:x", "valueString": "a",
+                "extension": [{"url": "urn:y", "valueString": "b"}]})
+                }),
+                "ext-1",
+            ),
+            (
+                "primitive extension without value",
+                with(patient, |p| {
+                    p["_birthDate"]["extension"][0] = json!({"url": "urn:x"})
+                }),
+                "ext-1",
+            ),
+            (
+                "element with only id",
+                with(patient, |p| p["name"][1] = json!({"id": "n2"})),
+                "ele-1",
+            ),
+            (
+                "primitive with only id",
+                with(patient, |p| {
+                    p.as_object_mut().unwrap().remove("gender");
+                    p["_gender"] = json!({"id": "g"});
+                }),
+                "ele-1",
+            ),
+            (
+                "two choices",
+                with(patient, |p| p["deceasedDateTime"] = json!("2020-01-01")),
+                "Patient.deceased[x]",
+            ),
+            (
+                "two choices via extension",
+                with(patient, |p| {
+                    p["_deceasedDateTime"] = json!({"extension": [{"url": "urn:x", "valueString": "y"}]})
+                }),
+                "Patient.deceased[x]",
+            ),
+            (
+                "two extension values",
+                with(patient, |p| p["extension"][0]["valueString"] = json!("x")),
+                "Patient.extension[0].value[x]",
+            ),
+            (
+                "modifierExtension",
+                with(patient, |p| {
+                    p["modifierExtension"] = json!([{"url": "urn:x", "valueBoolean": true}])
+                }),
+                "modifier extensions",
+            ),
+            (
+                "nested modifierExtension",
+                with(patient, |p| {
+                    p["contact"] = json!([{"name": {"text": "x"},
+                "modifierExtension": [{"url": "urn:x", "valueBoolean": true}]}])
+                }),
+                "Patient.contact[0].modifierExtension: modifier extensions",
+            ),
+            (
+                "contained modifierExtension",
+                with(patient, |p| {
+                    p["contained"] = json!([contained_org()]);
+                    p["contained"][0]["modifierExtension"] = json!([{"url": "urn:x", "valueBoolean": true}]);
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                }),
+                "Patient.contained[0].modifierExtension",
+            ),
+            // Contained resources (dom-2..dom-5) and local references (ref-1).
+            (
+                "contained without id",
+                with(patient, |p| {
+                    p["contained"] = json!([{"resourceType": "Organization", "name": "Acme"}])
+                }),
+                "dom-3",
+            ),
+            (
+                "contained not referenced",
+                with(patient, |p| p["contained"] = json!([contained_org()])),
+                "dom-3",
+            ),
+            (
+                "contained duplicate ids",
+                with(patient, |p| {
+                    p["contained"] = json!([contained_org(), contained_org()]);
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                }),
+                "distinct ids (dom-3)",
+            ),
+            (
+                "contained versionId",
+                with(patient, |p| {
+                    p["contained"] = json!([contained_org()]);
+                    p["contained"][0]["meta"] = json!({"versionId": "1"});
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                }),
+                "dom-4",
+            ),
+            (
+                "contained lastUpdated",
+                with(patient, |p| {
+                    p["contained"] = json!([contained_org()]);
+                    p["contained"][0]["meta"] = json!({"lastUpdated": "2020-01-01T00:00:00Z"});
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                }),
+                "dom-4",
+            ),
+            (
+                "contained security label",
+                with(patient, |p| {
+                    p["contained"] = json!([contained_org()]);
+                    p["contained"][0]["meta"] = json!({"security": [{"code": "R"}]});
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                }),
+                "dom-5",
+            ),
+            (
+                "contained contains",
+                with(patient, |p| {
+                    p["contained"] = json!([contained_org()]);
+                    p["contained"][0]["contained"] =
+                        json!([{"resourceType": "Organization", "id": "o2", "name": "x"}]);
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                }),
+                "dom-2",
+            ),
+            (
+                "dangling local reference",
+                with(patient, |p| {
+                    p["managingOrganization"] = json!({"reference": "#nope"})
+                }),
+                "ref-1",
+            ),
+            // Per-type invariants.
+            (
+                "pat-1",
+                with(patient, |p| {
+                    p["contact"] = json!([{"relationship": [{"text": "friend"}]}])
+                }),
+                "pat-1",
+            ),
+            (
+                "cpt-2",
+                with(patient, |p| p["telecom"] = json!([{"value": "555-0100"}])),
+                "cpt-2",
+            ),
+            (
+                "att-1",
+                with(patient, |p| p["photo"] = json!([{"data": "aGk="}])),
+                "att-1",
+            ),
+            (
+                "obs-6",
+                with(observation, |o| {
+                    o["valueString"] = json!("x");
+                    o["dataAbsentReason"] = json!({"text": "n/a"});
+                }),
+                "obs-6",
+            ),
+            (
+                "obs-7",
+                with(observation, |o| {
+                    o["valueString"] = json!("x");
+                    o["component"][0]["code"] = o["code"].clone();
+                }),
+                "obs-7",
+            ),
+            (
+                "obs-3",
+                with(observation, |o| {
+                    o["referenceRange"] = json!([{"type": {"text": "x"}}])
+                }),
+                "obs-3",
+            ),
+            (
+                "qty-3",
+                with(observation, |o| {
+                    o["component"][0]["valueQuantity"] = json!({"value": 1, "code": "mm[Hg]"})
+                }),
+                "qty-3",
+            ),
+            (
+                "tim-1",
+                with(observation, |o| {
+                    o.as_object_mut().unwrap().remove("effectiveDateTime");
+                    o["effectiveTiming"] = json!({"repeat": {"duration": 5}});
+                }),
+                "tim-1",
+            ),
+            (
+                "tim-4",
+                with(observation, |o| {
+                    o.as_object_mut().unwrap().remove("effectiveDateTime");
+                    o["effectiveTiming"] =
+                        json!({"repeat": {"duration": number("-0.5"), "durationUnit": "h"}});
+                }),
+                "tim-4",
+            ),
+            (
+                "drt-1",
+                with(observation, |o| {
+                    o.as_object_mut().unwrap().remove("effectiveDateTime");
+                    o["effectiveTiming"] =
+                        json!({"repeat": {"boundsDuration": {"value": 1, "code": "d", "system": "urn:x"}}});
+                }),
+                "drt-1",
+            ),
+            ("tim-2", timing(json!({"period": 1})), "tim-2"),
+            (
+                "tim-5",
+                timing(json!({"period": number("-1"), "periodUnit": "d"})),
+                "tim-5",
+            ),
+            ("tim-6", timing(json!({"periodMax": 2})), "tim-6"),
+            ("tim-7", timing(json!({"durationMax": 2})), "tim-7"),
+            ("tim-8", timing(json!({"countMax": 2})), "tim-8"),
+            ("tim-9 without when", timing(json!({"offset": 30})), "tim-9"),
+            (
+                "tim-9 meal code",
+                timing(json!({"offset": 30, "when": ["MORN", "CM"]})),
+                "tim-9",
+            ),
+            (
+                "tim-10",
+                timing(json!({"timeOfDay": ["08:00:00"], "when": ["MORN"]})),
+                "tim-10",
+            ),
+            (
+                "con-1",
+                condition(json!({"stage": [{"type": {"text": "x"}}]})),
+                "con-1",
+            ),
+            (
+                "con-2",
+                condition(json!({"evidence": [{"extension": [{"url": "urn:x", "valueString": "y"}]}]})),
+                "con-2",
+            ),
+            (
+                "con-5",
+                condition(json!({
+                    "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                    "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]}})),
+                "con-5",
+            ),
+            (
+                "bdl-2",
+                json!({"resourceType": "Bundle", "type": "collection",
+                    "entry": [{"resource": patient(), "search": {"mode": "match"}}]}),
+                "bdl-2",
+            ),
+            (
+                "bdl-4",
+                json!({"resourceType": "Bundle", "type": "batch-response", "entry": [{"resource": patient()}]}),
+                "bdl-4",
+            ),
+            (
+                "bdl-5",
+                json!({"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "urn:uuid:x"}]}),
+                "bdl-5",
+            ),
+            (
+                "con-4",
+                json!({"resourceType": "Condition", "subject": {"reference": "Patient/1"},
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                "abatementDateTime": "2020-01-01"}),
+                "con-4",
+            ),
+            (
+                "bdl-3",
+                json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient()}]}),
+                "bdl-3",
+            ),
+            (
+                "bdl-1",
+                json!({"resourceType": "Bundle", "type": "collection", "total": 1}),
+                "bdl-1",
+            ),
+            (
+                "bdl-8",
+                json!({"resourceType": "Bundle", "type": "collection",
+                "entry": [{"fullUrl": "http://x/Patient/1/_history/1", "resource": patient()}]}),
+                "bdl-8",
+            ),
+            (
+                "bundle entry modifierExtension",
+                json!({"resourceType": "Bundle", "type": "collection",
+                "entry": [{"resource": with(patient, |p| p["modifierExtension"] = json!([{"url": "urn:x", "valueBoolean": true}]))}]}),
+                "Bundle.entry[0].resource.modifierExtension",
+            ),
+        ];
+        for (label, resource, needle) in cases {
+            let t = resource["resourceType"].as_str().unwrap().to_string();
+            let e = validate(&resource, &t).expect_err(label);
+            let shown = e.to_string();
+            assert!(shown.contains(needle), "{label}: {shown}");
+            assert!(
+                !shown.contains("alert") && !shown.contains("Acme"),
+                "{label}: {shown}"
+            );
+        }
+    }
+
+    /// Valid variants of the same rules are accepted.
+    #[test]
+    fn fhir_rules_accept() {
+        let cases: Vec<(&str, Value)> = vec![
+            ("patient", patient()),
+            ("observation", observation()),
+            (
+                "leap days",
+                with(patient, |p| {
+                    p["birthDate"] = json!("2000-02-29");
+                    p["meta"]["lastUpdated"] = json!("2024-02-29T23:59:59.999+14:00");
+                }),
+            ),
+            (
+                "partial dates",
+                with(patient, |p| p["birthDate"] = json!("1974-12")),
+            ),
+            (
+                "integer bounds",
+                with(patient, |p| {
+                    p.as_object_mut().unwrap().remove("deceasedBoolean");
+                    p["multipleBirthInteger"] = number("2147483647");
+                    p["extension"][0] = json!({"url": "urn:x", "valueInteger": number("-2147483648")});
+                }),
+            ),
+            (
+                "decimal exponent",
+                with(patient, |p| {
+                    p["extension"][0] = json!({"url": "urn:x", "valueDecimal": number("1.5e3")})
+                }),
+            ),
+            (
+                "complex extension",
+                with(patient, |p| {
+                    p["extension"][0] = json!({"url": "urn:x",
+                "extension": [{"url": "a", "valueString": "b"}, {"url": "c", "valueCode": "d"}]})
+                }),
+            ),
+            (
+                "choice with its extension",
+                with(patient, |p| {
+                    p.as_object_mut().unwrap().remove("deceasedBoolean");
+                    p["deceasedDateTime"] = json!("2020-01-01");
+                    p["_deceasedDateTime"] = json!({"extension": [{"url": "urn:x", "valueString": "y"}]});
+                }),
+            ),
+            (
+                "primitive id beside value",
+                with(patient, |p| p["_gender"] = json!({"id": "g"})),
+            ),
+            (
+                "referenced contained",
+                with(patient, |p| {
+                    p["contained"] = json!([{"resourceType": "Organization", "id": "org1", "name": "Acme"},
+                    {"resourceType": "Organization", "id": "org2", "name": "B", "partOf": {"reference": "#"}}]);
+                    p["managingOrganization"] = json!({"reference": "#org1"});
+                    p["contained"][0]["text"] = div("<p>Acme</p>");
+                }),
+            ),
+            (
+                "contained referring to a sibling",
+                with(patient, |p| {
+                    p["contained"] = json!([{"resourceType": "Organization", "id": "org1", "name": "Acme"},
+                    {"resourceType": "Organization", "id": "org2", "name": "B", "partOf": {"reference": "#org1"}}]);
+                    p["generalPractitioner"] = json!([{"reference": "#org2"}]);
+                }),
+            ),
+            (
+                "rich narrative",
+                with(patient, |p| {
+                    p["text"] = div(
+                        "<table><tbody><tr><td>Name</td><td>Peter James <b>Chalmers</b> (&quot;Jim&quot;)</td></tr></tbody></table>\
+                 <p style=\"color: gray\"><a href=\"https://example.org/x?a=1&amp;b=2\">more</a> &#169; <img src=\"#photo\" alt=\"p\"/></p>",
+                    )
+                }),
+            ),
+            (
+                "contact with organization",
+                with(patient, |p| {
+                    p["contact"] = json!([{"organization": {"reference": "Organization/1"}}])
+                }),
+            ),
+            (
+                "data absent, no value",
+                with(observation, |o| o["dataAbsentReason"] = json!({"text": "n/a"})),
+            ),
+            (
+                "value with other component codes",
+                with(observation, |o| o["valueString"] = json!("x")),
+            ),
+            (
+                "timing",
+                with(observation, |o| {
+                    o.as_object_mut().unwrap().remove("effectiveDateTime");
+                    o["effectiveTiming"] = json!({"repeat": {"duration": number("-0.0"), "durationUnit": "h", "when": ["MORN"], "offset": 5}});
+                }),
+            ),
+            (
+                "abated and resolved",
+                json!({"resourceType": "Condition", "subject": {"reference": "Patient/1"},
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]},
+                "abatementDateTime": "2020-01-01"}),
+            ),
+            (
+                "searchset",
+                json!({"resourceType": "Bundle", "type": "searchset", "total": 1,
+                "entry": [{"fullUrl": "http://x/Patient/1", "resource": patient(), "search": {"mode": "match"}}]}),
+            ),
+        ];
+        for (label, resource) in cases {
+            let t = resource["resourceType"].as_str().unwrap().to_string();
+            if let Err(e) = validate(&resource, &t) {
+                panic!("{label}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn decimals_keep_their_digits() {
+        for digits in [
+            "1.50",
+            "0.000000000000000000001",
+            "100.000",
+            "-0.0",
+            "12345678901234567890.5",
+        ] {
+            let text = format!(
+                r#"{{"resourceType":"Observation","status":"final","code":{{"text":"x"}},"valueQuantity":{{"value":{digits}}}}}"#
+            );
+            let parsed = parse_strict(text.as_bytes(), &Limits::default()).unwrap();
+            validate(&parsed, "Observation").unwrap();
+            assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn synthetic_data_is_valid() {
+        for seed in [1, 7, 42] {
+            for resource in &crate::synthetic::generate(seed, 30) {
+                let t = resource["resourceType"].as_str().unwrap();
+                if let Err(e) = validate(resource, t) {
+                    panic!("seed {seed}, {t}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Validation time of a typical Patient and Observation, and the share of it spent in the
+    /// FHIR rules (`rules.rs`). Run with `--release --ignored --nocapture`; the minimum over
+    /// batches filters out a shared machine's noise.
+    #[test]
+    #[ignore = "timing: run with --release"]
+    fn validation_timing() {
+        let v = Validator::new();
+        v.warm_up(&["Patient", "Observation"]).unwrap();
+        for (name, resource) in [("Patient", patient()), ("Observation", observation())] {
+            let object = resource.as_object().unwrap();
+            let (mut full, mut rules_only) = (std::time::Duration::MAX, std::time::Duration::MAX);
+            for _ in 0..50 {
+                let start = std::time::Instant::now();
+                for _ in 0..1000 {
+                    v.validate(&resource, name).unwrap();
+                }
+                full = full.min(start.elapsed() / 1000);
+                let start = std::time::Instant::now();
+                for _ in 0..1000 {
+                    let container = Container::root(object);
+                    let mut path = String::from(name);
+                    rules::check_resource(object, name, &mut path, &container).unwrap();
+                    rules::check_contained(object, &path).unwrap();
+                }
+                rules_only = rules_only.min(start.elapsed() / 1000);
+            }
+            let without = full.saturating_sub(rules_only);
+            eprintln!(
+                "{name}: {full:?} per validation, of which rules {rules_only:?}; without rules {without:?}; ratio {:.2}",
+                full.as_secs_f64() / without.as_secs_f64()
+            );
+        }
     }
 }
