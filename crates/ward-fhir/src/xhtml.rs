@@ -158,7 +158,7 @@ pub(crate) fn check(div: &str) -> Result<(), XhtmlError> {
         content: false,
     };
     p.skip_ws();
-    if !p.s[p.pos..].starts_with(b"<div") {
+    if !p.rest().starts_with(b"<div") {
         return Err(txt1(
             "the narrative must be a single <div> element in the XHTML namespace",
         ));
@@ -186,14 +186,25 @@ struct Parser<'a> {
     content: bool,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
 
+    /// The input from the current position on.
+    fn rest(&self) -> &'a [u8] {
+        self.s.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Moves past `n` bytes already looked at. The position stays within the input, so the
+    /// saturating addition never saturates in practice.
+    fn advance(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.s.len());
+    }
+
     fn skip_ws(&mut self) {
         while self.peek().is_some_and(is_xml_space) {
-            self.pos += 1;
+            self.advance(1);
         }
     }
 
@@ -203,10 +214,10 @@ impl Parser<'_> {
             .peek()
             .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'-' | b'_' | b'.'))
         {
-            self.pos += 1;
+            self.advance(1);
         }
         let name = self.s.get(start..self.pos).unwrap_or_default();
-        if name.is_empty() || !name[0].is_ascii_alphabetic() {
+        if !name.first().is_some_and(u8::is_ascii_alphabetic) {
             return Err(txt1("the narrative is not well-formed XHTML (bad name)"));
         }
         // ASCII only, so always UTF-8.
@@ -218,7 +229,7 @@ impl Parser<'_> {
         if depth >= MAX_DEPTH {
             return Err(txt1("the narrative nests elements too deeply"));
         }
-        self.pos += 1; // '<'
+        self.advance(1); // '<'
         let name = self.name()?.to_string();
         if !ELEMENTS.contains(&name.as_str()) {
             return Err(txt1(format!(
@@ -233,14 +244,14 @@ impl Parser<'_> {
             self.skip_ws();
             match self.peek() {
                 Some(b'>') => {
-                    self.pos += 1;
+                    self.advance(1);
                     break;
                 }
                 Some(b'/') => {
-                    if self.s.get(self.pos + 1) != Some(&b'>') {
+                    if self.rest().get(1) != Some(&b'>') {
                         return Err(txt1("the narrative is not well-formed XHTML"));
                     }
-                    self.pos += 2;
+                    self.advance(2);
                     check_namespace(depth, xmlns.as_deref())?;
                     if name == "img" {
                         self.content = true;
@@ -255,7 +266,7 @@ impl Parser<'_> {
                             "the narrative is not well-formed XHTML (attribute without value)",
                         ));
                     }
-                    self.pos += 1;
+                    self.advance(1);
                     self.skip_ws();
                     let value = self.attribute_value()?;
                     if seen.contains(&attribute) {
@@ -285,9 +296,9 @@ impl Parser<'_> {
             match self.peek() {
                 None => return Err(txt1("the narrative is not well-formed XHTML (unclosed element)")),
                 Some(b'<') => {
-                    let rest = &self.s[self.pos..];
+                    let rest = self.rest();
                     if rest.starts_with(b"</") {
-                        self.pos += 2;
+                        self.advance(2);
                         let end = self.name()?;
                         if end != name {
                             return Err(txt1(
@@ -298,7 +309,7 @@ impl Parser<'_> {
                         if self.peek() != Some(b'>') {
                             return Err(txt1("the narrative is not well-formed XHTML"));
                         }
-                        self.pos += 1;
+                        self.advance(1);
                         return Ok(());
                     } else if rest.starts_with(b"<!--") {
                         self.comment()?;
@@ -307,35 +318,37 @@ impl Parser<'_> {
                             "the narrative must not contain DOCTYPE, CDATA or processing instructions",
                         ));
                     } else {
-                        self.element(depth + 1)?;
+                        // depth < MAX_DEPTH (checked in `element`), so this cannot saturate.
+                        self.element(depth.saturating_add(1))?;
                     }
                 }
                 Some(b'&') => {
                     self.reference(false)?;
                     self.content = true;
                 }
-                Some(b'>') if self.s[..self.pos].ends_with(b"]]") => {
+                Some(b'>') if self.s.get(..self.pos).unwrap_or_default().ends_with(b"]]") => {
                     return Err(txt1("the narrative is not well-formed XHTML"));
                 }
                 Some(c) => {
                     if !is_xml_space(c) {
                         self.content = true;
                     }
-                    self.pos += 1;
+                    self.advance(1);
                 }
             }
         }
     }
 
     fn comment(&mut self) -> Result<(), XhtmlError> {
-        self.pos += 4;
-        let rest = &self.s[self.pos..];
+        self.advance(4); // "<!--"
+        let rest = self.rest();
         let end = find(rest, b"--")
             .ok_or_else(|| txt1("the narrative is not well-formed XHTML (unclosed comment)"))?;
-        if rest.get(end + 2) != Some(&b'>') {
+        // "--" is allowed in a comment only as its end "-->".
+        if !rest.get(end..).is_some_and(|r| r.starts_with(b"-->")) {
             return Err(txt1("the narrative is not well-formed XHTML (bad comment)"));
         }
-        self.pos += end + 3;
+        self.advance(end.saturating_add(3));
         Ok(())
     }
 
@@ -349,7 +362,7 @@ impl Parser<'_> {
                 ));
             }
         };
-        self.pos += 1;
+        self.advance(1);
         let mut out = String::new();
         loop {
             match self.peek() {
@@ -359,7 +372,7 @@ impl Parser<'_> {
                     ));
                 }
                 Some(c) if c == quote => {
-                    self.pos += 1;
+                    self.advance(1);
                     return Ok(out);
                 }
                 Some(b'&') => {
@@ -370,10 +383,11 @@ impl Parser<'_> {
                 Some(_) => {
                     let start = self.pos;
                     while self.peek().is_some_and(|c| c != quote && c != b'&' && c != b'<') {
-                        self.pos += 1;
+                        self.advance(1);
                     }
                     // Slicing at ASCII delimiters keeps UTF-8 boundaries.
-                    out.push_str(&String::from_utf8_lossy(&self.s[start..self.pos]));
+                    let text = self.s.get(start..self.pos).unwrap_or_default();
+                    out.push_str(&String::from_utf8_lossy(text));
                 }
             }
         }
@@ -384,14 +398,15 @@ impl Parser<'_> {
     /// scheme); in text any well-formed entity name is accepted. Returns the decoded character
     /// when known.
     fn reference(&mut self, in_attribute: bool) -> Result<Option<char>, XhtmlError> {
-        let rest = &self.s[self.pos..];
+        let rest = self.rest();
         let end = rest
             .iter()
             .take(40)
             .position(|&c| c == b';')
             .ok_or_else(|| txt1("the narrative is not well-formed XHTML (bad '&')"))?;
-        let body = &rest[1..end];
-        self.pos += end + 1;
+        // `rest` starts with '&', so `end` >= 1; the body lies between '&' and ';'.
+        let body = rest.get(1..end).unwrap_or_default();
+        self.advance(end.saturating_add(1));
         if let Some(number) = body.strip_prefix(b"#") {
             let code = match number.strip_prefix(b"x") {
                 Some(hex) => parse_radix(hex, 16),
