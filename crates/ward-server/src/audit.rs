@@ -126,6 +126,7 @@ impl AuditContext {
             node: String::new(),
             seq: 0,
             request_id: meta.request_id.clone(),
+            server_request_id: meta.server_request_id.clone(),
             actor: d.actor,
             source: meta.source.clone(),
             action: d.action.unwrap_or_else(|| meta.action.clone()),
@@ -161,6 +162,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
 /// What the layer knows before the handler runs.
 struct RequestMeta {
     request_id: String,
+    server_request_id: String,
     source: Source,
     action: String,
     rtype: Option<String>,
@@ -250,6 +252,7 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .filter(|s| !s.starts_with('{'));
     let meta = RequestMeta {
         request_id: request_id::current().unwrap_or_default(),
+        server_request_id: request_id::server_id().unwrap_or_default(),
         source: Source {
             ip: addr.map(|a| a.ip().to_string()),
             port: addr.map(|a| a.port()),
@@ -350,12 +353,14 @@ pub async fn record_admin(
     subject: Option<(&str, &str)>,
 ) -> Result<i64, ward_audit::AuditError> {
     let operator = std::env::var("USER").ok();
+    let id = uuid::Uuid::new_v4().to_string();
     handle
         .record(AuditRecord {
             at: String::new(),
             node: String::new(),
             seq: 0,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: id.clone(),
+            server_request_id: id,
             actor: Actor {
                 client_id: None,
                 user_id: operator.map(|u| format!("os:{u}")),

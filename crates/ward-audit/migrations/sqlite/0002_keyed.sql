@@ -1,0 +1,13 @@
+-- Ward audit schema v2 (SQLite): keyed records and linked, chain-listing checkpoints (AU-3).
+--
+-- audit_record.mac = HMAC-SHA-256(audit MAC key, hash || big-endian i64 cp_seq), cp_seq being the
+-- seq of the last signed checkpoint of the chain when the record was written. Rows written
+-- before this migration get an empty mac and cp_seq -1: they never verify.
+-- audit_checkpoint.prev_seq is the seq of the chain's previous checkpoint (-1 for the genesis
+-- checkpoint at seq 0) and chains the comma-separated chains known when it was signed; both
+-- are part of the signed message.
+
+ALTER TABLE audit_record ADD COLUMN cp_seq INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE audit_record ADD COLUMN mac BLOB NOT NULL DEFAULT x'';
+ALTER TABLE audit_checkpoint ADD COLUMN prev_seq INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE audit_checkpoint ADD COLUMN chains TEXT NOT NULL DEFAULT '';
