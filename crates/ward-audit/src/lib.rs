@@ -17,7 +17,9 @@
 //!   both). A new chain is registered by a signed genesis checkpoint.
 //! * [`verify`], [`export`], [`verify_export`]: chain and checkpoint verification, online and
 //!   offline.
-//! * [`to_audit_event`], [`search`], [`disclosures`]: review as FHIR R4 `AuditEvent` (AU-5).
+//! * [`to_audit_event`], [`search`], [`disclosures`]: review as FHIR R4 `AuditEvent` (AU-5);
+//!   [`patient_sources`], [`records_via`]: the records naming patients through a resource
+//!   version (a large Group), for disclosures to resolve.
 //!
 //! # Canonical encoding (version 2)
 //!
@@ -26,7 +28,7 @@
 //! * the fields of [`AuditRecord`] in declaration order: `at, node, seq, request_id, actor,
 //!   source, action, kind, resource_type, resource_id, resource_version, patients,
 //!   purpose_of_use, break_glass, outcome, returned, query_hashes, intent_seq,
-//!   server_request_id` (version 1 had no `server_request_id`); nested objects
+//!   server_request_id, patients_via` (version 1 had neither of the last two); nested objects
 //!   likewise in declaration order: `actor = {client_id, user_id, roles_or_scopes}`,
 //!   `source = {ip, port, user_agent}`, `outcome = {status, code}`;
 //! * every field always present; absent optional values are `null`; `kind` is one of
@@ -63,8 +65,8 @@
 //!
 //! # Append-only (AU-4)
 //!
-//! On both backends triggers refuse UPDATE and DELETE on `audit_record`, `audit_patient` and
-//! `audit_checkpoint` (PostgreSQL also refuses TRUNCATE). On PostgreSQL also use grants, so that
+//! On both backends triggers refuse UPDATE and DELETE on `audit_record`, `audit_patient`,
+//! `audit_patient_via` and `audit_checkpoint` (PostgreSQL also refuses TRUNCATE). On PostgreSQL also use grants, so that
 //! a compromised Ward cannot drop the triggers:
 //!
 //! ```sql
@@ -73,8 +75,8 @@
 //! CREATE ROLE ward LOGIN PASSWORD '...';       -- what `ward serve` connects as
 //! GRANT CONNECT ON DATABASE ward TO ward;
 //! -- after the migrations ran as ward_owner (e.g. `SET ROLE ward_owner` in a migration step):
-//! REVOKE ALL ON audit_record, audit_patient, audit_checkpoint FROM PUBLIC;
-//! GRANT SELECT, INSERT ON audit_record, audit_patient, audit_checkpoint TO ward;
+//! REVOKE ALL ON audit_record, audit_patient, audit_patient_via, audit_checkpoint FROM PUBLIC;
+//! GRANT SELECT, INSERT ON audit_record, audit_patient, audit_patient_via, audit_checkpoint TO ward;
 //! GRANT SELECT ON ward_audit_migrations TO ward;
 //! -- resource tables: GRANT SELECT, INSERT, UPDATE, DELETE ... TO ward as needed.
 //! ```
@@ -99,6 +101,7 @@ mod fhir;
 mod record;
 mod store;
 mod verify;
+mod via;
 mod writer;
 
 pub use error::AuditError;
@@ -107,4 +110,5 @@ pub use fhir::{AuditQuery, disclosures, search, to_audit_event};
 pub use record::{Actor, AuditRecord, Outcome, RecordKind, Source, format_instant, valid_node_id};
 pub use store::{AuditStore, Backend, Checkpoint, MIGRATIONS_TABLE, StoreOptions};
 pub use verify::{BadRecord, ChainReport, Damage, VerifyReport, verify};
+pub use via::{patient_sources, records_via};
 pub use writer::{AuditConfig, AuditHandle, AuditSigner, bulk_append, chain_hash, start_writer};

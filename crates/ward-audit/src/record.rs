@@ -91,6 +91,11 @@ pub struct AuditRecord {
     /// an `X-Request-ID` (which is `request_id`).
     #[serde(default)]
     pub server_request_id: String,
+    /// Versioned references (`Type/id/_history/N`) each standing for every patient in that
+    /// version's compartment: how a record names the patients of a resource with too many to
+    /// list (a large Group). `ward audit disclosures` resolves them.
+    #[serde(default)]
+    pub patients_via: Vec<String>,
 }
 
 impl AuditRecord {
@@ -206,6 +211,7 @@ pub(crate) mod tests {
             query_hashes: vec![],
             intent_seq: None,
             server_request_id: "s-1".into(),
+            patients_via: vec![],
         }
     }
 
@@ -221,7 +227,7 @@ pub(crate) mod tests {
              \"action\":\"read\",\"kind\":\"request\",\"resource_type\":\"Patient\",\"resource_id\":\"p1\",\
              \"resource_version\":2,\"patients\":[\"p1\"],\"purpose_of_use\":null,\"break_glass\":false,\
              \"outcome\":{\"status\":200,\"code\":null},\"returned\":1,\"query_hashes\":[],\"intent_seq\":null,\
-             \"server_request_id\":\"s-1\"}"
+             \"server_request_id\":\"s-1\",\"patients_via\":[]}"
         );
         assert_eq!(AuditRecord::from_canonical(s.as_bytes()).unwrap(), r);
         assert_eq!(canonical_prefix(s.as_bytes()), Some((&b"n1"[..], 7)));

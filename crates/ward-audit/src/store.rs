@@ -119,6 +119,7 @@ pub(crate) struct PreparedRow {
     /// The record's tag under the audit MAC key.
     pub mac: [u8; 32],
     pub patients: Vec<String>,
+    pub patients_via: Vec<String>,
 }
 
 impl PreparedRow {
@@ -226,6 +227,8 @@ fn insert_batch_direct(conn: &mut rusqlite::Connection, rows: &[PreparedRow]) ->
         )?;
         let mut patient =
             tx.prepare_cached("INSERT INTO audit_patient (node, seq, patient_id) VALUES (?1, ?2, ?3)")?;
+        let mut via =
+            tx.prepare_cached("INSERT INTO audit_patient_via (node, seq, reference) VALUES (?1, ?2, ?3)")?;
         for r in rows {
             record.execute(rusqlite::params![
                 r.node,
@@ -245,6 +248,9 @@ fn insert_batch_direct(conn: &mut rusqlite::Connection, rows: &[PreparedRow]) ->
             ])?;
             for p in r.distinct_patients() {
                 patient.execute(rusqlite::params![r.node, r.seq, p])?;
+            }
+            for v in &r.patients_via {
+                via.execute(rusqlite::params![r.node, r.seq, v])?;
             }
         }
     }
@@ -457,6 +463,16 @@ impl AuditStore {
                 q = q.bind(*node).bind(*seq).bind(*p);
             }
             q.execute(&mut *tx).await?;
+        }
+        for r in rows {
+            for v in &r.patients_via {
+                sqlx::query("INSERT INTO audit_patient_via (node, seq, reference) VALUES ($1, $2, $3)")
+                    .bind(r.node.as_str())
+                    .bind(r.seq)
+                    .bind(v.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(())

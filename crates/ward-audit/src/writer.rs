@@ -610,6 +610,7 @@ pub(crate) fn prepare(
         cp_seq,
         mac: mac.tag(&hash, cp_seq),
         patients: rec.patients.clone(),
+        patients_via: rec.patients_via.clone(),
     };
     (row, Head { seq: rec.seq, hash })
 }

@@ -22,6 +22,14 @@ use crate::request_id;
 use crate::serve::ClientAddr;
 use crate::state::AppState;
 
+/// A resource version naming more patients than this (a large Group) is recorded by reference
+/// (`AuditRecord::patients_via`) rather than by listing them: the work per record stays
+/// bounded, and `ward audit disclosures` resolves the reference when asked.
+pub const MAX_PATIENTS_PER_RESOURCE: usize = 64;
+/// Most patient ids one record lists; past it, further resources go by reference too. A
+/// record thus holds at most this many ids plus one reference per resource it touched.
+pub const MAX_LISTED_PATIENTS: usize = 1_000;
+
 /// The outcome code of an error response, left by `ApiError` and the OAuth errors for the
 /// audit record.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +51,7 @@ struct Draft {
     resource_id: Option<String>,
     resource_version: Option<i64>,
     patients: BTreeSet<String>,
+    patients_via: BTreeSet<String>,
     returned: u32,
     query_hashes: Vec<String>,
     intent_seq: Option<i64>,
@@ -99,6 +108,22 @@ impl AuditContext {
         });
     }
 
+    /// The patients of version `version` of `rtype/id`: listed, or when there are too many
+    /// (see [`MAX_PATIENTS_PER_RESOURCE`], [`MAX_LISTED_PATIENTS`]) named by that version.
+    pub fn add_patients_of(&self, rtype: &str, id: &str, version: i64, ids: Vec<String>) {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| ward_fhir::id::is_valid_id(id))
+            .collect();
+        self.with(|d| {
+            if ids.len() > MAX_PATIENTS_PER_RESOURCE || d.patients.len() + ids.len() > MAX_LISTED_PATIENTS {
+                d.patients_via.insert(format!("{rtype}/{id}/_history/{version}"));
+            } else {
+                d.patients.extend(ids);
+            }
+        });
+    }
+
     pub fn add_returned(&self, n: usize) {
         self.with(|d| d.returned = d.returned.saturating_add(u32::try_from(n).unwrap_or(u32::MAX)));
     }
@@ -135,6 +160,7 @@ impl AuditContext {
             resource_id: d.resource_id.or_else(|| meta.id.clone()),
             resource_version: d.resource_version,
             patients: d.patients.into_iter().collect(),
+            patients_via: d.patients_via.into_iter().collect(),
             purpose_of_use: meta.purpose_of_use.clone(),
             break_glass: false,
             outcome,
@@ -373,6 +399,7 @@ pub async fn record_admin(
             resource_id: subject.map(|(_, id)| id.to_owned()),
             resource_version: None,
             patients: Vec::new(),
+            patients_via: Vec::new(),
             purpose_of_use: None,
             break_glass: false,
             outcome: Outcome {

@@ -61,7 +61,12 @@ impl<'a> DataAccess<'a> {
         let audit = self.authz.audit();
         audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
         if let Some(r) = &stored.resource {
-            audit.add_patients(patients_of(&stored.rtype, &stored.id, r));
+            audit.add_patients_of(
+                &stored.rtype,
+                &stored.id,
+                stored.version,
+                patients_of(&stored.rtype, &stored.id, r),
+            );
             audit.add_returned(1);
         }
     }
@@ -70,7 +75,12 @@ impl<'a> DataAccess<'a> {
     fn listed(&self, stored: &Stored) {
         if let Some(r) = &stored.resource {
             let audit = self.authz.audit();
-            audit.add_patients(patients_of(&stored.rtype, &stored.id, r));
+            audit.add_patients_of(
+                &stored.rtype,
+                &stored.id,
+                stored.version,
+                patients_of(&stored.rtype, &stored.id, r),
+            );
             audit.add_returned(1);
         }
     }
@@ -97,18 +107,32 @@ impl<'a> DataAccess<'a> {
     fn touched_json(&self, stored: &StoredJson) -> Result<(), ApiError> {
         let audit = self.authz.audit();
         audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
-        audit.add_patients(patients_of_json(stored)?);
+        audit.add_patients_of(
+            &stored.rtype,
+            &stored.id,
+            stored.version,
+            patients_of_json(stored)?,
+        );
         audit.add_returned(1);
         Ok(())
     }
 
-    /// The patients of the live current version (the "before" side of a change); none when
-    /// there is none. Any other failure (a version failing its integrity check, the store
-    /// down) fails the change: its audit record must not lose whose compartment it leaves.
-    async fn current_patients(&self, rtype: &str, id: &str) -> Result<Vec<String>, ApiError> {
+    /// Notes the patients of the live current version (the "before" side of a change) and
+    /// returns the current version number (a tombstone's, or 0 when there is none). Any other
+    /// failure (a version failing its
+    /// integrity check, the store down) fails the change: its audit record must not lose whose
+    /// compartment it leaves.
+    async fn note_current_patients(&self, rtype: &str, id: &str) -> Result<i64, ApiError> {
         match self.st.store.read_json(rtype, id).await {
-            Ok(current) => Ok(patients_of_json(&current)?),
-            Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(Vec::new()),
+            Ok(current) => {
+                let ids = patients_of_json(&current)?;
+                self.authz
+                    .audit()
+                    .add_patients_of(rtype, id, current.version, ids);
+                Ok(current.version)
+            }
+            Err(StoreError::NotFound) => Ok(0),
+            Err(StoreError::Gone { version, .. }) => Ok(version),
             Err(e) => Err(e.into()),
         }
     }
@@ -180,7 +204,7 @@ impl<'a> DataAccess<'a> {
         let id = uuid::Uuid::new_v4().to_string();
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(&id), Some(1));
-        audit.add_patients(patients_of(rtype, &id, &resource));
+        audit.add_patients_of(rtype, &id, 1, patients_of(rtype, &id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let op = TxOp::Create {
             rtype: rtype.to_owned(),
@@ -223,8 +247,11 @@ impl<'a> DataAccess<'a> {
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
         // A change can move a resource between compartments: both patients are touched.
-        audit.add_patients(self.current_patients(rtype, id).await?);
-        audit.add_patients(patients_of(rtype, id, &resource));
+        let current = self.note_current_patients(rtype, id).await?;
+        // The version this update will make, as far as it can be known before it: the final
+        // record names the version actually stored.
+        let next = current + 1;
+        audit.add_patients_of(rtype, id, next, patients_of(rtype, id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let (stored, created) = self.st.store.update(rtype, id, resource, if_match).await?;
         self.touched(&stored);
@@ -235,7 +262,7 @@ impl<'a> DataAccess<'a> {
         let rtype = self.rtype_for(Interaction::Delete)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
-        audit.add_patients(self.current_patients(rtype, id).await?);
+        self.note_current_patients(rtype, id).await?;
         crate::audit::record_intent(self.st, audit).await?;
         let tombstone = self.st.store.delete(rtype, id, if_match).await?;
         if let Some(t) = &tombstone {

@@ -233,7 +233,12 @@ async fn run(
     }
     for s in page.matches.iter().chain(&included) {
         if let Some(r) = &s.resource {
-            auth.audit.add_patients(ward_fhir::search::patient_compartment(r));
+            auth.audit.add_patients_of(
+                &s.rtype,
+                &s.id,
+                s.version,
+                ward_fhir::search::patient_compartment(r),
+            );
             auth.audit.add_returned(1);
         }
     }

@@ -108,11 +108,46 @@ pub async fn export_to_file(config: &Config, path: &Path) -> anyhow::Result<u64>
     Ok(n)
 }
 
+/// The accounting of disclosures of `patient`: the records listing it, and the records naming
+/// a resource version (a large Group) whose compartment holds it, resolved here against the
+/// resource store. A version that cannot be read fails the whole answer: it must be complete.
 pub async fn disclosures(
     config: &Config,
     patient: &str,
     since: Option<OffsetDateTime>,
 ) -> anyhow::Result<Vec<ward_audit::AuditRecord>> {
     let store = open(config).await?;
-    Ok(ward_audit::disclosures(&store, patient, since).await?)
+    let mut records = ward_audit::disclosures(&store, patient, since).await?;
+    let sources = ward_audit::patient_sources(&store).await?;
+    if !sources.is_empty() {
+        let pid = patient.strip_prefix("Patient/").unwrap_or(patient);
+        let resources = crate::clients::open_store(config).await?;
+        for reference in sources {
+            if version_names_patient(&resources, &reference, pid).await? {
+                records.extend(ward_audit::records_via(&store, &reference, since).await?);
+            }
+        }
+        resources.close().await;
+        records.sort_by(|a, b| (&a.at, &a.node, a.seq).cmp(&(&b.at, &b.node, b.seq)));
+        records.dedup_by(|a, b| a.node == b.node && a.seq == b.seq);
+    }
+    Ok(records)
+}
+
+/// Whether the compartment of the version `Type/id/_history/N` holds patient `pid`.
+async fn version_names_patient(
+    store: &ward_store::Store,
+    reference: &str,
+    pid: &str,
+) -> anyhow::Result<bool> {
+    let parsed = reference.split_once("/_history/").and_then(|(tid, v)| {
+        let (rtype, id) = tid.split_once('/')?;
+        Some((rtype, id, v.parse::<i64>().ok()?))
+    });
+    let (rtype, id, version) = parsed.context("an audit record names a malformed resource version")?;
+    let stored = store.vread_json(rtype, id, version).await.with_context(|| {
+        format!("resolving the patients of {rtype} version {version} named by the audit trail")
+    })?;
+    let patients = ward_server::audit::patients_of(rtype, id, &stored.value()?);
+    Ok(patients.iter().any(|p| p == pid))
 }

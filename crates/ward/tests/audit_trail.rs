@@ -19,7 +19,8 @@ on_both_backends!(
     fail_closed_and_recovers,
     audit_event_review_is_read_only,
     change_of_an_unreadable_version_fails_closed,
-    forged_row_while_running_fails_closed
+    forged_row_while_running_fails_closed,
+    big_group_reads_are_bounded_and_disclosed
 );
 
 async fn all_records(s: &TestServer) -> Vec<AuditRecord> {
@@ -418,6 +419,69 @@ async fn forged_row_while_running_fails_closed(backend: Backend) {
         .err()
         .expect("refused");
     assert!(format!("{err:#}").contains("audit"), "{err:#}");
+    s.stop().await;
+}
+
+/// Issue 9 item 4: reading a Group of 3,000 members used to insert 3,000 audit rows (on the
+/// single writer). The record now names the Group version instead of its members, so its rows
+/// stay bounded, and the accounting of disclosures of a member still lists the read.
+async fn big_group_reads_are_bounded_and_disclosed(backend: Backend) {
+    use sqlx::{Connection, Row};
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let member = s.create(&t, &distinctive_patient("GR")).await;
+    let pid = member["id"].as_str().unwrap().to_owned();
+    let mut members = vec![json!({"entity": {"reference": format!("Patient/{pid}")}})];
+    members.extend((1..3_000).map(|i| json!({"entity": {"reference": format!("Patient/m{i}")}})));
+    let group = s
+        .create(
+            &t,
+            &json!({"resourceType": "Group", "type": "person", "actual": true, "member": members}),
+        )
+        .await;
+    let gid = group["id"].as_str().unwrap().to_owned();
+    let (rid, status) = send(s.get(&format!("Group/{gid}"), &t)).await;
+    assert_eq!(status, 200);
+
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.config.audit_url()).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT r.node, r.seq, r.record, (SELECT COUNT(*) FROM audit_patient p \
+         WHERE p.node = r.node AND p.seq = r.seq) FROM audit_record r",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let mut read_seen = false;
+    for r in &rows {
+        let rec = AuditRecord::from_canonical(r.get::<String, _>(2).as_bytes()).unwrap();
+        let patient_rows: i64 = r.get(3);
+        assert!(
+            patient_rows <= ward_server::audit::MAX_LISTED_PATIENTS as i64,
+            "{} patient rows for one {} record",
+            patient_rows,
+            rec.action
+        );
+        if rec.request_id == rid {
+            read_seen = true;
+            assert_eq!(rec.patients_via, vec![format!("Group/{gid}/_history/1")]);
+            assert!(rec.patients.is_empty());
+        }
+    }
+    assert!(read_seen);
+    db.close().await.unwrap();
+
+    let disclosed = ward::audit_cli::disclosures(&s.config, &pid, None).await.unwrap();
+    assert!(
+        disclosed
+            .iter()
+            .any(|r| r.request_id == rid && r.action == "read" && r.resource_id.as_deref() == Some(&gid)),
+        "the Group read is disclosed for its member"
+    );
+    let other = ward::audit_cli::disclosures(&s.config, "not-a-member", None)
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "and for no one else");
     s.stop().await;
 }
 

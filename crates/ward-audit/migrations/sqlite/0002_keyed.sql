@@ -11,3 +11,16 @@ ALTER TABLE audit_record ADD COLUMN cp_seq INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE audit_record ADD COLUMN mac BLOB NOT NULL DEFAULT x'';
 ALTER TABLE audit_checkpoint ADD COLUMN prev_seq INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE audit_checkpoint ADD COLUMN chains TEXT NOT NULL DEFAULT '';
+
+-- The resource versions a record names instead of listing their (too many) patients
+-- (AuditRecord.patients_via); disclosures resolve them. Append-only like the rest.
+CREATE TABLE audit_patient_via (
+    node      TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    reference TEXT    NOT NULL,
+    PRIMARY KEY (reference, node, seq)
+);
+CREATE TRIGGER audit_patient_via_no_update BEFORE UPDATE ON audit_patient_via
+BEGIN SELECT RAISE(ABORT, 'audit tables are append-only'); END;
+CREATE TRIGGER audit_patient_via_no_delete BEFORE DELETE ON audit_patient_via
+BEGIN SELECT RAISE(ABORT, 'audit tables are append-only'); END;
