@@ -549,13 +549,30 @@ impl AuditStore {
 
     /// Every genesis checkpoint (seq 0), i.e. every registered chain; read through the writer's
     /// pool. Their signatures are for the caller to check.
+    /// On a SQLite file this runs on the direct connection: the writer calls it from a thread
+    /// of its own, where sqlx's pool (made on another runtime) must not be used.
     pub(crate) async fn genesis_checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT node, seq, hash, key_id, signature, at, prev_seq, chains FROM audit_checkpoint \
-             WHERE seq = 0 ORDER BY node",
-        )
-        .fetch_all(&self.writer)
-        .await?;
+        const SQL: &str = "SELECT node, seq, hash, key_id, signature, at, prev_seq, chains \
+             FROM audit_checkpoint WHERE seq = 0 ORDER BY node";
+        if let Some(conn) = &self.direct {
+            return Self::with_direct(conn, |c| {
+                let mut stmt = c.prepare_cached(SQL)?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(Checkpoint {
+                        node: r.get(0)?,
+                        seq: r.get(1)?,
+                        hash: r.get(2)?,
+                        key_id: r.get(3)?,
+                        signature: r.get(4)?,
+                        at: r.get(5)?,
+                        prev_seq: r.get(6)?,
+                        chains: r.get(7)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            });
+        }
+        let rows = sqlx::query(SQL).fetch_all(&self.writer).await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
 
