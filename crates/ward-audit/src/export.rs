@@ -3,15 +3,20 @@
 //! Format `ward-audit-ndjson-v1`, one JSON object per line:
 //! 1. a header: `{"ward_audit_export":1,"format":"ward-audit-ndjson-v1","exported_at":…,
 //!    "key_id":…,"public_key":<base64 raw 32 bytes>,"public_key_pem":…,"nodes":[…]}`;
-//! 2. every checkpoint: `{"checkpoint":{"node","seq","hash"(hex),"key_id","signature"(base64),"at"}}`;
+//! 2. every checkpoint: `{"checkpoint":{"node","seq","hash"(hex),"key_id","signature"(base64),"at",
+//!    "prev_seq","chains"}}`;
 //! 3. every record, per node in seq order, as an R4 `AuditEvent` ([`crate::to_audit_event`])
 //!    whose `urn:ward:audit:chain` extension also carries `prev_hash` (hex) and `canonical`
 //!    (`valueBase64Binary`, the exact canonical bytes that were hashed).
 //!
 //! Offline verification trusts only the public key given to it (not the header's): it walks
-//! each chain over the canonical bytes exactly like [`crate::verify`], checks the checkpoints,
-//! and also checks that each AuditEvent's readable content is what its canonical record
-//! produces (an edited AuditEvent is `Edited`).
+//! each chain over the canonical bytes exactly like [`crate::verify`], checks the checkpoints
+//! (genesis, links, the chains they list), and also checks that each AuditEvent's readable
+//! content is what its canonical record produces (an edited AuditEvent is `Edited`). Records
+//! carry no MAC here (only Ward holds that key): what it proves is that every record up to each
+//! chain's last signed checkpoint is the one Ward wrote, in place, none removed or added. It
+//! cannot authenticate the records after that checkpoint (reported as `unsealed`), nor tell an
+//! export cut back to an earlier checkpoint from a complete one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
@@ -77,6 +82,8 @@ pub async fn export(store: &AuditStore, out: &mut impl Write, signer_pub: &[u8])
                     "key_id": cp.key_id,
                     "signature": STANDARD.encode(&cp.signature),
                     "at": cp.at,
+                    "prev_seq": cp.prev_seq,
+                    "chains": cp.chains,
                 }}),
             )?;
         }
@@ -140,12 +147,16 @@ fn parse_checkpoint(v: &Value) -> Result<Checkpoint, AuditError> {
             .map(str::to_owned)
             .ok_or_else(|| corrupt("malformed checkpoint line"))
     };
+    let int = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| corrupt("malformed checkpoint line"))
+    };
     Ok(Checkpoint {
         node: s("node")?,
-        seq: v
-            .get("seq")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| corrupt("malformed checkpoint line"))?,
+        seq: int("seq")?,
+        prev_seq: int("prev_seq")?,
+        chains: s("chains")?,
         hash: hex::decode(s("hash")?).map_err(|_| corrupt("malformed checkpoint hash"))?,
         key_id: s("key_id")?,
         signature: STANDARD
@@ -235,17 +246,21 @@ pub fn verify_export(ndjson: &mut impl BufRead, pubkey: &[u8]) -> Result<VerifyR
             }
             Err(_) => false,
         };
-        let walker = walkers
-            .entry(f.node.clone())
-            .or_insert_with(|| Walker::new(&f.node, checkpoints.get(&f.node).map_or(&[][..], Vec::as_slice)));
-        walker.push_checked(f.seq, &f.canonical, &f.prev_hash, &f.hash, readable_ok);
+        let walker = walkers.entry(f.node.clone()).or_insert_with(|| {
+            Walker::new(
+                &f.node,
+                checkpoints.get(&f.node).map_or(&[][..], Vec::as_slice),
+                None,
+            )
+        });
+        walker.push_checked(f.seq, &f.canonical, &f.prev_hash, &f.hash, None, readable_ok);
     }
     if !header_seen {
         return Err(corrupt("empty"));
     }
     for node in checkpoints.keys() {
         if !walkers.contains_key(node) {
-            walkers.insert(node.clone(), Walker::new(node, &checkpoints[node]));
+            walkers.insert(node.clone(), Walker::new(node, &checkpoints[node], None));
         }
     }
     let chains = walkers

@@ -135,6 +135,9 @@ pub fn to_audit_event(rec: &AuditRecord, hash_hex: &str) -> Value {
         json!({"url": "status", "valueString": rec.outcome.status.to_string()}),
         json!({"url": "returned", "valueString": rec.returned.to_string()}),
     ];
+    if !rec.server_request_id.is_empty() {
+        details.push(json!({"url": "server-request-id", "valueString": rec.server_request_id}));
+    }
     if let Some(code) = &rec.outcome.code {
         details.push(json!({"url": "outcome-code", "valueCode": code}));
     }

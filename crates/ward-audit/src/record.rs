@@ -66,6 +66,7 @@ pub struct AuditRecord {
     pub node: String,
     /// Sequence number within the node's chain (1, 2, ...); set by the writer.
     pub seq: i64,
+    /// The request id echoed to the client (its own `X-Request-ID` when well-formed).
     pub request_id: String,
     pub actor: Actor,
     pub source: Source,
@@ -86,6 +87,15 @@ pub struct AuditRecord {
     pub query_hashes: Vec<String>,
     /// For the outcome record of a write: the seq of its intent record.
     pub intent_seq: Option<i64>,
+    /// The id the server made for the request (a fresh UUID): unique even when clients reuse
+    /// an `X-Request-ID` (which is `request_id`).
+    #[serde(default)]
+    pub server_request_id: String,
+    /// Versioned references (`Type/id/_history/N`) each standing for every patient in that
+    /// version's compartment: how a record names the patients of a resource with too many to
+    /// list (a large Group). `ward audit disclosures` resolves them.
+    #[serde(default)]
+    pub patients_via: Vec<String>,
 }
 
 impl AuditRecord {
@@ -200,6 +210,8 @@ pub(crate) mod tests {
             returned: 1,
             query_hashes: vec![],
             intent_seq: None,
+            server_request_id: "s-1".into(),
+            patients_via: vec![],
         }
     }
 
@@ -214,7 +226,8 @@ pub(crate) mod tests {
              \"source\":{\"ip\":\"127.0.0.1\",\"port\":5555,\"user_agent\":\"ua/1 \\\"é\\\"\"},\
              \"action\":\"read\",\"kind\":\"request\",\"resource_type\":\"Patient\",\"resource_id\":\"p1\",\
              \"resource_version\":2,\"patients\":[\"p1\"],\"purpose_of_use\":null,\"break_glass\":false,\
-             \"outcome\":{\"status\":200,\"code\":null},\"returned\":1,\"query_hashes\":[],\"intent_seq\":null}"
+             \"outcome\":{\"status\":200,\"code\":null},\"returned\":1,\"query_hashes\":[],\"intent_seq\":null,\
+             \"server_request_id\":\"s-1\",\"patients_via\":[]}"
         );
         assert_eq!(AuditRecord::from_canonical(s.as_bytes()).unwrap(), r);
         assert_eq!(canonical_prefix(s.as_bytes()), Some((&b"n1"[..], 7)));

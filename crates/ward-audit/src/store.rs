@@ -20,17 +20,27 @@ pub enum Backend {
 }
 
 /// Migrations: (version, description, SQLite DDL, PostgreSQL DDL).
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "audit",
-    include_str!("../migrations/sqlite/0001_audit.sql"),
-    include_str!("../migrations/postgres/0001_audit.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "audit",
+        include_str!("../migrations/sqlite/0001_audit.sql"),
+        include_str!("../migrations/postgres/0001_audit.sql"),
+    ),
+    (
+        2,
+        "keyed",
+        include_str!("../migrations/sqlite/0002_keyed.sql"),
+        include_str!("../migrations/postgres/0002_keyed.sql"),
+    ),
+];
 
 /// The migrations table of the audit schema (distinct from the resource store's).
 pub const MIGRATIONS_TABLE: &str = "ward_audit_migrations";
 
-/// Rows per multi-row INSERT into `audit_record` (12 parameters each).
+/// Columns of an `audit_record` insert.
+const RECORD_COLUMNS: usize = 14;
+/// Rows per multi-row INSERT into `audit_record` (14 parameters each).
 const RECORD_ROWS_PER_INSERT: usize = 50;
 /// Rows per multi-row INSERT into `audit_patient` (3 parameters each).
 const PATIENT_ROWS_PER_INSERT: usize = 200;
@@ -104,7 +114,12 @@ pub(crate) struct PreparedRow {
     pub record: String,
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
+    /// Seq of the chain's last checkpoint when the record was written.
+    pub cp_seq: i64,
+    /// The record's tag under the audit MAC key.
+    pub mac: [u8; 32],
     pub patients: Vec<String>,
+    pub patients_via: Vec<String>,
 }
 
 impl PreparedRow {
@@ -117,7 +132,8 @@ impl PreparedRow {
     }
 }
 
-/// A stored signed checkpoint.
+/// A stored signed checkpoint. The one at seq 0 (hash all zeros, `prev_seq` -1) is the chain's
+/// genesis: it registers the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     pub node: String,
@@ -126,12 +142,31 @@ pub struct Checkpoint {
     pub key_id: String,
     pub signature: Vec<u8>,
     pub at: String,
+    /// Seq of the chain's previous checkpoint (-1 for the genesis).
+    pub prev_seq: i64,
+    /// The chains known when it was signed, sorted, comma-separated.
+    pub chains: String,
 }
 
 impl Checkpoint {
-    /// The signed message: `ward-audit-checkpoint-v1|{node}|{seq}|{hash_hex}|{at}` (UTF-8).
-    pub fn message(node: &str, seq: i64, hash: &[u8], at: &str) -> Vec<u8> {
-        format!("ward-audit-checkpoint-v1|{node}|{seq}|{}|{at}", hex::encode(hash)).into_bytes()
+    /// The signed message (UTF-8):
+    /// `ward-audit-checkpoint-v2|{node}|{seq}|{hash_hex}|{at}|{prev_seq}|{chains}`.
+    pub fn message(&self) -> Vec<u8> {
+        format!(
+            "ward-audit-checkpoint-v2|{}|{}|{}|{}|{}|{}",
+            self.node,
+            self.seq,
+            hex::encode(&self.hash),
+            self.at,
+            self.prev_seq,
+            self.chains
+        )
+        .into_bytes()
+    }
+
+    /// The chains it names.
+    pub fn chain_list(&self) -> impl Iterator<Item = &str> {
+        self.chains.split(',').filter(|c| !c.is_empty())
     }
 }
 
@@ -187,11 +222,13 @@ fn insert_batch_direct(conn: &mut rusqlite::Connection, rows: &[PreparedRow]) ->
     {
         let mut record = tx.prepare_cached(
             "INSERT INTO audit_record (node, seq, at_ms, action, status, client_id, user_id, \
-             resource_type, resource_id, record, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             resource_type, resource_id, record, prev_hash, hash, cp_seq, mac) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         let mut patient =
             tx.prepare_cached("INSERT INTO audit_patient (node, seq, patient_id) VALUES (?1, ?2, ?3)")?;
+        let mut via =
+            tx.prepare_cached("INSERT INTO audit_patient_via (node, seq, reference) VALUES (?1, ?2, ?3)")?;
         for r in rows {
             record.execute(rusqlite::params![
                 r.node,
@@ -206,9 +243,14 @@ fn insert_batch_direct(conn: &mut rusqlite::Connection, rows: &[PreparedRow]) ->
                 r.record,
                 &r.prev_hash[..],
                 &r.hash[..],
+                r.cp_seq,
+                &r.mac[..],
             ])?;
             for p in r.distinct_patients() {
                 patient.execute(rusqlite::params![r.node, r.seq, p])?;
+            }
+            for v in &r.patients_via {
+                via.execute(rusqlite::params![r.node, r.seq, v])?;
             }
         }
     }
@@ -364,18 +406,18 @@ impl AuditStore {
         for chunk in rows.chunks(RECORD_ROWS_PER_INSERT) {
             let mut sql = String::from(
                 "INSERT INTO audit_record (node, seq, at_ms, action, status, client_id, user_id, \
-                 resource_type, resource_id, record, prev_hash, hash) VALUES ",
+                 resource_type, resource_id, record, prev_hash, hash, cp_seq, mac) VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push(',');
                 }
                 sql.push('(');
-                for j in 0..12 {
+                for j in 0..RECORD_COLUMNS {
                     if j > 0 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", i * 12 + j + 1));
+                    sql.push_str(&format!("${}", i * RECORD_COLUMNS + j + 1));
                 }
                 sql.push(')');
             }
@@ -394,7 +436,9 @@ impl AuditStore {
                     .bind(r.resource_id.as_deref())
                     .bind(r.record.as_str())
                     .bind(r.prev_hash.to_vec())
-                    .bind(r.hash.to_vec());
+                    .bind(r.hash.to_vec())
+                    .bind(r.cp_seq)
+                    .bind(r.mac.to_vec());
             }
             q.execute(&mut *tx).await?;
         }
@@ -420,13 +464,23 @@ impl AuditStore {
             }
             q.execute(&mut *tx).await?;
         }
+        for r in rows {
+            for v in &r.patients_via {
+                sqlx::query("INSERT INTO audit_patient_via (node, seq, reference) VALUES ($1, $2, $3)")
+                    .bind(r.node.as_str())
+                    .bind(r.seq)
+                    .bind(v.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
 
     pub(crate) async fn insert_checkpoint(&self, cp: &Checkpoint) -> Result<(), AuditError> {
-        const SQL: &str = "INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at) \
-             VALUES ($1, $2, $3, $4, $5, $6)";
+        const SQL: &str = "INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at, \
+             prev_seq, chains) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         if let Some(conn) = &self.direct {
             return Self::with_direct(conn, |c| {
                 c.prepare_cached(SQL)?.execute(rusqlite::params![
@@ -435,7 +489,9 @@ impl AuditStore {
                     cp.hash,
                     cp.key_id,
                     cp.signature,
-                    cp.at
+                    cp.at,
+                    cp.prev_seq,
+                    cp.chains
                 ])?;
                 Ok(())
             });
@@ -447,6 +503,8 @@ impl AuditStore {
             .bind(cp.key_id.as_str())
             .bind(cp.signature.clone())
             .bind(cp.at.as_str())
+            .bind(cp.prev_seq)
+            .bind(cp.chains.as_str())
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -468,7 +526,7 @@ impl AuditStore {
     /// The checkpoints of `node` in seq order.
     pub async fn checkpoints(&self, node: &str) -> Result<Vec<Checkpoint>, AuditError> {
         let rows = sqlx::query(
-            "SELECT node, seq, hash, key_id, signature, at FROM audit_checkpoint \
+            "SELECT node, seq, hash, key_id, signature, at, prev_seq, chains FROM audit_checkpoint \
              WHERE node = $1 ORDER BY seq",
         )
         .bind(node)
@@ -480,13 +538,63 @@ impl AuditStore {
     /// The last checkpoint of `node` (read through the writer's pool).
     pub(crate) async fn last_checkpoint(&self, node: &str) -> Result<Option<Checkpoint>, AuditError> {
         let row = sqlx::query(
-            "SELECT node, seq, hash, key_id, signature, at FROM audit_checkpoint \
+            "SELECT node, seq, hash, key_id, signature, at, prev_seq, chains FROM audit_checkpoint \
              WHERE node = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(node)
         .fetch_optional(&self.writer)
         .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    /// Every genesis checkpoint (seq 0), i.e. every registered chain; read through the writer's
+    /// pool. Their signatures are for the caller to check.
+    /// On a SQLite file this runs on the direct connection: the writer calls it from a thread
+    /// of its own, where sqlx's pool (made on another runtime) must not be used.
+    pub(crate) async fn genesis_checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
+        const SQL: &str = "SELECT node, seq, hash, key_id, signature, at, prev_seq, chains \
+             FROM audit_checkpoint WHERE seq = 0 ORDER BY node";
+        if let Some(conn) = &self.direct {
+            return Self::with_direct(conn, |c| {
+                let mut stmt = c.prepare_cached(SQL)?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(Checkpoint {
+                        node: r.get(0)?,
+                        seq: r.get(1)?,
+                        hash: r.get(2)?,
+                        key_id: r.get(3)?,
+                        signature: r.get(4)?,
+                        at: r.get(5)?,
+                        prev_seq: r.get(6)?,
+                        chains: r.get(7)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            });
+        }
+        let rows = sqlx::query(SQL).fetch_all(&self.writer).await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    /// The seal of the record at (node, seq): its `cp_seq` and `mac`.
+    pub(crate) async fn seal_at(&self, node: &str, seq: i64) -> Result<Option<(i64, Vec<u8>)>, AuditError> {
+        let row = sqlx::query("SELECT cp_seq, mac FROM audit_record WHERE node = $1 AND seq = $2")
+            .bind(node)
+            .bind(seq)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("cp_seq")?, r.try_get("mac")?)),
+            None => None,
+        })
+    }
+
+    /// Whether the audit trail holds any record at all.
+    pub async fn has_records(&self) -> Result<bool, AuditError> {
+        Ok(sqlx::query("SELECT 1 FROM audit_record LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?
+            .is_some())
     }
 
     /// Up to `limit` chain rows of `node` with seq > `after`, in seq order:
@@ -522,6 +630,10 @@ pub(crate) struct PackedPage {
     pub prev_hashes: String,
     /// hash of each row, hex, concatenated.
     pub hashes: String,
+    /// cp_seq of each row, decimal, comma-separated.
+    pub cp_seqs: String,
+    /// mac of each row, hex, concatenated.
+    pub macs: String,
 }
 
 // SQLite: no ORDER BY inside the aggregates (it would copy every page through a sorter); the
@@ -529,13 +641,15 @@ pub(crate) struct PackedPage {
 // hashes that do not chain and re-reads the page row by row (correct, only slower).
 const PACKED_PAGE_SQLITE: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
      group_concat(record, ''), group_concat(octet_length(record), ','), \
-     group_concat(hex(prev_hash), ''), group_concat(hex(hash), '') \
-     FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
+     group_concat(hex(prev_hash), ''), group_concat(hex(hash), ''), \
+     group_concat(cp_seq, ','), group_concat(hex(mac), '') \
+     FROM (SELECT seq, record, prev_hash, hash, cp_seq, mac FROM audit_record \
            WHERE node = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq) page";
 const PACKED_PAGE_PG: &str = "SELECT COUNT(*), MIN(seq), MAX(seq), \
      string_agg(record, '' ORDER BY seq), string_agg(CAST(octet_length(record) AS TEXT), ',' ORDER BY seq), \
-     string_agg(encode(prev_hash, 'hex'), '' ORDER BY seq), string_agg(encode(hash, 'hex'), '' ORDER BY seq) \
-     FROM (SELECT seq, record, prev_hash, hash FROM audit_record \
+     string_agg(encode(prev_hash, 'hex'), '' ORDER BY seq), string_agg(encode(hash, 'hex'), '' ORDER BY seq), \
+     string_agg(CAST(cp_seq AS TEXT), ',' ORDER BY seq), string_agg(encode(mac, 'hex'), '' ORDER BY seq) \
+     FROM (SELECT seq, record, prev_hash, hash, cp_seq, mac FROM audit_record \
            WHERE node = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq) page";
 
 impl AuditStore {
@@ -569,6 +683,8 @@ impl AuditStore {
                 lengths: String::new(),
                 prev_hashes: String::new(),
                 hashes: String::new(),
+                cp_seqs: String::new(),
+                macs: String::new(),
             });
         }
         Ok(PackedPage {
@@ -579,6 +695,8 @@ impl AuditStore {
             lengths: r.try_get(4)?,
             prev_hashes: r.try_get(5)?,
             hashes: r.try_get(6)?,
+            cp_seqs: r.try_get(7)?,
+            macs: r.try_get(8)?,
         })
     }
 }
@@ -604,7 +722,8 @@ impl AuditStore {
         Ok(r.try_get(0)?)
     }
 
-    /// The chain rows of `node` with `from <= seq <= to`, in seq order.
+    /// The chain rows of `node` with `from <= seq <= to`, in seq order:
+    /// (seq, canonical bytes, prev_hash, hash, cp_seq, mac).
     pub(crate) async fn chain_range(
         &self,
         node: &str,
@@ -612,7 +731,7 @@ impl AuditStore {
         to: i64,
     ) -> Result<Vec<AnyRow>, AuditError> {
         Ok(sqlx::query(
-            "SELECT seq, record, prev_hash, hash FROM audit_record \
+            "SELECT seq, record, prev_hash, hash, cp_seq, mac FROM audit_record \
              WHERE node = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq",
         )
         .bind(node)
@@ -631,6 +750,8 @@ fn checkpoint_from_row(r: &AnyRow) -> Result<Checkpoint, AuditError> {
         key_id: r.try_get("key_id")?,
         signature: r.try_get("signature")?,
         at: r.try_get("at")?,
+        prev_seq: r.try_get("prev_seq")?,
+        chains: r.try_get("chains")?,
     })
 }
 

@@ -17,27 +17,35 @@
 //!     `Inserted(e)`; when nothing follows: `Inserted(e)`; else record `e-1` was rewritten with a
 //!     recomputed hash: `Edited(e-1)`.
 //!
-//! Checkpoints (checked after the walk): a signature that does not verify under the given
-//! public key (or names another key id) is `BadSignature(cp.seq)`; a checkpoint naming a seq
-//! beyond the last record is `TruncatedAfterCheckpoint(last + 1)`; a validly signed checkpoint
-//! whose hash differs from the record at its seq (the chain up to there was rewritten) is
-//! `BadCheckpoint(cp.seq)`. The reported damage is the one with the lowest seq.
+//! With the audit MAC key (online verification), a record that is otherwise in place but whose
+//! MAC does not verify was written without the key: `Forged(seq)`; a record naming (under its
+//! MAC) a checkpoint that is not there: `CheckpointRemoved(cp_seq)`.
 //!
-//! What no verifier can see: records appended after the last checkpoint by someone who can
-//! recompute hashes, or removed from after it. Checkpoints every N records / T seconds and at
-//! shutdown bound that window.
+//! Checkpoints (checked after the walk): every chain starts with a signed genesis checkpoint
+//! at seq 0, else `NoGenesis(0)` (a fabricated or unregistered chain, or all checkpoints
+//! removed); a checkpoint whose `prev_seq` names no checkpoint is `CheckpointRemoved(prev_seq)`;
+//! a signature that does not verify under the given public key (or names another key id) is
+//! `BadSignature(cp.seq)`; a checkpoint naming a seq beyond the last record is
+//! `TruncatedAfterCheckpoint(last + 1)`; a validly signed checkpoint whose hash differs from the
+//! record at its seq (the chain up to there was rewritten) is `BadCheckpoint(cp.seq)`. A chain
+//! that a verified checkpoint lists but that is not there at all is `MissingChain(0)`. The
+//! reported damage is the one with the lowest seq.
+//!
+//! Records after a chain's last verified checkpoint are counted as `unsealed`. Online, their
+//! MACs authenticate them; offline (public key only) nothing can: an export can be cut back to
+//! any checkpoint, and its unsealed records rewritten, without an offline verifier noticing.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use serde::Serialize;
 use sqlx::Row;
-use ward_crypto::{audit_key_id, parse_ed25519_public_key, verify_ed25519};
+use ward_crypto::{AuditMacKey, audit_key_id, parse_ed25519_public_key, verify_ed25519};
 
 use crate::AuditError;
 use crate::record::canonical_prefix;
 use crate::store::{AuditStore, Checkpoint, PackedPage};
-use crate::writer::chain_hash;
+use crate::writer::{AuditSigner, chain_hash};
 
 /// Seqs per page read from the store.
 const PAGE: i64 = 4_000;
@@ -57,6 +65,14 @@ pub enum Damage {
     TruncatedAfterCheckpoint,
     BadSignature,
     BadCheckpoint,
+    /// Not written with the audit MAC key.
+    Forged,
+    /// No signed genesis checkpoint: a chain Ward never registered (or all its checkpoints
+    /// were removed).
+    NoGenesis,
+    CheckpointRemoved,
+    /// A chain listed by a signed checkpoint is not there.
+    MissingChain,
 }
 
 impl Damage {
@@ -69,6 +85,10 @@ impl Damage {
             Damage::TruncatedAfterCheckpoint => "truncated after the last checkpoint",
             Damage::BadSignature => "bad checkpoint signature",
             Damage::BadCheckpoint => "checkpoint does not match the chain",
+            Damage::Forged => "not written with the audit key (forged)",
+            Damage::NoGenesis => "no signed genesis checkpoint (unregistered chain)",
+            Damage::CheckpointRemoved => "signed checkpoint removed",
+            Damage::MissingChain => "chain missing",
         }
     }
 }
@@ -100,7 +120,12 @@ pub struct ChainReport {
     pub checkpoints: u64,
     /// Seq of the last checkpoint that verified (0 if none).
     pub verified_through: i64,
+    /// Records after the last verified checkpoint (not yet sealed by a signature).
+    pub unsealed: u64,
     pub first_bad: Option<BadRecord>,
+    /// The chains that the verified checkpoints list.
+    #[serde(skip)]
+    pub(crate) listed: Vec<String>,
 }
 
 /// The result of a verification.
@@ -108,17 +133,45 @@ pub struct ChainReport {
 pub struct VerifyReport {
     pub ok: bool,
     pub records: u64,
+    /// Records not yet sealed by a signed checkpoint (see [`ChainReport::unsealed`]).
+    pub unsealed: u64,
     pub chains: Vec<ChainReport>,
     /// The first damage of the first damaged chain (chains in node order).
     pub first_bad: Option<BadRecord>,
 }
 
 impl VerifyReport {
-    pub(crate) fn from_chains(chains: Vec<ChainReport>) -> VerifyReport {
+    /// The report over `chains`, adding every chain a verified checkpoint lists that is not
+    /// among them (deleted whole) as `MissingChain`.
+    pub(crate) fn from_chains(mut chains: Vec<ChainReport>) -> VerifyReport {
+        let mut listed: Vec<String> = chains.iter().flat_map(|c| c.listed.iter().cloned()).collect();
+        listed.sort();
+        listed.dedup();
+        for node in listed {
+            if !chains.iter().any(|c| c.node == node) {
+                chains.push(ChainReport {
+                    records: 0,
+                    last_seq: 0,
+                    last_hash: hex::encode([0u8; 32]),
+                    checkpoints: 0,
+                    verified_through: 0,
+                    unsealed: 0,
+                    first_bad: Some(BadRecord {
+                        node: node.clone(),
+                        seq: 0,
+                        kind: Damage::MissingChain,
+                    }),
+                    listed: Vec::new(),
+                    node,
+                });
+            }
+        }
+        chains.sort_by(|a, b| a.node.cmp(&b.node));
         let first_bad = chains.iter().find_map(|c| c.first_bad.clone());
         VerifyReport {
             ok: first_bad.is_none(),
             records: chains.iter().map(|c| c.records).sum(),
+            unsealed: chains.iter().map(|c| c.unsealed).sum(),
             chains,
             first_bad,
         }
@@ -154,8 +207,12 @@ enum State {
 }
 
 /// Walks one chain row by row (rows in storage order).
-pub(crate) struct Walker {
+pub(crate) struct Walker<'k> {
     node: String,
+    /// Online: the MAC key every record must verify under.
+    mac: Option<&'k AuditMacKey>,
+    /// The checkpoint the last accepted record was written after.
+    cur_cp: i64,
     expected: i64,
     prev: [u8; 32],
     prev2: Option<[u8; 32]>,
@@ -201,10 +258,12 @@ fn to32(b: &[u8]) -> Option<[u8; 32]> {
     b.try_into().ok()
 }
 
-impl Walker {
-    pub(crate) fn new(node: &str, checkpoints: &[Checkpoint]) -> Walker {
+impl<'k> Walker<'k> {
+    pub(crate) fn new(node: &str, checkpoints: &[Checkpoint], mac: Option<&'k AuditMacKey>) -> Walker<'k> {
         Walker {
             node: node.to_owned(),
+            mac,
+            cur_cp: 0,
             expected: 1,
             prev: [0; 32],
             prev2: None,
@@ -215,19 +274,29 @@ impl Walker {
         }
     }
 
-    /// Feeds the next stored row: its seq (position), canonical bytes, prev_hash and hash.
-    pub(crate) fn push(&mut self, seq: i64, record: &[u8], prev_hash: &[u8], hash: &[u8]) {
-        self.push_checked(seq, record, prev_hash, hash, true);
+    /// Feeds the next stored row: its seq (position), canonical bytes, prev_hash, hash and
+    /// seal (cp_seq, mac).
+    pub(crate) fn push(
+        &mut self,
+        seq: i64,
+        record: &[u8],
+        prev_hash: &[u8],
+        hash: &[u8],
+        seal: (i64, &[u8]),
+    ) {
+        self.push_checked(seq, record, prev_hash, hash, Some(seal), true);
     }
 
     /// [`Walker::push`]; `readable_ok` false marks a row whose readable form (an exported
     /// AuditEvent) does not match its canonical bytes: `Edited` when it is otherwise in place.
+    /// `seal` is `None` offline (an export carries no MACs).
     pub(crate) fn push_checked(
         &mut self,
         seq: i64,
         record: &[u8],
         prev_hash: &[u8],
         hash: &[u8],
+        seal: Option<(i64, &[u8])>,
         readable_ok: bool,
     ) {
         self.records += 1;
@@ -284,12 +353,30 @@ impl Walker {
             self.state = State::Done(seq, Damage::Reordered);
             return;
         }
+        if let Some(key) = self.mac {
+            let (cp_seq, tag) = seal.unwrap_or((-1, &[]));
+            if !key.verify(&hash, cp_seq, tag) {
+                self.state = State::Done(seq, Damage::Forged);
+                return;
+            }
+            if !self.seal_ok(seq, cp_seq) {
+                self.state = State::Done(cp_seq.max(0), Damage::CheckpointRemoved);
+                return;
+            }
+            self.cur_cp = cp_seq;
+        }
         if let Some(slot) = self.cp_seqs.get_mut(&seq) {
             *slot = Some(hash);
         }
         self.prev2 = Some(self.prev);
         self.prev = hash;
         self.expected += 1;
+    }
+
+    /// Whether an authentic record `seq` written after checkpoint `cp_seq` fits: that
+    /// checkpoint is there, before the record and not before the one of the record before.
+    fn seal_ok(&self, seq: i64, cp_seq: i64) -> bool {
+        cp_seq >= self.cur_cp && cp_seq < seq && self.cp_seqs.contains_key(&cp_seq)
     }
 
     /// Whether no anomaly has been seen yet (the packed fast path applies).
@@ -315,12 +402,15 @@ impl Walker {
         let shape_ok = page.min_seq == self.expected
             && page.max_seq - page.min_seq + 1 == page.count
             && page.prev_hashes.len() == 64 * count
-            && page.hashes.len() == 64 * count;
+            && page.hashes.len() == 64 * count
+            && (self.mac.is_none() || page.macs.len() == 64 * count);
         if !shape_ok {
             return Some(page.min_seq.min(self.expected));
         }
         let all = page.records.as_bytes();
         let mut lengths = page.lengths.split(',');
+        let mut cp_seqs = page.cp_seqs.split(',');
+        let macs = page.macs.as_bytes();
         let mut offset = 0usize;
         let node = self.node.as_bytes();
         let (prevs, hashes) = (page.prev_hashes.as_bytes(), page.hashes.as_bytes());
@@ -342,6 +432,19 @@ impl Walker {
                 && canonical_prefix(record) == Some((node, seq));
             if !ok {
                 return Some(seq);
+            }
+            if let Some(key) = self.mac {
+                let mut tag = [0u8; 32];
+                let cp_seq = cp_seqs.next().and_then(|c| c.parse::<i64>().ok());
+                let sealed = cp_seq.is_some_and(|c| {
+                    decode_hex32(&macs[i * 64..(i + 1) * 64], &mut tag)
+                        && (c == self.cur_cp || self.seal_ok(seq, c))
+                        && key.verify(&hash, c, &tag)
+                });
+                if !sealed {
+                    return Some(seq);
+                }
+                self.cur_cp = cp_seq.unwrap_or(self.cur_cp);
             }
             if let Some(slot) = self.cp_seqs.get_mut(&seq) {
                 *slot = Some(hash);
@@ -382,20 +485,40 @@ impl Walker {
         let key_id = audit_key_id(pubkey);
         let mut verified_through = 0;
         let mut cp_bad = None;
+        let mut listed = Vec::new();
         let mut sorted: Vec<&Checkpoint> = checkpoints.iter().collect();
         sorted.sort_by_key(|c| c.seq);
+        if sorted.first().is_none_or(|g| g.seq != 0) {
+            cp_bad = Some((0, Damage::NoGenesis));
+            sorted.clear();
+        }
         for cp in sorted {
             if chain_bad.is_some_and(|(b, _)| b <= cp.seq) {
                 break;
             }
-            let msg = Checkpoint::message(&self.node, cp.seq, &cp.hash, &cp.at);
-            if cp.key_id != key_id || !verify_ed25519(pubkey, &msg, &cp.signature) {
+            if cp.node != self.node
+                || cp.key_id != key_id
+                || !verify_ed25519(pubkey, &cp.message(), &cp.signature)
+            {
                 cp_bad = Some((cp.seq, Damage::BadSignature));
                 break;
             }
-            if cp.seq < 1 || cp.hash.len() != 32 {
+            let genesis = cp.seq == 0;
+            if cp.seq < 0
+                || cp.hash.len() != 32
+                || genesis != (cp.prev_seq == -1)
+                || (genesis && cp.hash != [0; 32])
+            {
                 cp_bad = Some((cp.seq, Damage::BadCheckpoint));
                 break;
+            }
+            if !genesis && (cp.prev_seq >= cp.seq || !checkpoints.iter().any(|p| p.seq == cp.prev_seq)) {
+                cp_bad = Some((cp.prev_seq.max(0), Damage::CheckpointRemoved));
+                break;
+            }
+            listed.extend(cp.chain_list().map(str::to_owned));
+            if genesis {
+                continue;
             }
             if cp.seq > self.last_seq {
                 cp_bad = Some((self.last_seq + 1, Damage::TruncatedAfterCheckpoint));
@@ -418,13 +541,20 @@ impl Walker {
             seq,
             kind,
         });
+        let unsealed = if first_bad.is_none() {
+            u64::try_from(self.last_seq - verified_through).unwrap_or(0)
+        } else {
+            0
+        };
         ChainReport {
             records: self.records,
             last_seq: self.last_seq,
             last_hash: hex::encode(self.prev),
             checkpoints: checkpoints.len() as u64,
             verified_through,
+            unsealed,
             first_bad,
+            listed,
             node: self.node,
         }
     }
@@ -474,15 +604,15 @@ fn decide(a: &Anomaly, following: &[Info], complete: bool) -> Option<(i64, Damag
     }
 }
 
-/// Verifies every chain in the store (one per node) and every checkpoint against `pubkey`
-/// (raw 32 bytes, SubjectPublicKeyInfo DER or PEM). Records appended while it runs are left to
+/// Verifies every chain in the store (one per node), every record's MAC and every checkpoint
+/// against `keys` (their public key and MAC key). Records appended while it runs are left to
 /// the next run.
-pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, AuditError> {
-    let pk = parse_ed25519_public_key(pubkey)?;
+pub async fn verify(store: &AuditStore, keys: &AuditSigner) -> Result<VerifyReport, AuditError> {
+    let pk = parse_ed25519_public_key(&keys.public_key_bytes())?;
     let mut chains = Vec::new();
     for node in store.nodes().await? {
         let cps = store.checkpoints(&node).await?;
-        let mut walker = Walker::new(&node, &cps);
+        let mut walker = Walker::new(&node, &cps, Some(keys.mac_key()));
         // Pages are seq ranges: the next ones are read (each on a reader connection of its
         // own) while this one is hashed. Past an empty range (deleted rows, or a forged row far
         // away) reading jumps to the next stored row, so no seq value makes it walk empty
@@ -529,7 +659,9 @@ pub async fn verify(store: &AuditStore, pubkey: &[u8]) -> Result<VerifyReport, A
                     let record: &str = r.try_get(1)?;
                     let prev_hash: &[u8] = r.try_get(2)?;
                     let hash: &[u8] = r.try_get(3)?;
-                    walker.push(seq, record.as_bytes(), prev_hash, hash);
+                    let cp_seq: i64 = r.try_get(4)?;
+                    let mac: &[u8] = r.try_get(5)?;
+                    walker.push(seq, record.as_bytes(), prev_hash, hash, (cp_seq, mac));
                 }
             }
         }
@@ -558,6 +690,8 @@ mod tests {
             lengths: String::new(),
             prev_hashes: String::new(),
             hashes: String::new(),
+            cp_seqs: String::new(),
+            macs: String::new(),
         };
         let mut prev = [0u8; 32];
         for seq in 1..=300 {
@@ -574,12 +708,12 @@ mod tests {
             page.hashes.push_str(&hex::encode(h));
             prev = h;
         }
-        let mut w = Walker::new("n1", &[]);
+        let mut w = Walker::new("n1", &[], None);
         assert_eq!(w.push_packed(&page), None);
         assert_eq!((w.records, w.expected), (300, 301));
         let t = std::time::Instant::now();
         for _ in 0..20 {
-            assert_eq!(Walker::new("n1", &[]).push_packed(&page), None);
+            assert_eq!(Walker::new("n1", &[], None).push_packed(&page), None);
         }
         eprintln!("push_packed: {:.0} records/s", 6000.0 / t.elapsed().as_secs_f64());
         // A damaged hash stops the fast path at its row.
@@ -589,7 +723,7 @@ mod tests {
             hashes: String::from_utf8(bad).unwrap(),
             ..page
         };
-        let mut w = Walker::new("n1", &[]);
+        let mut w = Walker::new("n1", &[], None);
         assert_eq!(w.push_packed(&page2), Some(151));
         assert_eq!(w.expected, 151);
         let mut out = [0u8; 32];

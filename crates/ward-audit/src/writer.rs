@@ -9,7 +9,7 @@ use aws_lc_rs::digest;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use ward_crypto::AuditKey;
+use ward_crypto::{AuditKey, AuditMacKey};
 
 use crate::record::{format_instant, normalize_at, valid_node_id};
 use crate::store::{AuditStore, Checkpoint, Head, PreparedRow};
@@ -18,29 +18,73 @@ use crate::{AuditError, AuditRecord};
 /// Capacity of the request channel; callers beyond it wait (back-pressure).
 const CHANNEL_CAPACITY: usize = 16_384;
 
-/// The Ed25519 key that signs checkpoints (from `DIR/keys/audit-ed25519.p8`).
+/// The audit keys: the Ed25519 key that signs checkpoints (`DIR/keys/audit-ed25519.p8`) and
+/// the key that authenticates every record (`DIR/keys/audit-mac.key`).
 #[derive(Debug)]
 pub struct AuditSigner {
     key: AuditKey,
+    mac: AuditMacKey,
 }
 
 impl AuditSigner {
-    pub fn new(key: AuditKey) -> AuditSigner {
-        AuditSigner { key }
+    pub fn new(key: AuditKey, mac: AuditMacKey) -> AuditSigner {
+        AuditSigner { key, mac }
     }
 
-    /// Loads `audit-ed25519.p8` from the key directory (permissions checked).
+    /// Loads both keys from the key directory (permissions checked).
     pub fn load(keys_dir: &Path) -> Result<AuditSigner, AuditError> {
         Ok(AuditSigner {
             key: ward_crypto::keyfiles::load_audit_key(keys_dir)?,
+            mac: ward_crypto::keyfiles::load_audit_mac_key(keys_dir)?,
         })
     }
 
-    /// A fresh random key (tests, benchmarks).
+    /// [`AuditSigner::load`] for a writer: a key directory made before the MAC key existed
+    /// gets one, but only while `store` holds no record. Records written without the key can
+    /// never verify, so with records present a missing key is refused, with what to do.
+    pub async fn load_for_writer(keys_dir: &Path, store: &AuditStore) -> Result<AuditSigner, AuditError> {
+        let file = keys_dir.join(ward_crypto::keyfiles::AUDIT_MAC_KEY_FILE);
+        if std::fs::symlink_metadata(&file).is_err() {
+            if store.has_records().await? {
+                return Err(AuditError::Corrupt(
+                    "keys/audit-mac.key is missing but the audit trail already holds records written \
+                     without it (an older Ward): export that trail, then start with an empty audit \
+                     database"
+                        .into(),
+                ));
+            }
+            if ward_crypto::keyfiles::ensure_audit_mac_key(keys_dir)? {
+                tracing::info!("created keys/audit-mac.key (the audit record MAC key)");
+            }
+        }
+        AuditSigner::load(keys_dir)
+    }
+
+    /// A second handle on the same keys (a writer takes its signer; a verifier needs one too).
+    pub fn try_clone(&self) -> Result<AuditSigner, AuditError> {
+        Ok(AuditSigner {
+            key: AuditKey::from_pkcs8_der(self.key.pkcs8_der())?,
+            mac: self.mac.clone(),
+        })
+    }
+
+    /// Fresh random keys (tests, benchmarks).
     pub fn generate() -> Result<AuditSigner, AuditError> {
         Ok(AuditSigner {
             key: AuditKey::generate()?,
+            mac: AuditMacKey::generate()?,
         })
+    }
+
+    /// The record MAC key (verification).
+    pub fn mac_key(&self) -> &AuditMacKey {
+        &self.mac
+    }
+
+    /// Whether `cp` carries a valid signature by this key.
+    pub(crate) fn signed(&self, cp: &Checkpoint) -> bool {
+        cp.key_id == self.key_id()
+            && ward_crypto::verify_ed25519(self.key.public_key(), &cp.message(), &cp.signature)
     }
 
     /// `base64url(sha256(public key))[..16]`.
@@ -58,20 +102,91 @@ impl AuditSigner {
         self.key.public_key_pem()
     }
 
-    pub(crate) fn checkpoint(&self, node: &str, head: Head, now: OffsetDateTime) -> Checkpoint {
-        let at = format_instant(now);
-        let signature = self
-            .key
-            .sign(&Checkpoint::message(node, head.seq, &head.hash, &at));
-        Checkpoint {
+    /// A signed checkpoint of `head`, after the chain's checkpoint at `prev_seq`.
+    pub(crate) fn checkpoint(
+        &self,
+        node: &str,
+        head: Head,
+        prev_seq: i64,
+        chains: String,
+        now: OffsetDateTime,
+    ) -> Checkpoint {
+        let mut cp = Checkpoint {
             node: node.to_owned(),
             seq: head.seq,
             hash: head.hash.to_vec(),
             key_id: self.key_id(),
-            signature,
-            at,
+            signature: Vec::new(),
+            at: format_instant(now),
+            prev_seq,
+            chains,
+        };
+        cp.signature = self.key.sign(&cp.message());
+        cp
+    }
+}
+
+/// The chains registered in `store` by a genesis checkpoint this key signed, plus `node`:
+/// sorted, comma-separated (what a checkpoint lists).
+async fn known_chains(store: &AuditStore, signer: &AuditSigner, node: &str) -> Result<String, AuditError> {
+    let mut nodes: Vec<String> = store
+        .genesis_checkpoints()
+        .await?
+        .into_iter()
+        .filter(|g| g.prev_seq == -1 && g.hash == [0; 32] && valid_node_id(&g.node) && signer.signed(g))
+        .map(|g| g.node)
+        .collect();
+    nodes.push(node.to_owned());
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes.join(","))
+}
+
+/// Takes over `node`'s chain: returns its head and the seq of its last checkpoint. A new chain
+/// is registered by a signed genesis checkpoint (seq 0). An existing chain must end in a record
+/// this deployment wrote (its MAC verifies) and reach its last checkpoint, which this key
+/// signed; otherwise `AuditError::Corrupt`: appending would hide (and later sign) the damage.
+async fn open_chain(store: &AuditStore, node: &str, signer: &AuditSigner) -> Result<(Head, i64), AuditError> {
+    if !valid_node_id(node) {
+        return Err(AuditError::InvalidNode);
+    }
+    let head = store.head(node).await?;
+    let refuse = |why: &str| {
+        tracing::error!(node = %node, head_seq = head.seq, "audit chain {why}; refusing to append");
+        Err(AuditError::Corrupt(format!(
+            "audit chain of node {node} {why}; run `ward audit verify`"
+        )))
+    };
+    let Some(cp) = store.last_checkpoint(node).await? else {
+        if head.seq > 0 {
+            return refuse("has records but no signed checkpoint");
+        }
+        let chains = known_chains(store, signer, node).await?;
+        let genesis = signer.checkpoint(node, Head::EMPTY, -1, chains, OffsetDateTime::now_utc());
+        store.insert_checkpoint(&genesis).await?;
+        return Ok((head, 0));
+    };
+    if !signer.signed(&cp) {
+        return refuse("ends in a checkpoint not signed by this deployment's audit key");
+    }
+    let reaches = match cp.seq {
+        0 => cp.hash == [0; 32],
+        s if s <= head.seq => store.hash_at(node, s).await?.as_deref() == Some(cp.hash.as_slice()),
+        _ => false,
+    };
+    if !reaches {
+        return refuse(&format!("does not reach its last checkpoint (seq {})", cp.seq));
+    }
+    if head.seq > 0 {
+        let authentic = match store.seal_at(node, head.seq).await? {
+            Some((cp_seq, mac)) => signer.mac.verify(&head.hash, cp_seq, &mac),
+            None => false,
+        };
+        if !authentic {
+            return refuse("ends in a record not written with this deployment's audit key");
         }
     }
+    Ok((head, cp.seq))
 }
 
 /// Writer settings.
@@ -162,33 +277,18 @@ impl AuditHandle {
     }
 }
 
-/// Starts the writer task of `node`'s chain. Reads the chain head and refuses
-/// (`AuditError::Corrupt`) when the chain no longer reaches its last signed checkpoint (the tail
-/// was truncated or rewritten): appending would hide the damage; run `ward audit verify`.
+/// Starts the writer task of `node`'s chain. Registers a new chain (signed genesis
+/// checkpoint); refuses (`AuditError::Corrupt`) a chain that does not end in a record this
+/// deployment wrote or no longer reaches its last signed checkpoint (the tail was truncated,
+/// rewritten or added to without the key): appending would hide the damage.
 pub async fn start_writer(
     store: AuditStore,
     node: String,
     signer: AuditSigner,
     config: AuditConfig,
 ) -> Result<(AuditHandle, tokio::task::JoinHandle<()>), AuditError> {
-    if !valid_node_id(&node) {
-        return Err(AuditError::InvalidNode);
-    }
-    let head = store.head(&node).await?;
-    let last_cp = store.last_checkpoint(&node).await?;
-    let mut since_cp = u64::try_from(head.seq).unwrap_or(0);
-    if let Some(cp) = &last_cp {
-        let stored = store.hash_at(&node, cp.seq).await?;
-        if cp.seq > head.seq || stored.as_deref() != Some(cp.hash.as_slice()) {
-            tracing::error!(node = %node, checkpoint_seq = cp.seq, head_seq = head.seq,
-                "audit chain does not match its last signed checkpoint; refusing to append");
-            return Err(AuditError::Corrupt(format!(
-                "audit chain of node {node} does not reach its last checkpoint (seq {}); run `ward audit verify`",
-                cp.seq
-            )));
-        }
-        since_cp = u64::try_from(head.seq - cp.seq).unwrap_or(0);
-    }
+    let (head, cp_seq) = open_chain(&store, &node, &signer).await?;
+    let since_cp = u64::try_from(head.seq - cp_seq).unwrap_or(0);
     let shared = Arc::new(Shared {
         healthy: AtomicBool::new(true),
         records: AtomicU64::new(0),
@@ -200,9 +300,12 @@ pub async fn start_writer(
         node,
         signer,
         config,
-        head: Some(head),
+        head,
+        uncertain: None,
+        stopped: false,
         shared: shared.clone(),
         since_cp,
+        cp_seq,
         last_cp_at: Instant::now(),
     };
     let join = if writer.store.is_direct() {
@@ -224,11 +327,20 @@ struct Writer {
     node: String,
     signer: AuditSigner,
     config: AuditConfig,
-    /// The committed chain head; `None` after a failed commit (re-read before the next batch).
-    head: Option<Head>,
+    /// The chain head this writer committed. Never taken from the database: a head someone
+    /// else wrote must not be adopted (and later signed).
+    head: Head,
+    /// After a failed commit: the head that batch would have made (it may have committed
+    /// after all). The database head is compared before the next batch.
+    uncertain: Option<Head>,
+    /// The database head was neither: someone else wrote to this chain. Every record fails
+    /// closed until a restart (which refuses the foreign head).
+    stopped: bool,
     shared: Arc<Shared>,
     /// Records committed since the last checkpoint.
     since_cp: u64,
+    /// Seq of the chain's last checkpoint (0: the genesis).
+    cp_seq: i64,
     last_cp_at: Instant,
 }
 
@@ -309,19 +421,41 @@ impl Writer {
         self.checkpoint().await;
     }
 
-    async fn commit(&mut self, mut batch: Vec<Pending>) {
-        let head = match self.head {
-            Some(h) => h,
-            None => match self.store.head(&self.node).await {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string),
-                        "audit store unavailable (reading the chain head)");
-                    self.fail(batch);
-                    return;
-                }
-            },
+    /// After a failed commit, whether the database head is still this writer's (or the one
+    /// the failed batch would have made, had it committed after all). Anything else means
+    /// someone else wrote to the chain: the writer stops.
+    async fn head_confirmed(&mut self) -> bool {
+        let Some(would_be) = self.uncertain else {
+            return true;
         };
+        match self.store.head(&self.node).await {
+            Ok(h) if h == self.head => {}
+            Ok(h) if h == would_be => {
+                self.head = h;
+                self.since_cp += 1;
+            }
+            Ok(h) => {
+                tracing::error!(node = %self.node, own_seq = self.head.seq, database_seq = h.seq,
+                    "audit chain head in the database is not this writer's: someone else wrote to \
+                     the chain; failing closed until restarted (run `ward audit verify`)");
+                self.stopped = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string),
+                    "audit store unavailable (reading the chain head)");
+                return false;
+            }
+        }
+        self.uncertain = None;
+        !self.stopped
+    }
+
+    async fn commit(&mut self, mut batch: Vec<Pending>) {
+        if self.stopped || !self.head_confirmed().await {
+            self.fail(batch, None);
+            return;
+        }
+        let head = self.head;
         let now = OffsetDateTime::now_utc();
         let mut rows = Vec::with_capacity(batch.len());
         let mut prev = head;
@@ -342,7 +476,7 @@ impl Writer {
             Err(e) => {
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string),
                     records = batch.len(), "audit batch could not be committed; failing closed");
-                self.fail(batch);
+                self.fail(batch, Some(prev));
             }
         }
     }
@@ -370,35 +504,34 @@ impl Writer {
                 Err(e) => {
                     tracing::warn!(error = %e, "audit store unavailable; failing closed");
                     let _ = ack.send(Err(AuditError::Unavailable));
-                    self.fail(batch.collect());
+                    self.fail(batch.collect(), Some(next));
                     return;
                 }
             }
         }
         if prev == head {
-            // Nothing went in: a store that refuses everything is down, not picky. Re-read the
-            // head before the next batch, in case it is the head that is wrong.
+            // Nothing went in: a store that refuses everything is down, not picky.
             tracing::warn!("audit store refused every record of the batch; failing closed");
-            self.head = None;
             self.shared.healthy.store(false, Ordering::Release);
         } else {
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Stamps `rec` as the record after `prev` on this node and hashes it onto the chain.
+    /// Stamps `rec` as the record after `prev` on this node, hashes it onto the chain and tags
+    /// it.
     fn sequence(&self, rec: &mut AuditRecord, now: OffsetDateTime, prev: Head) -> (PreparedRow, Head) {
         let (at, at_ms) = normalize_at(&rec.at, now);
         rec.at = at;
         rec.node.clone_from(&self.node);
         rec.seq = prev.seq + 1;
-        prepare(rec, at_ms, prev)
+        prepare(rec, at_ms, prev, self.cp_seq, &self.signer.mac)
     }
 
     /// Notes a commit of `records` records (counted as `batches` group commits) that moved the
     /// head to `head`.
     fn committed(&mut self, head: Head, records: u64, batches: u64) {
-        self.head = Some(head);
+        self.head = head;
         self.since_cp += records;
         self.shared.records.fetch_add(records, Ordering::Relaxed);
         self.shared.batches.fetch_add(batches, Ordering::Relaxed);
@@ -407,8 +540,11 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, batch: Vec<Pending>) {
-        self.head = None;
+    /// Fails `batch` closed; `would_be` is the head it would have made (a failed commit).
+    fn fail(&mut self, batch: Vec<Pending>, would_be: Option<Head>) {
+        if would_be.is_some() {
+            self.uncertain = would_be;
+        }
         self.shared.healthy.store(false, Ordering::Release);
         for (_, ack) in batch {
             let _ = ack.send(Err(AuditError::Unavailable));
@@ -421,19 +557,40 @@ impl Writer {
         if self.since_cp == 0 {
             return;
         }
-        let Some(head) = self.head else { return };
-        let cp = self
-            .signer
-            .checkpoint(&self.node, head, OffsetDateTime::now_utc());
+        // The head signed is always this writer's own, never one read from the database.
+        let chains = match known_chains(&self.store, &self.signer, &self.node).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit checkpoint could not be written; will retry");
+                return;
+            }
+        };
+        let cp = self.signer.checkpoint(
+            &self.node,
+            self.head,
+            self.cp_seq,
+            chains,
+            OffsetDateTime::now_utc(),
+        );
         match self.store.insert_checkpoint(&cp).await {
-            Ok(()) => self.since_cp = 0,
+            Ok(()) => {
+                self.since_cp = 0;
+                self.cp_seq = cp.seq;
+            }
             Err(e) => tracing::warn!(error = %e, "audit checkpoint could not be written; will retry"),
         }
     }
 }
 
-/// Hashes one sequenced record onto `prev`: returns the row and the new head.
-pub(crate) fn prepare(rec: &AuditRecord, at_ms: i64, prev: Head) -> (PreparedRow, Head) {
+/// Hashes one sequenced record onto `prev` and tags it (written after checkpoint `cp_seq`):
+/// returns the row and the new head.
+pub(crate) fn prepare(
+    rec: &AuditRecord,
+    at_ms: i64,
+    prev: Head,
+    cp_seq: i64,
+    mac: &AuditMacKey,
+) -> (PreparedRow, Head) {
     let record = rec.canonical_bytes();
     let hash = chain_hash(&prev.hash, &record);
     let row = PreparedRow {
@@ -450,7 +607,10 @@ pub(crate) fn prepare(rec: &AuditRecord, at_ms: i64, prev: Head) -> (PreparedRow
         record: String::from_utf8(record).unwrap_or_default(),
         prev_hash: prev.hash,
         hash,
+        cp_seq,
+        mac: mac.tag(&hash, cp_seq),
         patients: rec.patients.clone(),
+        patients_via: rec.patients_via.clone(),
     };
     (row, Head { seq: rec.seq, hash })
 }
@@ -476,10 +636,7 @@ pub async fn bulk_append(
     records: impl IntoIterator<Item = AuditRecord>,
     per_tx: usize,
 ) -> Result<u64, AuditError> {
-    if !valid_node_id(node) {
-        return Err(AuditError::InvalidNode);
-    }
-    let mut head = store.head(node).await?;
+    let (mut head, cp_seq) = open_chain(store, node, signer).await?;
     let now = OffsetDateTime::now_utc();
     let mut rows = Vec::with_capacity(per_tx.max(1));
     let mut n = 0u64;
@@ -488,7 +645,7 @@ pub async fn bulk_append(
         rec.at = at;
         rec.node = node.to_owned();
         rec.seq = head.seq + 1;
-        let (row, next) = prepare(&rec, at_ms, head);
+        let (row, next) = prepare(&rec, at_ms, head, cp_seq, &signer.mac);
         rows.push(row);
         head = next;
         n += 1;
@@ -501,8 +658,9 @@ pub async fn bulk_append(
         store.insert_batch(rows).await?;
     }
     if n > 0 {
+        let chains = known_chains(store, signer, node).await?;
         store
-            .insert_checkpoint(&signer.checkpoint(node, head, OffsetDateTime::now_utc()))
+            .insert_checkpoint(&signer.checkpoint(node, head, cp_seq, chains, OffsetDateTime::now_utc()))
             .await?;
     }
     Ok(n)

@@ -206,10 +206,10 @@ fn config() -> AuditConfig {
 }
 
 /// A log of `n` records on node "n1" with one checkpoint at its end.
-async fn build_log(fx: &Fx, n: usize) -> (AuditStore, AuditSigner, [u8; 32]) {
+async fn build_log(fx: &Fx, n: usize) -> (AuditStore, AuditSigner, AuditSigner) {
     let store = fx.open().await;
     let signer = AuditSigner::generate().unwrap();
-    let pk = signer.public_key_bytes();
+    let pk = signer.try_clone().unwrap();
     bulk_append(&store, "n1", &signer, (1..=n).map(rec), 16)
         .await
         .unwrap();
@@ -272,7 +272,7 @@ fn h32(v: &[u8]) -> [u8; 32] {
     v.try_into().unwrap()
 }
 
-async fn expect_bad(store: &AuditStore, pk: &[u8], seq: i64, kind: Damage) {
+async fn expect_bad(store: &AuditStore, pk: &AuditSigner, seq: i64, kind: Damage) {
     let report = verify(store, pk).await.unwrap();
     assert!(!report.ok, "tampering not detected: {report:?}");
     let bad = report.first_bad.clone().unwrap();
@@ -288,7 +288,7 @@ async fn expect_bad(store: &AuditStore, pk: &[u8], seq: i64, kind: Damage) {
 async fn writer_commits_batches_and_checkpoints(fx: Fx) {
     let store = fx.open().await;
     let signer = AuditSigner::generate().unwrap();
-    let pk = signer.public_key_bytes();
+    let pk = signer.try_clone().unwrap();
     let (h, join) = start_writer(store.clone(), "n1".into(), signer, config())
         .await
         .unwrap();
@@ -314,31 +314,37 @@ async fn writer_commits_batches_and_checkpoints(fx: Fx) {
         "no group commit: {batches} batches for {records} records"
     );
 
-    // Durable and in the chain before shutdown; no checkpoint yet.
+    // Durable and in the chain before shutdown; only the genesis checkpoint yet, so every
+    // record is authenticated (MAC) but not yet sealed.
     let r = verify(&store, &pk).await.unwrap();
-    assert!(r.ok && r.records == 301, "{r:?}");
-    assert!(store.checkpoints("n1").await.unwrap().is_empty());
+    assert!(r.ok && r.records == 301 && r.unsealed == 301, "{r:?}");
+    let cps = store.checkpoints("n1").await.unwrap();
+    assert_eq!((cps.len(), cps[0].seq, cps[0].prev_seq), (1, 0, -1));
 
     let other = h.clone();
     h.shutdown().await;
     join.await.unwrap();
     assert!(matches!(other.record(rec(1)).await, Err(AuditError::Closed)));
     let cps = store.checkpoints("n1").await.unwrap();
-    assert_eq!(cps.len(), 1);
-    assert_eq!(cps[0].seq, 301);
+    assert_eq!(cps.len(), 2);
+    assert_eq!((cps[1].seq, cps[1].prev_seq), (301, 0));
     let r = verify(&store, &pk).await.unwrap();
-    assert!(r.ok, "{r:?}");
+    assert!(r.ok && r.unsealed == 0, "{r:?}");
     assert_eq!(r.chains[0].verified_through, 301);
 
-    // The stored `at` is canonical, and a restarted writer continues the chain.
-    let (h, join) = start_writer(
+    // Other keys cannot continue the chain.
+    let other = start_writer(
         store.clone(),
         "n1".into(),
         AuditSigner::generate().unwrap(),
         config(),
     )
-    .await
-    .unwrap();
+    .await;
+    assert!(matches!(other, Err(AuditError::Corrupt(_))), "{other:?}");
+    // The stored `at` is canonical, and a restarted writer continues the chain.
+    let (h, join) = start_writer(store.clone(), "n1".into(), pk.try_clone().unwrap(), config())
+        .await
+        .unwrap();
     let mut r0 = rec(0);
     r0.at = "2026-11-23T13:00:00.1239+01:00".into();
     assert_eq!(h.record(r0).await.unwrap(), 302);
@@ -357,13 +363,9 @@ async fn writer_commits_batches_and_checkpoints(fx: Fx) {
     let found: Vec<_> = found.into_iter().filter(|(r, _)| r.seq == 302).collect();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0.at, "2026-11-23T12:00:00.123Z");
-    // Checkpoint 302 was signed by another key: the first verifies, the second does not.
-    expect_bad_kind_at(&store, &pk, 302, Damage::BadSignature).await;
+    let r = verify(&store, &pk).await.unwrap();
+    assert!(r.ok && r.records == 302 && r.unsealed == 0, "{r:?}");
     store.close().await;
-}
-
-async fn expect_bad_kind_at(store: &AuditStore, pk: &[u8], seq: i64, kind: Damage) {
-    expect_bad(store, pk, seq, kind).await;
 }
 
 async fn periodic_checkpoints_and_multi_node(fx: Fx) {
@@ -374,7 +376,7 @@ async fn periodic_checkpoints_and_multi_node(fx: Fx) {
     ward_crypto::keyfiles::create_key_dir(&keys).unwrap();
     let signer_a = AuditSigner::load(&keys).unwrap();
     let signer_b = AuditSigner::load(&keys).unwrap();
-    let pk = signer_a.public_key_bytes();
+    let pk = signer_a.try_clone().unwrap();
     let cfg = AuditConfig {
         checkpoint_every: 10,
         batch_wait: Duration::ZERO,
@@ -391,7 +393,12 @@ async fn periodic_checkpoints_and_multi_node(fx: Fx) {
         b.record(rec(i)).await.unwrap();
     }
     let cps = store.checkpoints("node-a").await.unwrap();
-    assert_eq!(cps.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![10, 20]);
+    assert_eq!(cps.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![0, 10, 20]);
+    // Checkpoints list the chains registered so far: node-b registered after node-a.
+    assert_eq!(
+        (cps[0].chains.as_str(), cps[1].chains.as_str()),
+        ("node-a", "node-a,node-b")
+    );
     a.shutdown().await;
     b.shutdown().await;
     ja.await.unwrap();
@@ -403,7 +410,7 @@ async fn periodic_checkpoints_and_multi_node(fx: Fx) {
     assert!(
         r.chains
             .iter()
-            .all(|c| c.last_seq == 25 && c.verified_through == 25 && c.checkpoints == 3)
+            .all(|c| c.last_seq == 25 && c.verified_through == 25 && c.checkpoints == 4)
     );
     store.close().await;
 }
@@ -467,14 +474,16 @@ async fn tamper_edited_with_recomputed_hash(fx: Fx) {
     assert_ne!(forged, record);
     let h = chain_hash(&h32(&prev), forged.as_bytes());
     set_row(&mut c, 12, &forged, &prev, &h).await;
-    expect_bad(&store, &pk, 12, Damage::Edited).await;
+    // Without the MAC key the new hash cannot be tagged.
+    expect_bad(&store, &pk, 12, Damage::Forged).await;
     store.close().await;
 }
 
 async fn tamper_rewritten_chain_fails_checkpoint(fx: Fx) {
     let (store, _, pk) = build_log(&fx, 30).await;
     let mut c = fx.tamper_conn().await;
-    // Rewrite record 12 and re-hash everything after it: only the signed checkpoint catches it.
+    // Rewrite record 12 and re-hash everything after it: the signed checkpoint catches it, and
+    // before it the MAC of the rewritten record.
     let (_, mut prev, _) = row(&mut c, 12).await;
     for seq in 12..=30 {
         let (record, _, _) = row(&mut c, seq).await;
@@ -487,7 +496,7 @@ async fn tamper_rewritten_chain_fails_checkpoint(fx: Fx) {
         set_row(&mut c, seq, &record, &prev, &h).await;
         prev = h.to_vec();
     }
-    expect_bad(&store, &pk, 30, Damage::BadCheckpoint).await;
+    expect_bad(&store, &pk, 12, Damage::Forged).await;
     store.close().await;
 }
 
@@ -516,7 +525,7 @@ async fn tamper_inserted(fx: Fx) {
     let forged = template.replace("req-10", "req-forged"); // old record 10, still claiming seq 10
     let h = chain_hash(&h32(&h9), forged.as_bytes());
     insert_row(&mut c, 10, &forged, &h9, &h).await;
-    expect_bad(&store, &pk, 10, Damage::Inserted).await;
+    expect_bad(&store, &pk, 10, Damage::Forged).await;
     store.close().await;
 
     // A garbage row appended after the end.
@@ -561,28 +570,38 @@ async fn tamper_forged_checkpoint(fx: Fx) {
     let (_, _, h20) = row(&mut c, 20).await;
     let other = AuditSigner::generate().unwrap();
     let at = "2026-11-23T12:00:00.000Z";
-    let sig = {
-        let key = ward_crypto::AuditKey::generate().unwrap();
-        key.sign(&Checkpoint::message("n1", 20, &h20, at))
+    let mut cp = Checkpoint {
+        node: "n1".into(),
+        seq: 20,
+        hash: h20.clone(),
+        key_id: other.key_id(),
+        signature: Vec::new(),
+        at: at.into(),
+        prev_seq: 0,
+        chains: "n1".into(),
     };
-    sqlx::query("INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at) VALUES ('n1', 20, $1, $2, $3, $4)")
-        .bind(h20.clone())
-        .bind(other.key_id())
-        .bind(sig)
-        .bind(at)
-        .execute(&mut c)
-        .await
-        .unwrap();
+    cp.signature = ward_crypto::AuditKey::generate().unwrap().sign(&cp.message());
+    sqlx::query(
+        "INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at, prev_seq, chains) \
+         VALUES ('n1', 20, $1, $2, $3, $4, 0, 'n1')",
+    )
+    .bind(h20.clone())
+    .bind(other.key_id())
+    .bind(cp.signature.clone())
+    .bind(at)
+    .execute(&mut c)
+    .await
+    .unwrap();
     expect_bad(&store, &pk, 20, Damage::BadSignature).await;
     exec(&mut c, "DELETE FROM audit_checkpoint WHERE seq = 20").await;
     assert!(verify(&store, &pk).await.unwrap().ok);
     // Moving the real checkpoint to another hash breaks its signature.
-    exec(&mut c, "UPDATE audit_checkpoint SET seq = 39").await;
+    exec(&mut c, "UPDATE audit_checkpoint SET seq = 39 WHERE seq = 40").await;
     expect_bad(&store, &pk, 39, Damage::BadSignature).await;
-    // The wrong public key fails every checkpoint.
-    exec(&mut c, "UPDATE audit_checkpoint SET seq = 40").await;
-    let wrong = AuditSigner::generate().unwrap().public_key_bytes();
-    expect_bad(&store, &wrong, 40, Damage::BadSignature).await;
+    // The wrong keys fail every checkpoint, the genesis first.
+    exec(&mut c, "UPDATE audit_checkpoint SET seq = 40 WHERE seq = 39").await;
+    let wrong = AuditSigner::generate().unwrap();
+    expect_bad(&store, &wrong, 0, Damage::BadSignature).await;
     assert!(verify(&store, &pk).await.unwrap().ok);
     store.close().await;
 }
@@ -636,7 +655,7 @@ async fn tamper_across_pages(fx: Fx) {
 
 async fn fail_closed_and_recover(mut fx: Fx) {
     let signer = AuditSigner::generate().unwrap();
-    let pk = signer.public_key_bytes();
+    let pk = signer.try_clone().unwrap();
     match fx.kind {
         Kind::Sqlite => {
             let store = fx.open().await;
@@ -720,7 +739,7 @@ async fn fail_closed_and_recover(mut fx: Fx) {
 async fn refused_record_fails_alone(fx: Fx) {
     let store = fx.open().await;
     let signer = AuditSigner::generate().unwrap();
-    let pk = signer.public_key_bytes();
+    let pk = signer.try_clone().unwrap();
     let mut c = AnyConnection::connect(&fx.url).await.unwrap();
     match fx.kind {
         Kind::Sqlite => {
@@ -784,30 +803,204 @@ async fn refused_record_fails_alone(fx: Fx) {
     store.close().await;
 }
 
-/// Another writer (a second process with the same node id) takes the next chain position:
-/// the writer's batch collides on the key, fails closed, and the writer re-reads its head and
-/// goes on instead of colliding forever.
-async fn writer_rereads_a_head_taken_by_another_writer(fx: Fx) {
+/// Someone with INSERT rights (a stolen database credential, or a second process with the
+/// same node id) takes the next chain position with a correctly hashed row: the writer's
+/// batch collides, and the writer finds a database head that is not its own. It stops (every
+/// record fails closed) instead of adopting that head and later signing it, and a restarted
+/// writer refuses the chain.
+async fn writer_stops_when_someone_else_writes(fx: Fx) {
     let store = fx.open().await;
     let signer = AuditSigner::generate().unwrap();
+    let keys = signer.try_clone().unwrap();
     let (h, join) = start_writer(store.clone(), "n1".into(), signer, config())
         .await
         .unwrap();
     assert_eq!(h.record(rec(0)).await.unwrap(), 1);
     let mut c = AnyConnection::connect(&fx.url).await.unwrap();
-    insert_row(&mut c, 2, "{}", &[0; 32], &[1; 32]).await;
+    let (record, _, h1) = row(&mut c, 1).await;
+    let forged = record.replace("\"seq\":1,", "\"seq\":2,");
+    insert_row(&mut c, 2, &forged, &h1, &chain_hash(&h32(&h1), forged.as_bytes())).await;
     assert!(
         matches!(h.record(rec(1)).await, Err(AuditError::Unavailable)),
         "the colliding batch fails closed"
     );
-    assert_eq!(
-        h.record(rec(2)).await.unwrap(),
-        3,
-        "then continues after the new head"
-    );
-    assert!(h.healthy());
+    for i in 2..5 {
+        assert!(
+            matches!(h.record(rec(i)).await, Err(AuditError::Unavailable)),
+            "the writer stays stopped"
+        );
+    }
+    assert!(!h.healthy());
     h.shutdown().await;
     join.await.unwrap();
+    let r = verify(&store, &keys).await.unwrap();
+    let bad = r.first_bad.unwrap();
+    assert_eq!((bad.node.as_str(), bad.seq, bad.kind), ("n1", 2, Damage::Forged));
+    let again = start_writer(store.clone(), "n1".into(), keys, config()).await;
+    assert!(matches!(again, Err(AuditError::Corrupt(_))), "{again:?}");
+    let _ = c.close().await;
+    store.close().await;
+}
+
+/// Copies `from`'s records 1..=n onto a new chain `node` with correct (unkeyed) hashes: what
+/// a writer with INSERT rights but without the keys can make.
+async fn fabricate_chain(c: &mut AnyConnection, node: &str, n: i64) {
+    let mut prev = [0u8; 32];
+    for seq in 1..=n {
+        let (record, _, _) = row(c, seq).await;
+        let record = record.replace("\"node\":\"n1\"", &format!("\"node\":\"{node}\""));
+        let hash = chain_hash(&prev, record.as_bytes());
+        sqlx::query(
+            "INSERT INTO audit_record (node, seq, at_ms, action, status, record, prev_hash, hash) \
+             VALUES ($1, $2, 0, 'read', 200, $3, $4, $5)",
+        )
+        .bind(node)
+        .bind(seq)
+        .bind(record)
+        .bind(prev.to_vec())
+        .bind(hash.to_vec())
+        .execute(&mut *c)
+        .await
+        .unwrap();
+        prev = hash;
+    }
+}
+
+async fn expect_bad_on(store: &AuditStore, keys: &AuditSigner, node: &str, seq: i64, kind: Damage) {
+    let r = verify(store, keys).await.unwrap();
+    assert!(!r.ok, "not detected: {r:?}");
+    let bad = r.first_bad.clone().unwrap();
+    assert_eq!((bad.node.as_str(), bad.seq, bad.kind), (node, seq, kind), "{r:?}");
+}
+
+/// Issue 9 item 5: a whole chain for an unknown node, made with INSERT rights only (no
+/// tampering with existing rows), fails: it has no signed genesis, and its records no MAC.
+async fn forged_chain_for_unknown_node(fx: Fx) {
+    let (store, _, keys) = build_log(&fx, 10).await;
+    let mut c = AnyConnection::connect(&fx.url).await.unwrap();
+    fabricate_chain(&mut c, "node-9", 5).await;
+    expect_bad_on(&store, &keys, "node-9", 0, Damage::NoGenesis).await;
+    // Even with a genuine genesis signature copied over from n1 (it signs another node).
+    sqlx::query(
+        "INSERT INTO audit_checkpoint (node, seq, hash, key_id, signature, at, prev_seq, chains) \
+         SELECT 'node-9', seq, hash, key_id, signature, at, prev_seq, chains FROM audit_checkpoint \
+         WHERE node = 'n1' AND seq = 0",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    expect_bad_on(&store, &keys, "node-9", 0, Damage::BadSignature).await;
+    let _ = c.close().await;
+    store.close().await;
+}
+
+/// Issue 9 item 5: a record appended at the head with a correct unkeyed hash fails (today it
+/// would be "not yet sealed" at worst; the MAC makes it forged), and no writer continues it.
+async fn forged_record_at_head(fx: Fx) {
+    let (store, _, keys) = build_log(&fx, 20).await;
+    assert_eq!(verify(&store, &keys).await.unwrap().unsealed, 0);
+    let mut c = AnyConnection::connect(&fx.url).await.unwrap();
+    let (record, _, h20) = row(&mut c, 20).await;
+    let forged = record.replace("\"seq\":20,", "\"seq\":21,");
+    insert_row(
+        &mut c,
+        21,
+        &forged,
+        &h20,
+        &chain_hash(&h32(&h20), forged.as_bytes()),
+    )
+    .await;
+    expect_bad(&store, &keys, 21, Damage::Forged).await;
+    let writer = start_writer(store.clone(), "n1".into(), keys.try_clone().unwrap(), config()).await;
+    assert!(matches!(writer, Err(AuditError::Corrupt(_))), "{writer:?}");
+    let _ = c.close().await;
+    store.close().await;
+}
+
+/// A log of 30 records on n1 with checkpoints at 0 (genesis), 10, 20 and 30.
+async fn sealed_log(fx: &Fx) -> (AuditStore, AuditSigner) {
+    let store = fx.open().await;
+    let signer = AuditSigner::generate().unwrap();
+    for part in 0..3 {
+        bulk_append(&store, "n1", &signer, (1..=10).map(|i| rec(part * 10 + i)), 4)
+            .await
+            .unwrap();
+    }
+    let cps: Vec<i64> = store
+        .checkpoints("n1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(cps, vec![0, 10, 20, 30]);
+    let r = verify(&store, &signer).await.unwrap();
+    assert!(r.ok && r.unsealed == 0, "{r:?}");
+    (store, signer)
+}
+
+/// Issue 9 item 5: with every signed checkpoint deleted the chain fails (no genesis).
+async fn all_checkpoints_deleted(fx: Fx) {
+    let (store, keys) = sealed_log(&fx).await;
+    let mut c = fx.tamper_conn().await;
+    exec(&mut c, "DELETE FROM audit_checkpoint").await;
+    expect_bad(&store, &keys, 0, Damage::NoGenesis).await;
+    let _ = c.close().await;
+    store.close().await;
+}
+
+/// Issue 9 item 5: a checkpoint deleted from the middle fails (the records after it name it
+/// under their MAC, and so does the next checkpoint); so does a deleted genesis. The newest
+/// checkpoint, when no record names it yet, leaves its records reported as not yet sealed.
+async fn some_checkpoints_deleted(fx: Fx) {
+    let (store, keys) = sealed_log(&fx).await;
+    let mut c = fx.tamper_conn().await;
+    exec(&mut c, "DELETE FROM audit_checkpoint WHERE seq = 10").await;
+    expect_bad(&store, &keys, 10, Damage::CheckpointRemoved).await;
+    store.close().await;
+
+    let fx2 = Fx::new(fx.kind).await;
+    let (store, keys) = sealed_log(&fx2).await;
+    let mut c = fx2.tamper_conn().await;
+    exec(&mut c, "DELETE FROM audit_checkpoint WHERE seq = 0").await;
+    expect_bad(&store, &keys, 0, Damage::NoGenesis).await;
+    store.close().await;
+
+    let fx3 = Fx::new(fx.kind).await;
+    let (store, keys) = sealed_log(&fx3).await;
+    let mut c = fx3.tamper_conn().await;
+    exec(&mut c, "DELETE FROM audit_checkpoint WHERE seq = 30").await;
+    let r = verify(&store, &keys).await.unwrap();
+    assert!(
+        r.ok && r.unsealed == 10 && r.chains[0].verified_through == 20,
+        "{r:?}"
+    );
+    let _ = c.close().await;
+    store.close().await;
+}
+
+/// Issue 9 item 5: a chain deleted whole (records and checkpoints) is missing when a later
+/// checkpoint of another chain lists it.
+async fn deleted_chain_is_missing(fx: Fx) {
+    let store = fx.open().await;
+    let keys = AuditSigner::generate().unwrap();
+    bulk_append(&store, "n1", &keys, (1..=5).map(rec), 4)
+        .await
+        .unwrap();
+    bulk_append(&store, "n2", &keys, (1..=5).map(rec), 4)
+        .await
+        .unwrap();
+    bulk_append(&store, "n1", &keys, (6..=8).map(rec), 4)
+        .await
+        .unwrap();
+    let last = store.checkpoints("n1").await.unwrap().pop().unwrap();
+    assert_eq!(last.chains, "n1,n2");
+    assert!(verify(&store, &keys).await.unwrap().ok);
+    let mut c = fx.tamper_conn().await;
+    exec(&mut c, "DELETE FROM audit_patient WHERE node = 'n2'").await;
+    exec(&mut c, "DELETE FROM audit_record WHERE node = 'n2'").await;
+    exec(&mut c, "DELETE FROM audit_checkpoint WHERE node = 'n2'").await;
+    expect_bad_on(&store, &keys, "n2", 0, Damage::MissingChain).await;
     let _ = c.close().await;
     store.close().await;
 }
@@ -826,14 +1019,15 @@ async fn export_round_trip_and_tampered_export(fx: Fx) {
     assert_eq!(n, 35);
     let text = String::from_utf8(out.clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1 + 2 + 35); // header, checkpoints (n1 at 30, n2 at 5), records
+    // header, checkpoints (n1 at 0 and 30, n2 at 0 and 5), records
+    assert_eq!(lines.len(), 1 + 4 + 35);
 
     let r = verify_export(&mut Cursor::new(&out), signer.public_key_pem().as_bytes()).unwrap();
     assert!(r.ok && r.records == 35 && r.chains.len() == 2, "{r:?}");
 
     // Each record line is a valid R4 AuditEvent.
     let validator = ward_fhir::validate::Validator::new();
-    for l in &lines[3..] {
+    for l in &lines[5..] {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         validator
             .validate(&v, "AuditEvent")
@@ -842,7 +1036,7 @@ async fn export_round_trip_and_tampered_export(fx: Fx) {
 
     let check = |lines: Vec<String>, seq: i64, kind: Damage| {
         let data = lines.join("\n");
-        let r = verify_export(&mut Cursor::new(data.as_bytes()), &pk).unwrap();
+        let r = verify_export(&mut Cursor::new(data.as_bytes()), &pk.public_key_bytes()).unwrap();
         let bad = r
             .first_bad
             .clone()
@@ -850,7 +1044,7 @@ async fn export_round_trip_and_tampered_export(fx: Fx) {
         assert_eq!((bad.node.as_str(), bad.seq, bad.kind), ("n1", seq, kind), "{r:?}");
     };
     let owned: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
-    let rec_line = |seq: usize| 2 + seq; // header, 2 checkpoints, then n1 records from seq 1
+    let rec_line = |seq: usize| 4 + seq; // header, 4 checkpoints, then n1 records from seq 1
 
     // Edited readable field.
     let mut l = owned.clone();
@@ -870,12 +1064,12 @@ async fn export_round_trip_and_tampered_export(fx: Fx) {
     l.truncate(rec_line(25));
     check(l, 25, Damage::TruncatedAfterCheckpoint);
     // Wrong key.
-    let wrong = AuditSigner::generate().unwrap().public_key_bytes();
-    let r = verify_export(&mut Cursor::new(&out), &wrong).unwrap();
+    let wrong = AuditSigner::generate().unwrap();
+    let r = verify_export(&mut Cursor::new(&out), &wrong.public_key_bytes()).unwrap();
     assert_eq!(r.first_bad.unwrap().kind, Damage::BadSignature);
     // Not an export.
     assert!(matches!(
-        verify_export(&mut Cursor::new(b"{\"x\":1}\n"), &pk),
+        verify_export(&mut Cursor::new(b"{\"x\":1}\n"), &pk.public_key_bytes()),
         Err(AuditError::Corrupt(_))
     ));
     store.close().await;
@@ -1028,7 +1222,12 @@ both!(
     tamper_across_pages,
     fail_closed_and_recover,
     refused_record_fails_alone,
-    writer_rereads_a_head_taken_by_another_writer,
+    writer_stops_when_someone_else_writes,
+    forged_chain_for_unknown_node,
+    forged_record_at_head,
+    all_checkpoints_deleted,
+    some_checkpoints_deleted,
+    deleted_chain_is_missing,
     export_round_trip_and_tampered_export,
     disclosures_and_search,
 );

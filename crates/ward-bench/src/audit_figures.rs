@@ -30,7 +30,7 @@ pub async fn verify_speed(dir: &Path, n: usize) -> anyhow::Result<VerifyFigures>
     ward_audit::bulk_append(&store, "bench", &signer, std::iter::repeat_n(template, n), 5_000).await?;
     let build_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let report = ward_audit::verify(&store, &signer.public_key_bytes()).await?;
+    let report = ward_audit::verify(&store, &signer).await?;
     let verify_secs = t.elapsed().as_secs_f64();
     store.close().await;
     anyhow::ensure!(

@@ -1,6 +1,7 @@
 //! The local key-file provider: a directory (mode 0700) holding `kek.key` (the KEK, base64 of
 //! 32 random bytes), `jwt-es256.p8` (the ES256 signing key, PKCS#8 DER) and
-//! `audit-ed25519.p8` (the Ed25519 audit checkpoint key, PKCS#8 DER), all mode 0600.
+//! `audit-ed25519.p8` (the Ed25519 audit checkpoint key, PKCS#8 DER) and `audit-mac.key` (the
+//! audit record MAC key, base64 of 32 random bytes), all mode 0600.
 //! Loading refuses a directory or file that group or others can access.
 
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -12,15 +13,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
-use crate::{AuditKey, Error, Kek, Result, SigningKey};
+use crate::{AuditKey, AuditMacKey, Error, Kek, Result, SigningKey};
 
 pub const KEK_FILE: &str = "kek.key";
 pub const SIGNING_KEY_FILE: &str = "jwt-es256.p8";
 pub const AUDIT_KEY_FILE: &str = "audit-ed25519.p8";
+pub const AUDIT_MAC_KEY_FILE: &str = "audit-mac.key";
 const DIR_LABEL: &str = "key directory";
 
-/// Creates `keys_dir` (mode 0700) with a new KEK, a new ES256 signing key and a new Ed25519
-/// audit key (files mode 0600, created exclusively with their mode set at open time). Refuses to
+/// Creates `keys_dir` (mode 0700) with a new KEK, a new ES256 signing key, a new Ed25519
+/// audit key and a new audit MAC key (files mode 0600, created exclusively with their mode set at open time). Refuses to
 /// overwrite any of them.
 pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
     match fs::symlink_metadata(keys_dir) {
@@ -46,22 +48,20 @@ pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io(DIR_LABEL, &e)),
     }
-    for name in [KEK_FILE, SIGNING_KEY_FILE, AUDIT_KEY_FILE] {
+    for name in [KEK_FILE, SIGNING_KEY_FILE, AUDIT_KEY_FILE, AUDIT_MAC_KEY_FILE] {
         if fs::symlink_metadata(keys_dir.join(name)).is_ok() {
             return Err(Error::AlreadyExists { name: name.into() });
         }
     }
 
-    let kek = Zeroizing::new(crate::random_bytes(Kek::LEN));
-    let mut kek_text = Zeroizing::new(STANDARD.encode(&*kek));
-    kek_text.push('\n');
-    write_new(keys_dir, KEK_FILE, kek_text.as_bytes())?;
+    write_random_key(keys_dir, KEK_FILE, Kek::LEN)?;
 
     let signing = SigningKey::generate()?;
     write_new(keys_dir, SIGNING_KEY_FILE, signing.pkcs8_der())?;
 
     let audit = AuditKey::generate()?;
     write_new(keys_dir, AUDIT_KEY_FILE, audit.pkcs8_der())?;
+    write_random_key(keys_dir, AUDIT_MAC_KEY_FILE, AuditMacKey::LEN)?;
 
     if let Ok(dir) = fs::File::open(keys_dir) {
         let _ = dir.sync_all();
@@ -83,6 +83,29 @@ pub fn ensure_audit_key(keys_dir: &Path) -> Result<bool> {
         let _ = dir.sync_all();
     }
     Ok(true)
+}
+
+/// Creates `audit-mac.key` (mode 0600) in an existing key directory if it is missing. Returns
+/// whether a key was created. Only for a deployment whose audit trail holds no record yet:
+/// records written before the key existed can never verify (see `ward-audit`).
+pub fn ensure_audit_mac_key(keys_dir: &Path) -> Result<bool> {
+    check_permissions(keys_dir)?;
+    if fs::symlink_metadata(keys_dir.join(AUDIT_MAC_KEY_FILE)).is_ok() {
+        return Ok(false);
+    }
+    write_random_key(keys_dir, AUDIT_MAC_KEY_FILE, AuditMacKey::LEN)?;
+    if let Ok(dir) = fs::File::open(keys_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(true)
+}
+
+/// Writes `len` random bytes as base64 text to a new file `name`.
+fn write_random_key(dir: &Path, name: &str, len: usize) -> Result<()> {
+    let key = Zeroizing::new(crate::random_bytes(len));
+    let mut text = Zeroizing::new(STANDARD.encode(&*key));
+    text.push('\n');
+    write_new(dir, name, text.as_bytes())
 }
 
 fn write_new(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
@@ -141,20 +164,34 @@ fn read_secret(keys_dir: &Path, name: &str) -> Result<Zeroizing<Vec<u8>>> {
         .map_err(|e| Error::io(name, &e))
 }
 
+/// Reads a 32-byte key file: raw bytes, or base64 text of them.
+fn read_key32(keys_dir: &Path, name: &'static str, malformed: &'static str) -> Result<Zeroizing<Vec<u8>>> {
+    let raw = read_secret(keys_dir, name)?;
+    if raw.len() == 32 {
+        return Ok(raw);
+    }
+    let text = std::str::from_utf8(&raw).map_err(|_| Error::Malformed(malformed))?;
+    Ok(Zeroizing::new(
+        STANDARD
+            .decode(text.trim())
+            .map_err(|_| Error::Malformed(malformed))?,
+    ))
+}
+
 /// Loads the KEK (raw 32 bytes, or base64 text of 32 bytes) after checking permissions.
 pub fn load_kek(keys_dir: &Path) -> Result<Kek> {
     check_permissions(keys_dir)?;
-    let raw = read_secret(keys_dir, KEK_FILE)?;
-    if raw.len() == Kek::LEN {
-        return Kek::from_bytes(&raw);
-    }
-    let text = std::str::from_utf8(&raw).map_err(|_| Error::Malformed("key file kek.key"))?;
-    let decoded = Zeroizing::new(
-        STANDARD
-            .decode(text.trim())
-            .map_err(|_| Error::Malformed("key file kek.key"))?,
-    );
-    Kek::from_bytes(&decoded)
+    Kek::from_bytes(&read_key32(keys_dir, KEK_FILE, "key file kek.key")?)
+}
+
+/// Loads the audit record MAC key (base64 of 32 bytes) after checking permissions.
+pub fn load_audit_mac_key(keys_dir: &Path) -> Result<AuditMacKey> {
+    check_permissions(keys_dir)?;
+    AuditMacKey::from_bytes(&read_key32(
+        keys_dir,
+        AUDIT_MAC_KEY_FILE,
+        "key file audit-mac.key",
+    )?)
 }
 
 /// Loads the ES256 signing key (PKCS#8 DER) after checking permissions.
@@ -185,7 +222,7 @@ mod tests {
         let dir = tmp.path().join("keys");
         create_key_dir(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-        for f in [KEK_FILE, SIGNING_KEY_FILE, AUDIT_KEY_FILE] {
+        for f in [KEK_FILE, SIGNING_KEY_FILE, AUDIT_KEY_FILE, AUDIT_MAC_KEY_FILE] {
             assert_eq!(
                 fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777,
                 0o600
@@ -199,6 +236,23 @@ mod tests {
         assert_eq!(ak.public_key(), load_audit_key(&dir).unwrap().public_key());
         assert_ne!(ak.pkcs8_der(), sk.pkcs8_der());
         assert!(!ensure_audit_key(&dir).unwrap());
+        let mac = load_audit_mac_key(&dir).unwrap();
+        assert_eq!(
+            mac.tag(&[1; 32], 0),
+            load_audit_mac_key(&dir).unwrap().tag(&[1; 32], 0)
+        );
+        assert!(!ensure_audit_mac_key(&dir).unwrap());
+        fs::remove_file(dir.join(AUDIT_MAC_KEY_FILE)).unwrap();
+        assert!(matches!(load_audit_mac_key(&dir), Err(Error::Io { .. })));
+        assert!(ensure_audit_mac_key(&dir).unwrap());
+        assert_eq!(
+            fs::metadata(dir.join(AUDIT_MAC_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         // KEK works and is stable across loads.
         let dk = crate::DataKey::generate().unwrap();
         let wrapped = kek.wrap(&dk).unwrap();

@@ -5,7 +5,8 @@
 //! * [`Kek`]: the key-encryption key that wraps data keys with AES key wrap (EN-2).
 //! * [`BlindIndexer`]: keyed HMAC blind indexes for identifying search values (EN-4).
 //! * [`SigningKey`]: the ES256 key that signs access tokens.
-//! * [`AuditKey`]: the Ed25519 key that signs audit checkpoints (kept apart from the data keys).
+//! * [`AuditKey`]: the Ed25519 key that signs audit checkpoints, and [`AuditMacKey`], the key
+//!   that authenticates every audit record (both kept apart from the data keys).
 //! * [`keyfiles`]: the local key-file provider with strict file permissions.
 //! * [`SecretBytes`], [`DataKey`]: zeroizing secret wrappers with redacted `Debug` (EN-5).
 //!
@@ -22,7 +23,7 @@ mod secret;
 mod signing;
 
 pub use audit_key::{
-    AuditKey, audit_key_id, ed25519_public_key_pem, parse_ed25519_public_key, verify_ed25519,
+    AuditKey, AuditMacKey, audit_key_id, ed25519_public_key_pem, parse_ed25519_public_key, verify_ed25519,
 };
 pub use blind::{BlindIndexer, ct_eq, sha256};
 pub use envelope::{Aad, Envelope, FORMAT_VERSION};

@@ -22,6 +22,14 @@ use crate::request_id;
 use crate::serve::ClientAddr;
 use crate::state::AppState;
 
+/// A resource version naming more patients than this (a large Group) is recorded by reference
+/// (`AuditRecord::patients_via`) rather than by listing them: the work per record stays
+/// bounded, and `ward audit disclosures` resolves the reference when asked.
+pub const MAX_PATIENTS_PER_RESOURCE: usize = 64;
+/// Most patient ids one record lists; past it, further resources go by reference too. A
+/// record thus holds at most this many ids plus one reference per resource it touched.
+pub const MAX_LISTED_PATIENTS: usize = 1_000;
+
 /// The outcome code of an error response, left by `ApiError` and the OAuth errors for the
 /// audit record.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +56,7 @@ struct Draft {
     resource_id: Option<String>,
     resource_version: Option<i64>,
     patients: BTreeSet<String>,
+    patients_via: BTreeSet<String>,
     returned: u32,
     query_hashes: Vec<String>,
     intent_seq: Option<i64>,
@@ -104,6 +113,22 @@ impl AuditContext {
         });
     }
 
+    /// The patients of version `version` of `rtype/id`: listed, or when there are too many
+    /// (see [`MAX_PATIENTS_PER_RESOURCE`], [`MAX_LISTED_PATIENTS`]) named by that version.
+    pub fn add_patients_of(&self, rtype: &str, id: &str, version: i64, ids: Vec<String>) {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| ward_fhir::id::is_valid_id(id))
+            .collect();
+        self.with(|d| {
+            if ids.len() > MAX_PATIENTS_PER_RESOURCE || d.patients.len() + ids.len() > MAX_LISTED_PATIENTS {
+                d.patients_via.insert(format!("{rtype}/{id}/_history/{version}"));
+            } else {
+                d.patients.extend(ids);
+            }
+        });
+    }
+
     pub fn add_returned(&self, n: usize) {
         self.with(|d| d.returned = d.returned.saturating_add(u32::try_from(n).unwrap_or(u32::MAX)));
     }
@@ -131,6 +156,7 @@ impl AuditContext {
             node: String::new(),
             seq: 0,
             request_id: meta.request_id.clone(),
+            server_request_id: meta.server_request_id.clone(),
             actor: d.actor,
             source: meta.source.clone(),
             action: d.action.unwrap_or_else(|| meta.action.clone()),
@@ -139,6 +165,7 @@ impl AuditContext {
             resource_id: d.resource_id.or_else(|| meta.id.clone()),
             resource_version: d.resource_version,
             patients: d.patients.into_iter().collect(),
+            patients_via: d.patients_via.into_iter().collect(),
             purpose_of_use: meta.purpose_of_use.clone(),
             break_glass: false,
             outcome,
@@ -166,6 +193,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
 /// What the layer knows before the handler runs.
 struct RequestMeta {
     request_id: String,
+    server_request_id: String,
     source: Source,
     action: String,
     rtype: Option<String>,
@@ -263,6 +291,7 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .filter(|s| !s.starts_with('{'));
     let meta = RequestMeta {
         request_id: request_id::current().unwrap_or_default(),
+        server_request_id: request_id::server_id().unwrap_or_default(),
         source: Source {
             ip: addr.map(|a| a.ip().to_string()),
             port: addr.map(|a| a.port()),
@@ -366,12 +395,14 @@ pub async fn record_admin(
     subject: Option<(&str, &str)>,
 ) -> Result<i64, ward_audit::AuditError> {
     let operator = std::env::var("USER").ok();
+    let id = uuid::Uuid::new_v4().to_string();
     handle
         .record(AuditRecord {
             at: String::new(),
             node: String::new(),
             seq: 0,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: id.clone(),
+            server_request_id: id,
             actor: Actor {
                 client_id: None,
                 user_id: operator.map(|u| format!("os:{u}")),
@@ -384,6 +415,7 @@ pub async fn record_admin(
             resource_id: subject.map(|(_, id)| id.to_owned()),
             resource_version: None,
             patients: Vec::new(),
+            patients_via: Vec::new(),
             purpose_of_use: None,
             break_glass: false,
             outcome: Outcome {

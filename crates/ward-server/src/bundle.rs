@@ -722,8 +722,12 @@ fn success_entry(st: &AppState, auth: &Authenticated, outcome: TxOutcome, repres
         TxOutcome::Read(s) => (StatusCode::OK, s, false, true),
     };
     if let Some(r) = &stored.resource {
-        auth.audit
-            .add_patients(crate::audit::patients_of(&stored.rtype, &stored.id, r));
+        auth.audit.add_patients_of(
+            &stored.rtype,
+            &stored.id,
+            stored.version,
+            crate::audit::patients_of(&stored.rtype, &stored.id, r),
+        );
         auth.audit.add_returned(1);
     }
     let mut response = json!({

@@ -64,7 +64,12 @@ impl<'a> DataAccess<'a> {
         let audit = self.authz.audit();
         audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
         if let Some(r) = &stored.resource {
-            audit.add_patients(patients_of(&stored.rtype, &stored.id, r));
+            audit.add_patients_of(
+                &stored.rtype,
+                &stored.id,
+                stored.version,
+                patients_of(&stored.rtype, &stored.id, r),
+            );
             audit.add_returned(1);
         }
     }
@@ -73,7 +78,12 @@ impl<'a> DataAccess<'a> {
     fn listed(&self, v: &HistoryVersion) -> Result<(), StoreError> {
         if let Some(json) = &v.json {
             let audit = self.authz.audit();
-            audit.add_patients(patients_of_bytes(&v.meta.rtype, &v.meta.id, json)?);
+            audit.add_patients_of(
+                &v.meta.rtype,
+                &v.meta.id,
+                v.meta.version,
+                patients_of_bytes(&v.meta.rtype, &v.meta.id, json)?,
+            );
             audit.add_returned(1);
         }
         Ok(())
@@ -101,18 +111,31 @@ impl<'a> DataAccess<'a> {
     fn touched_json(&self, stored: &StoredJson) -> Result<(), ApiError> {
         let audit = self.authz.audit();
         audit.set_resource(&stored.rtype, Some(&stored.id), Some(stored.version));
-        audit.add_patients(patients_of_json(stored)?);
+        audit.add_patients_of(
+            &stored.rtype,
+            &stored.id,
+            stored.version,
+            patients_of_json(stored)?,
+        );
         audit.add_returned(1);
         Ok(())
     }
 
-    /// The patients of the live current version (the "before" side of a change); `None` when
-    /// there is none. Any other failure (a version failing its integrity check, the store
+    /// Notes the patients of the live current version (the "before" side of a change) and
+    /// returns whether there is one, with the current version number (a tombstone's, or 0 when
+    /// there is none). Any other failure (a version failing its integrity check, the store
     /// down) fails the change: its audit record must not lose whose compartment it leaves.
-    async fn current_patients(&self, rtype: &str, id: &str) -> Result<Option<Vec<String>>, ApiError> {
+    async fn note_current_patients(&self, rtype: &str, id: &str) -> Result<(bool, i64), ApiError> {
         match self.st.store.read_json(rtype, id).await {
-            Ok(current) => Ok(Some(patients_of_json(&current)?)),
-            Err(StoreError::NotFound | StoreError::Gone { .. }) => Ok(None),
+            Ok(current) => {
+                let ids = patients_of_json(&current)?;
+                self.authz
+                    .audit()
+                    .add_patients_of(rtype, id, current.version, ids);
+                Ok((true, current.version))
+            }
+            Err(StoreError::NotFound) => Ok((false, 0)),
+            Err(StoreError::Gone { version, .. }) => Ok((false, version)),
             Err(e) => Err(e.into()),
         }
     }
@@ -205,7 +228,7 @@ impl<'a> DataAccess<'a> {
         let id = uuid::Uuid::new_v4().to_string();
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(&id), Some(1));
-        audit.add_patients(patients_of(rtype, &id, &resource));
+        audit.add_patients_of(rtype, &id, 1, patients_of(rtype, &id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let op = TxOp::Create {
             rtype: rtype.to_owned(),
@@ -242,13 +265,15 @@ impl<'a> DataAccess<'a> {
         let rtype = self.rtype_for(Interaction::Update)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
-        let before = self.current_patients(rtype, id).await?;
-        if before.is_none() && !may_create {
+        // A change can move a resource between compartments: both patients are touched.
+        let (live, current) = self.note_current_patients(rtype, id).await?;
+        if !live && !may_create {
             return Err(ApiError::forbidden());
         }
-        // A change can move a resource between compartments: both patients are touched.
-        audit.add_patients(before.unwrap_or_default());
-        audit.add_patients(patients_of(rtype, id, &resource));
+        // The version this update will make, as far as it can be known before it: the final
+        // record names the version actually stored.
+        let next = current + 1;
+        audit.add_patients_of(rtype, id, next, patients_of(rtype, id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let op = TxOp::Update {
             rtype: rtype.to_owned(),
@@ -274,7 +299,7 @@ impl<'a> DataAccess<'a> {
         let rtype = self.rtype_for(Interaction::Delete)?;
         let audit = self.authz.audit();
         audit.set_resource(rtype, Some(id), None);
-        audit.add_patients(self.current_patients(rtype, id).await?.unwrap_or_default());
+        self.note_current_patients(rtype, id).await?;
         crate::audit::record_intent(self.st, audit).await?;
         let tombstone = self.st.store.delete(rtype, id, if_match).await?;
         if let Some(t) = &tombstone {

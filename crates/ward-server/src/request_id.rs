@@ -1,5 +1,7 @@
 //! Request ids (SPEC §2 step 2): accept a well-formed `X-Request-ID`, otherwise make one;
-//! echo it on the response and make it available to error bodies and log lines.
+//! echo it on the response and make it available to error bodies and log lines. Every request
+//! also gets a server-made id of its own (a fresh UUID), which the audit record carries beside
+//! the echoed one: a client reusing an id cannot make two records look like one.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -8,13 +10,24 @@ use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
 
-tokio::task_local! {
-    static CURRENT: String;
+struct Ids {
+    /// The client's well-formed `X-Request-ID`, else `server`.
+    echoed: String,
+    server: String,
 }
 
-/// The id of the request being served by the current future, if any.
+tokio::task_local! {
+    static CURRENT: Ids;
+}
+
+/// The (echoed) id of the request being served by the current future, if any.
 pub fn current() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT.try_with(|i| i.echoed.clone()).ok()
+}
+
+/// The server-made id of the request being served: unique whatever the client sent.
+pub fn server_id() -> Option<String> {
+    CURRENT.try_with(|i| i.server.clone()).ok()
 }
 
 /// A client-chosen id is kept only if it is short and plain, so it cannot smuggle PHI-sized
@@ -30,15 +43,19 @@ fn well_formed(v: &str) -> bool {
 pub struct RequestId(pub String);
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
+    let server = uuid::Uuid::new_v4().to_string();
     let id = req
         .headers()
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| well_formed(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .map_or_else(|| server.clone(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = CURRENT.scope(id.clone(), next.run(req)).await;
+    let ids = Ids {
+        echoed: id.clone(),
+        server,
+    };
+    let mut resp = CURRENT.scope(ids, next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }

@@ -217,7 +217,8 @@ async fn run(
         auth.audit.add_patients([p.clone()]);
     }
     for s in page.matches.iter().chain(&included) {
-        auth.audit.add_patients(crate::fhir::patients_of_json(s)?);
+        auth.audit
+            .add_patients_of(&s.rtype, &s.id, s.version, crate::fhir::patients_of_json(s)?);
         auth.audit.add_returned(1);
     }
 

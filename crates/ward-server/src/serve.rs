@@ -97,7 +97,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         Duration::from_secs(config.server.token_lifetime_secs),
     )?;
     let audit_store = ward_audit::AuditStore::open(&config.audit_url()).await?;
-    let signer = ward_audit::AuditSigner::load(&keys)?;
+    let signer = ward_audit::AuditSigner::load_for_writer(&keys, &audit_store).await?;
     let (audit, audit_writer) = ward_audit::start_writer(
         audit_store.clone(),
         config.audit.node.clone(),

@@ -16,10 +16,11 @@ async fn open(config: &Config) -> anyhow::Result<AuditStore> {
         .context("opening the audit trail")
 }
 
+/// The audit public key: all an export needs (it also serves trails older than the MAC key).
 fn public_key(config: &Config) -> anyhow::Result<Vec<u8>> {
-    Ok(AuditSigner::load(&config.keys_dir())
+    Ok(ward_crypto::keyfiles::load_audit_key(&config.keys_dir())
         .context("loading the audit key")?
-        .public_key_bytes()
+        .public_key()
         .to_vec())
 }
 
@@ -31,7 +32,9 @@ pub async fn record_admin(
     subject: Option<(&str, &str)>,
 ) -> anyhow::Result<()> {
     let store = open(config).await?;
-    let signer = AuditSigner::load(&config.keys_dir()).context("loading the audit key")?;
+    let signer = AuditSigner::load_for_writer(&config.keys_dir(), &store)
+        .await
+        .context("loading the audit keys")?;
     let node = format!("{}-admin", config.audit.node);
     let cfg = AuditConfig {
         batch_max: 1,
@@ -48,9 +51,11 @@ pub async fn record_admin(
     Ok(())
 }
 
+/// Online verification: needs both audit keys (the MAC key authenticates every record).
 pub async fn verify(config: &Config) -> anyhow::Result<VerifyReport> {
     let store = open(config).await?;
-    Ok(ward_audit::verify(&store, &public_key(config)?).await?)
+    let keys = AuditSigner::load(&config.keys_dir()).context("loading the audit keys")?;
+    Ok(ward_audit::verify(&store, &keys).await?)
 }
 
 pub fn verify_file(file: &Path, pubkey_file: &Path) -> anyhow::Result<VerifyReport> {
@@ -77,16 +82,72 @@ pub async fn export(config: &Config, out: &mut dyn Write) -> anyhow::Result<u64>
     Ok(n)
 }
 
-pub fn public_key_base64(config: &Config) -> anyhow::Result<String> {
+fn public_key_base64(config: &Config) -> anyhow::Result<String> {
     use base64::Engine;
     Ok(base64::engine::general_purpose::STANDARD.encode(public_key(config)?))
 }
 
+/// `export --out FILE`: the trail to FILE and its public key to `FILE.pub`, both new files
+/// (never overwritten, never through a symlink) readable by the owner only: the trail names
+/// patients and clients.
+pub async fn export_to_file(config: &Config, path: &Path) -> anyhow::Result<u64> {
+    let key_path = std::path::PathBuf::from(format!("{}.pub", path.display()));
+    let mut f = crate::files::create_new(path, 0o600)?;
+    let mut key = match crate::files::create_new(&key_path, 0o600) {
+        Ok(k) => k,
+        Err(e) => {
+            // The export file was just made by this call: take it back.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    let n = export(config, &mut f).await?;
+    key.write_all((public_key_base64(config)? + "\n").as_bytes())?;
+    f.sync_all()?;
+    key.sync_all()?;
+    Ok(n)
+}
+
+/// The accounting of disclosures of `patient`: the records listing it, and the records naming
+/// a resource version (a large Group) whose compartment holds it, resolved here against the
+/// resource store. A version that cannot be read fails the whole answer: it must be complete.
 pub async fn disclosures(
     config: &Config,
     patient: &str,
     since: Option<OffsetDateTime>,
 ) -> anyhow::Result<Vec<ward_audit::AuditRecord>> {
     let store = open(config).await?;
-    Ok(ward_audit::disclosures(&store, patient, since).await?)
+    let mut records = ward_audit::disclosures(&store, patient, since).await?;
+    let sources = ward_audit::patient_sources(&store).await?;
+    if !sources.is_empty() {
+        let pid = patient.strip_prefix("Patient/").unwrap_or(patient);
+        let resources = crate::clients::open_store(config).await?;
+        for reference in sources {
+            if version_names_patient(&resources, &reference, pid).await? {
+                records.extend(ward_audit::records_via(&store, &reference, since).await?);
+            }
+        }
+        resources.close().await;
+        records.sort_by(|a, b| (&a.at, &a.node, a.seq).cmp(&(&b.at, &b.node, b.seq)));
+        records.dedup_by(|a, b| a.node == b.node && a.seq == b.seq);
+    }
+    Ok(records)
+}
+
+/// Whether the compartment of the version `Type/id/_history/N` holds patient `pid`.
+async fn version_names_patient(
+    store: &ward_store::Store,
+    reference: &str,
+    pid: &str,
+) -> anyhow::Result<bool> {
+    let parsed = reference.split_once("/_history/").and_then(|(tid, v)| {
+        let (rtype, id) = tid.split_once('/')?;
+        Some((rtype, id, v.parse::<i64>().ok()?))
+    });
+    let (rtype, id, version) = parsed.context("an audit record names a malformed resource version")?;
+    let stored = store.vread_json(rtype, id, version).await.with_context(|| {
+        format!("resolving the patients of {rtype} version {version} named by the audit trail")
+    })?;
+    let patients = ward_server::audit::patients_of(rtype, id, &stored.value()?);
+    Ok(patients.iter().any(|p| p == pid))
 }

@@ -279,14 +279,15 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 print_json(&report)?;
             } else if let Some(bad) = &report.first_bad {
                 println!(
-                    "DAMAGED: first bad record: node {} seq {} ({:?})",
+                    "DAMAGED: first bad record: node {} seq {} ({})",
                     bad.node, bad.seq, bad.kind
                 );
             } else {
                 println!(
-                    "intact: {} records in {} chain(s)",
+                    "intact: {} records in {} chain(s); {} not yet sealed by a signed checkpoint",
                     report.records,
-                    report.chains.len()
+                    report.chains.len(),
+                    report.unsealed
                 );
             }
             if !report.ok {
@@ -296,14 +297,7 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Export { at, format: _, out } => {
             let config = at.load()?;
             let n = match &out {
-                Some(path) => {
-                    let mut f = std::fs::File::create(path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
-                    let n = audit_cli::export(&config, &mut f).await?;
-                    let key_path = PathBuf::from(format!("{}.pub", path.display()));
-                    std::fs::write(&key_path, audit_cli::public_key_base64(&config)? + "\n")?;
-                    n
-                }
+                Some(path) => audit_cli::export_to_file(&config, path).await?,
                 None => audit_cli::export(&config, &mut std::io::stdout()).await?,
             };
             audit_cli::record_admin(&config, "audit-export", None).await?;

@@ -18,7 +18,9 @@ on_both_backends!(
     one_record_per_request,
     fail_closed_and_recovers,
     audit_event_review_is_read_only,
-    change_of_an_unreadable_version_fails_closed
+    change_of_an_unreadable_version_fails_closed,
+    forged_row_while_running_fails_closed,
+    big_group_reads_are_bounded_and_disclosed
 );
 
 async fn all_records(s: &TestServer) -> Vec<AuditRecord> {
@@ -358,6 +360,162 @@ async fn change_of_an_unreadable_version_fails_closed(backend: Backend) {
     s.stop().await;
 }
 
+/// Issue 9 item 5: a row added to the server's own chain behind its back, with nothing but
+/// INSERT rights and a correct (unkeyed) chain hash, at the positions the writer takes next.
+/// The writer finds a database head that is not its own and stops: every request fails closed
+/// (503), it does not adopt the forged head; verification names the row, and the server refuses
+/// to start on that chain.
+async fn forged_row_while_running_fails_closed(backend: Backend) {
+    use sqlx::{Connection, Row};
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let p = s.create(&t, &distinctive_patient("FR")).await;
+    let path = format!("Patient/{}", p["id"].as_str().unwrap());
+    assert_eq!(s.get(&path, &t).send().await.unwrap().status(), 200);
+
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.config.audit_url()).await.unwrap();
+    let head = sqlx::query(
+        "SELECT seq, record, hash FROM audit_record WHERE node = 'node-1' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let (seq, record, mut prev): (i64, String, Vec<u8>) = (head.get(0), head.get(1), head.get(2));
+    for next in seq + 1..=seq + 5 {
+        let forged = record.replacen(&format!("\"seq\":{seq},"), &format!("\"seq\":{next},"), 1);
+        let hash = ward_audit::chain_hash(&prev.clone().try_into().unwrap(), forged.as_bytes());
+        sqlx::query(
+            "INSERT INTO audit_record (node, seq, at_ms, action, status, record, prev_hash, hash) \
+             VALUES ('node-1', $1, 0, 'read', 200, $2, $3, $4)",
+        )
+        .bind(next)
+        .bind(forged)
+        .bind(prev.clone())
+        .bind(hash.to_vec())
+        .execute(&mut db)
+        .await
+        .unwrap();
+        prev = hash.to_vec();
+    }
+    db.close().await.unwrap();
+
+    for _ in 0..4 {
+        let resp = s.get(&path, &t).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "fails closed, and stays so");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.status_of(&format!("{}/readyz", s.url), None).await, 503);
+
+    let report = ward::audit_cli::verify(&s.config).await.unwrap();
+    let bad = report.first_bad.expect("the forged rows are found");
+    assert_eq!(
+        (bad.node.as_str(), bad.seq, bad.kind),
+        ("node-1", seq + 1, ward_audit::Damage::Forged)
+    );
+    // No server continues a chain someone else wrote to (it refuses before binding its port).
+    let err = ward_server::start(s.config.clone(), None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("audit"), "{err:#}");
+    s.stop().await;
+}
+
+/// Issue 9 item 4: reading a Group of 3,000 members used to insert 3,000 audit rows (on the
+/// single writer). The record now names the Group version instead of its members, so its rows
+/// stay bounded, and the accounting of disclosures of a member still lists the read.
+async fn big_group_reads_are_bounded_and_disclosed(backend: Backend) {
+    use sqlx::{Connection, Row};
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let member = s.create(&t, &distinctive_patient("GR")).await;
+    let pid = member["id"].as_str().unwrap().to_owned();
+    let mut members = vec![json!({"entity": {"reference": format!("Patient/{pid}")}})];
+    members.extend((1..3_000).map(|i| json!({"entity": {"reference": format!("Patient/m{i}")}})));
+    let group = s
+        .create(
+            &t,
+            &json!({"resourceType": "Group", "type": "person", "actual": true, "member": members}),
+        )
+        .await;
+    let gid = group["id"].as_str().unwrap().to_owned();
+    let (rid, status) = send(s.get(&format!("Group/{gid}"), &t)).await;
+    assert_eq!(status, 200);
+
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.config.audit_url()).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT r.node, r.seq, r.record, (SELECT COUNT(*) FROM audit_patient p \
+         WHERE p.node = r.node AND p.seq = r.seq) FROM audit_record r",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let mut read_seen = false;
+    for r in &rows {
+        let rec = AuditRecord::from_canonical(r.get::<String, _>(2).as_bytes()).unwrap();
+        let patient_rows: i64 = r.get(3);
+        assert!(
+            patient_rows <= ward_server::audit::MAX_LISTED_PATIENTS as i64,
+            "{} patient rows for one {} record",
+            patient_rows,
+            rec.action
+        );
+        if rec.request_id == rid {
+            read_seen = true;
+            assert_eq!(rec.patients_via, vec![format!("Group/{gid}/_history/1")]);
+            assert!(rec.patients.is_empty());
+        }
+    }
+    assert!(read_seen);
+    db.close().await.unwrap();
+
+    let disclosed = ward::audit_cli::disclosures(&s.config, &pid, None).await.unwrap();
+    assert!(
+        disclosed
+            .iter()
+            .any(|r| r.request_id == rid && r.action == "read" && r.resource_id.as_deref() == Some(&gid)),
+        "the Group read is disclosed for its member"
+    );
+    let other = ward::audit_cli::disclosures(&s.config, "not-a-member", None)
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "and for no one else");
+    s.stop().await;
+}
+
+/// Issue 9 item 6: a client-chosen `X-Request-ID` is echoed, but each record also carries an
+/// id the server made: two requests reusing one id are two distinguishable records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_request_ids_stay_distinguishable() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let t = s.admin_token().await;
+    let p = s.create(&t, &distinctive_patient("RI")).await;
+    let path = format!("Patient/{}", p["id"].as_str().unwrap());
+    for _ in 0..2 {
+        let resp = s
+            .get(&path, &t)
+            .header("x-request-id", "same-id-twice")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-request-id"], "same-id-twice", "echoed");
+    }
+    let recs: Vec<AuditRecord> = all_records(&s)
+        .await
+        .into_iter()
+        .filter(|r| r.request_id == "same-id-twice")
+        .collect();
+    assert_eq!(recs.len(), 2);
+    assert_ne!(recs[0].server_request_id, recs[1].server_request_id);
+    for r in &recs {
+        assert!(uuid::Uuid::parse_str(&r.server_request_id).is_ok());
+    }
+    s.stop().await;
+}
+
 async fn block_audit_inserts(s: &TestServer, block: bool) {
     use sqlx::Executor;
     match s.backend {
@@ -590,6 +748,9 @@ async fn verify_export_disclosures_and_tamper_via_cli() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert!(report["records"].as_u64().unwrap() >= 6);
+    assert_eq!(report["unsealed"], 0, "sealed at shutdown");
+
+    forgeries_on_copies_fail_verification(tmp.path(), &w.dir).await;
 
     let out = w.ward(&["audit", "disclosures", "--patient", &pid, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -619,6 +780,7 @@ async fn verify_export_disclosures_and_tamper_via_cli() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = format!("{}.pub", export.display());
+    export_files_are_private_and_new(&w, &export, Path::new(&key));
     let verify_file = |file: &Path| {
         Command::new(env!("CARGO_BIN_EXE_ward"))
             .args(["audit", "verify", "--file"])
@@ -669,6 +831,136 @@ async fn verify_export_disclosures_and_tamper_via_cli() {
     assert_eq!(report["ok"], false);
     assert_eq!(report["first_bad"]["node"], "node-1");
     assert_eq!(report["first_bad"]["seq"], 3);
+}
+
+/// Runs `ward audit verify --json` on `dir`: (exit success, report).
+fn verify_dir(dir: &Path) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["audit", "verify", "--json", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), report)
+}
+
+/// Issue 9 item 5, as reproduced on a copy of the data dir: forgeries that need only INSERT on
+/// the audit tables (a fabricated chain for `node-9`, a record appended at the head of
+/// `node-1` with a correct unkeyed hash) and the removal of every signed checkpoint each make
+/// `ward audit verify` fail.
+async fn forgeries_on_copies_fail_verification(tmp: &Path, dir: &Path) {
+    use sqlx::{Connection, Executor, Row};
+    let attacks: [(&str, &str, i64, &str); 3] = [
+        ("node-9", "node-9", 0, "no_genesis"),
+        ("head", "node-1", -1, "forged"),
+        ("no-checkpoints", "node-1", 0, "no_genesis"),
+    ];
+    for (name, node, seq, kind) in attacks {
+        let copy = tmp.join(format!("copy-{name}"));
+        let ok = Command::new("cp").arg("-a").arg(dir).arg(&copy).status().unwrap();
+        assert!(ok.success());
+        let url = format!("sqlite://{}", copy.join("audit.db").display());
+        let mut c = <sqlx::SqliteConnection as Connection>::connect(&url)
+            .await
+            .unwrap();
+        let head = sqlx::query(
+            "SELECT seq, record, hash FROM audit_record WHERE node = 'node-1' ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        let (last, record, hash): (i64, String, Vec<u8>) = (head.get(0), head.get(1), head.get(2));
+        let forge = |node: &str, seq: i64, prev: &[u8]| {
+            let rec = record
+                .replacen("\"node\":\"node-1\"", &format!("\"node\":\"{node}\""), 1)
+                .replacen(&format!("\"seq\":{last},"), &format!("\"seq\":{seq},"), 1);
+            let h = ward_audit::chain_hash(&prev.try_into().unwrap(), rec.as_bytes());
+            (rec, h)
+        };
+        let mut rows = Vec::new();
+        let expected_seq = match name {
+            "node-9" => {
+                let mut prev = [0u8; 32];
+                for seq in 1..=3 {
+                    let (rec, h) = forge("node-9", seq, &prev);
+                    rows.push(("node-9", seq, rec, prev.to_vec(), h));
+                    prev = h;
+                }
+                seq
+            }
+            "head" => {
+                let (rec, h) = forge("node-1", last + 1, &hash);
+                rows.push(("node-1", last + 1, rec, hash.clone(), h));
+                last + 1
+            }
+            _ => {
+                c.execute("DROP TRIGGER audit_checkpoint_no_delete")
+                    .await
+                    .unwrap();
+                c.execute("DELETE FROM audit_checkpoint").await.unwrap();
+                seq
+            }
+        };
+        for (node, seq, rec, prev, h) in rows {
+            sqlx::query(
+                "INSERT INTO audit_record (node, seq, at_ms, action, status, record, prev_hash, hash) \
+                 VALUES ($1, $2, 0, 'read', 200, $3, $4, $5)",
+            )
+            .bind(node)
+            .bind(seq)
+            .bind(rec)
+            .bind(prev)
+            .bind(h.to_vec())
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+        c.close().await.unwrap();
+        let (success, report) = verify_dir(&copy);
+        assert!(!success && report["ok"] == false, "{name}: {report}");
+        assert_eq!(report["first_bad"]["node"], node, "{name}: {report}");
+        assert_eq!(report["first_bad"]["seq"], expected_seq, "{name}: {report}");
+        assert_eq!(report["first_bad"]["kind"], kind, "{name}: {report}");
+    }
+}
+
+/// Issue 9 item 6: `ward audit export --out FILE` made FILE and FILE.pub readable by the owner
+/// only, and refuses to overwrite either or to write through a symlink.
+fn export_files_are_private_and_new(w: &Proc, export: &Path, key: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for f in [export, key] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    let before = std::fs::read(export).unwrap();
+    let run = |out: &Path| {
+        w.ward(&[
+            "audit",
+            "export",
+            "--format",
+            "ndjson",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    assert!(
+        !run(export).status.success(),
+        "an existing export is not overwritten"
+    );
+    assert_eq!(std::fs::read(export).unwrap(), before);
+    // A symlink planted where the export goes (even a dangling one) is not followed.
+    let dir = export.parent().unwrap();
+    let target = dir.join("elsewhere.txt");
+    let link = dir.join("link.ndjson");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(!run(&link).status.success(), "a symlink is not followed");
+    assert!(!target.exists(), "nothing was written through the link");
+    // An existing FILE.pub (or a link there) stops the export before anything is left behind.
+    let fresh = dir.join("fresh.ndjson");
+    std::os::unix::fs::symlink(&target, dir.join("fresh.ndjson.pub")).unwrap();
+    assert!(!run(&fresh).status.success());
+    assert!(!fresh.exists() && !target.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
