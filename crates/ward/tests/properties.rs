@@ -32,7 +32,7 @@ fn sample<S: Strategy>(runner: &mut TestRunner, strategy: &S) -> S::Value {
 }
 
 fn is_leap(y: u32) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
 }
 
 /// A real calendar day in `years`, as a FHIR date.
