@@ -22,7 +22,10 @@
 //!
 //! Not supported (400): search GETs, conditional update/delete URLs, PATCH and HEAD entries.
 //! Responses list per entry `status`, `location`, `etag` and `lastModified`; resources only
-//! with `Prefer: return=representation` (GET entries always carry theirs).
+//! with `Prefer: return=representation` (GET entries always carry theirs), as JSON bytes
+//! (stored ones unparsed) up to `server.max_page_bytes` in all: past it a GET entry is a 413
+//! with an OperationOutcome ("read it on its own"), and a write, still made, answers without
+//! its representation and with a warning in `response.outcome`.
 //!
 //! Audit: one intent record before the first write; the request's record gets every patient
 //! of every written, deleted or read resource and the number of resources touched. An entry
@@ -35,15 +38,18 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use ward_auth::Interaction;
 use ward_fhir::outcome::IssueType;
 use ward_store::{StoreError, Stored, TxError, TxOp, TxOutcome};
+use zeroize::Zeroizing;
 
 use crate::auth::{Authenticated, Authorized, authorize, authorize_any};
-use crate::error::{ApiError, FHIR_JSON};
+use crate::error::ApiError;
 use crate::fhir::{Prefer, parse_criteria, parse_if_match, read_json};
+use crate::response::Resource;
 use crate::state::AppState;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -565,7 +571,9 @@ async fn transaction(
         auth.audit.add_patients(patients);
     }
     record_intent(st, auth, &ops.iter().collect::<Vec<_>>()).await?;
-    let outcomes = match st.store.transaction(&ops).await {
+    // Reads hold at most one response's worth of stored bytes; the rest are withheld.
+    let mut budget = st.config.server.max_page_bytes;
+    let outcomes = match st.store.transaction_within(&ops, budget).await {
         Ok(o) => o,
         Err(TxError { index, error }) => {
             let err = entry_error(error);
@@ -575,16 +583,13 @@ async fn transaction(
             });
         }
     };
-    let mut entries: Vec<(usize, Value)> = order
-        .iter()
-        .zip(outcomes)
-        .map(|(&i, o)| (i, success_entry(st, auth, o, representation)))
-        .collect();
-    entries.sort_by_key(|(i, _)| *i);
-    Ok(bundle_response(
-        "transaction-response",
-        entries.into_iter().map(|(_, e)| e).collect(),
-    ))
+    let mut outcomes: Vec<(usize, TxOutcome)> = order.into_iter().zip(outcomes).collect();
+    outcomes.sort_by_key(|(i, _)| *i);
+    let mut entries = Vec::with_capacity(outcomes.len());
+    for (i, o) in outcomes {
+        entries.push(success_entry(st, auth, o, representation, &mut budget).map_err(|e| e.at(entry_at(i)))?);
+    }
+    Ok(bundle_response("transaction-response", &entries))
 }
 
 /// Each entry on its own: whatever goes wrong with one (a refusal, a store or integrity
@@ -616,11 +621,12 @@ async fn batch(
         &ops.iter().filter_map(|o| o.as_ref().ok()).collect::<Vec<_>>(),
     )
     .await?;
+    let mut budget = st.config.server.max_page_bytes;
     let mut entries = Vec::with_capacity(ops.len());
     for (index, op) in ops.into_iter().enumerate() {
         let result = match op {
             Err(e) => Err(e),
-            Ok(op) => isolated(run_batch_entry(st, auth, op, representation)).await,
+            Ok(op) => isolated(run_batch_entry(st, auth, op, representation, &mut budget)).await,
         };
         entries.push(result.unwrap_or_else(|e| {
             if e.status.is_server_error() {
@@ -629,14 +635,14 @@ async fn batch(
             failure_entry(e)
         }));
     }
-    Ok(bundle_response("batch-response", entries))
+    Ok(bundle_response("batch-response", &entries))
 }
 
 /// Runs `entry`, turning a panic inside it into a 500 of that entry alone (the panic hook has
 /// logged where; a store transaction it held rolls back when dropped).
-async fn isolated<F>(entry: F) -> Result<Value, ApiError>
+async fn isolated<T, F>(entry: F) -> Result<T, ApiError>
 where
-    F: Future<Output = Result<Value, ApiError>>,
+    F: Future<Output = Result<T, ApiError>>,
 {
     use futures_util::FutureExt;
     std::panic::AssertUnwindSafe(entry)
@@ -645,17 +651,18 @@ where
         .unwrap_or_else(|_| Err(ApiError::internal("a batch entry panicked")))
 }
 
-/// One batch entry, in its own store transaction (a read needs none).
+/// One batch entry, in its own store transaction (a read needs none and is not parsed).
 async fn run_batch_entry(
     st: &AppState,
     auth: &Authenticated,
     op: TxOp,
     representation: bool,
-) -> Result<Value, ApiError> {
+    budget: &mut usize,
+) -> Result<EntryOut, ApiError> {
     let outcome = match &op {
         TxOp::Read { rtype, id, version } => match version {
-            Some(v) => st.store.vread(rtype, id, *v).await,
-            None => st.store.read(rtype, id).await,
+            Some(v) => st.store.vread_json(rtype, id, *v).await,
+            None => st.store.read_json(rtype, id).await,
         }
         .map(TxOutcome::Read)
         .map_err(entry_error)?,
@@ -670,7 +677,7 @@ async fn run_batch_entry(
     match outcome {
         // As the single DELETE: a resource that never existed is a 404.
         TxOutcome::Deleted(None) => Err(ApiError::not_found()),
-        outcome => Ok(success_entry(st, auth, outcome, representation)),
+        outcome => success_entry(st, auth, outcome, representation, budget),
     }
 }
 
@@ -690,20 +697,55 @@ fn status_line(status: StatusCode) -> String {
     format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
 }
 
-fn failure_entry(e: ApiError) -> Value {
-    json!({
-        "response": {
+/// One entry of a batch or transaction response. Its resource is JSON bytes: stored ones as
+/// they are (never parsed), a representation serialized once.
+struct EntryOut {
+    full_url: Option<String>,
+    resource: Option<Zeroizing<Vec<u8>>>,
+    response: Value,
+}
+
+fn failure_entry(e: ApiError) -> EntryOut {
+    EntryOut {
+        full_url: None,
+        resource: None,
+        response: json!({
             "status": status_line(e.status),
             "outcome": ward_fhir::outcome::operation_outcome(&[e.issue], crate::request_id::current().as_deref()),
+        }),
+    }
+}
+
+/// Why a resource is not in its entry: the response already carries `server.max_page_bytes`
+/// of resources.
+const TOO_LARGE: &str =
+    "the Bundle response has no room left for this resource (server.max_page_bytes); read it on its own";
+
+/// Takes `len` bytes from what the response may still carry, if they fit.
+fn take(budget: &mut usize, len: usize) -> bool {
+    match budget.checked_sub(len) {
+        Some(left) => {
+            *budget = left;
+            true
         }
-    })
+        None => false,
+    }
 }
 
 /// The response entry of a successful operation; notes the resource in the audit record.
-fn success_entry(st: &AppState, auth: &Authenticated, outcome: TxOutcome, representation: bool) -> Value {
-    let (status, stored, location, with_resource) = match outcome {
-        TxOutcome::Created(s) => (StatusCode::CREATED, s, true, representation),
-        TxOutcome::Matched(s) => (StatusCode::OK, s, true, representation),
+/// Resources (reads and representations) are carried while `budget` lasts: past it a read
+/// entry is a 413 with an OperationOutcome, and a write answers without its representation
+/// (as `return=minimal`) and says why in `response.outcome`.
+fn success_entry(
+    st: &AppState,
+    auth: &Authenticated,
+    outcome: TxOutcome,
+    representation: bool,
+    budget: &mut usize,
+) -> Result<EntryOut, ApiError> {
+    let (status, stored, location) = match outcome {
+        TxOutcome::Created(s) => (StatusCode::CREATED, s, true),
+        TxOutcome::Matched(s) => (StatusCode::OK, s, true),
         TxOutcome::Updated { stored, created } => (
             if created {
                 StatusCode::CREATED
@@ -712,14 +754,33 @@ fn success_entry(st: &AppState, auth: &Authenticated, outcome: TxOutcome, repres
             },
             stored,
             true,
-            representation,
         ),
-        TxOutcome::Deleted(Some(s)) => (StatusCode::NO_CONTENT, s, false, false),
+        TxOutcome::Deleted(Some(s)) => (StatusCode::NO_CONTENT, s, false),
         TxOutcome::Deleted(None) => {
             // Deleting what never existed: nothing to undo, nothing to report (FHIR allows 204).
-            return json!({ "response": { "status": status_line(StatusCode::NO_CONTENT) } });
+            return Ok(EntryOut {
+                full_url: None,
+                resource: None,
+                response: json!({ "status": status_line(StatusCode::NO_CONTENT) }),
+            });
         }
-        TxOutcome::Read(s) => (StatusCode::OK, s, false, true),
+        TxOutcome::Read(mut s) => {
+            if !take(budget, s.json.len()) {
+                return Ok(too_large());
+            }
+            auth.audit
+                .add_patients_of(&s.rtype, &s.id, s.version, crate::fhir::patients_of_json(&s)?);
+            auth.audit.add_returned(1);
+            // The bytes move into the entry: no second plaintext copy.
+            let json = Zeroizing::new(std::mem::take(&mut *s.json));
+            let response = version_response(StatusCode::OK, s.version, s.last_updated);
+            return Ok(EntryOut {
+                full_url: Some(format!("{}/{}/{}", st.fhir_base, s.rtype, s.id)),
+                resource: Some(json),
+                response,
+            });
+        }
+        TxOutcome::ReadWithheld { .. } => return Ok(too_large()),
     };
     if let Some(r) = &stored.resource {
         auth.audit.add_patients_of(
@@ -730,44 +791,109 @@ fn success_entry(st: &AppState, auth: &Authenticated, outcome: TxOutcome, repres
         );
         auth.audit.add_returned(1);
     }
-    let mut response = json!({
-        "status": status_line(status),
-        "etag": format!("W/\"{}\"", stored.version),
-        "lastModified": ward_store::format_instant(stored.last_updated),
-    });
+    let mut response = version_response(status, stored.version, stored.last_updated);
     if location {
         response["location"] = json!(format!(
             "{}/{}/{}/_history/{}",
             st.fhir_base, stored.rtype, stored.id, stored.version
         ));
     }
-    let mut entry = json!({
-        "fullUrl": format!("{}/{}/{}", st.fhir_base, stored.rtype, stored.id),
-        "response": response,
-    });
-    if with_resource && let Some(r) = stored.resource {
-        entry["resource"] = r;
+    let mut resource = None;
+    if representation && let Some(r) = &stored.resource {
+        let json = Zeroizing::new(
+            serde_json::to_vec(r).map_err(|_| ApiError::internal("resource serialization failed"))?,
+        );
+        if take(budget, json.len()) {
+            resource = Some(json);
+        } else {
+            response["outcome"] = ward_fhir::outcome::operation_outcome(
+                &[ward_fhir::outcome::Issue {
+                    severity: ward_fhir::outcome::Severity::Warning,
+                    code: IssueType::TooCostly,
+                    diagnostics: TOO_LARGE.into(),
+                    expression: None,
+                }],
+                crate::request_id::current().as_deref(),
+            );
+        }
     }
-    entry
+    Ok(EntryOut {
+        full_url: Some(format!("{}/{}/{}", st.fhir_base, stored.rtype, stored.id)),
+        resource,
+        response,
+    })
 }
 
-fn bundle_response(kind: &str, entries: Vec<Value>) -> Response {
-    let mut bundle = json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": { "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) },
-        "type": kind,
-    });
-    // FHIR JSON has no empty arrays.
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
+fn version_response(status: StatusCode, version: i64, last_updated: OffsetDateTime) -> Value {
+    json!({
+        "status": status_line(status),
+        "etag": format!("W/\"{version}\""),
+        "lastModified": ward_store::format_instant(last_updated),
+    })
+}
+
+/// A read entry whose resource does not fit the response.
+fn too_large() -> EntryOut {
+    failure_entry(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        IssueType::TooCostly,
+        TOO_LARGE,
+    ))
+}
+
+/// A batch or transaction response, serialized in this field order.
+#[derive(Serialize)]
+struct ResponseBundle<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    id: String,
+    meta: Value,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entry: Vec<ResponseEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResponseEntry<'a> {
+    #[serde(rename = "fullUrl", skip_serializing_if = "Option::is_none")]
+    full_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<Resource<'a>>,
+    response: &'a Value,
+}
+
+/// 200 with the response Bundle, each resource's bytes written as they are
+/// ([`crate::response::bundle_response`]).
+fn bundle_response(kind: &'static str, entries: &[EntryOut]) -> Response {
+    let mut entry = Vec::with_capacity(entries.len());
+    for e in entries {
+        let resource = match &e.resource {
+            Some(json) => match Resource::raw(json) {
+                Ok(r) => Some(r),
+                Err(e) => return e.into_response(),
+            },
+            None => None,
+        };
+        entry.push(ResponseEntry {
+            full_url: e.full_url.as_deref(),
+            resource,
+            response: &e.response,
+        });
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, FHIR_JSON)],
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    )
-        .into_response()
+    let bundle = ResponseBundle {
+        resource_type: "Bundle",
+        id: uuid::Uuid::new_v4().to_string(),
+        meta: json!({ "lastUpdated": ward_store::format_instant(OffsetDateTime::now_utc()) }),
+        kind,
+        entry,
+    };
+    let hint = entries
+        .iter()
+        .filter_map(|e| e.resource.as_ref())
+        .map(|j| j.len())
+        .sum();
+    crate::response::bundle_response(&bundle, hint)
 }
 
 #[cfg(test)]
@@ -804,7 +930,7 @@ mod tests {
     async fn a_panicking_batch_entry_fails_alone() {
         let ok = isolated(async { Ok(json!({"response": {"status": "201 Created"}})) }).await;
         assert_eq!(ok.unwrap()["response"]["status"], "201 Created");
-        let failed = isolated(async { Err(ApiError::not_found()) }).await;
+        let failed = isolated::<Value, _>(async { Err(ApiError::not_found()) }).await;
         assert_eq!(failed.unwrap_err().status, StatusCode::NOT_FOUND);
         let panicked = isolated(async {
             if true {
@@ -815,9 +941,6 @@ mod tests {
         .await;
         let e = panicked.unwrap_err();
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(
-            failure_entry(e)["response"]["status"],
-            "500 Internal Server Error"
-        );
+        assert_eq!(failure_entry(e).response["status"], "500 Internal Server Error");
     }
 }

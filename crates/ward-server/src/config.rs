@@ -83,7 +83,7 @@ pub struct ServerSection {
     // -- Memory per response (SPEC P-4) --
     /// Most bytes of stored resource JSON one search or history page holds (at least one
     /// resource); the rest follows through the Bundle's `next` link. `_include`d resources get
-    /// as much again.
+    /// as much again. Also the most bytes of resources in a batch or transaction response.
     pub max_page_bytes: usize,
     /// Seconds a response body may wait for the client to take its next chunk before the
     /// response is abandoned (its stream reset) and its bytes freed.

@@ -45,7 +45,12 @@ pub(crate) enum Resource<'a> {
 impl<'a> Resource<'a> {
     /// The stored JSON, checked to be one JSON value (without building it).
     pub(crate) fn stored(json: &'a StoredJson) -> Result<Self, ApiError> {
-        serde_json::from_slice::<&RawValue>(&json.json)
+        Self::raw(&json.json)
+    }
+
+    /// JSON bytes (stored, or serialized once), checked to be one JSON value.
+    pub(crate) fn raw(json: &'a [u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice::<&RawValue>(json)
             .map(Resource::Stored)
             .map_err(|_| ApiError::internal("stored resource is not valid JSON"))
     }

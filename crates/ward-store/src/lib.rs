@@ -1205,12 +1205,12 @@ impl Store {
         rtype: &str,
         id: &str,
         version: Option<i64>,
-    ) -> Result<Stored, StoreError> {
+    ) -> Result<StoredJson, StoreError> {
         let row = self
             .point_query(rtype, id, version)
             .fetch_optional(&mut **tx)
             .await?;
-        self.gone_or_live(self.decode(&row.ok_or(StoreError::NotFound)?)?)
+        self.live_json(row.map(|r| VersionRow::from_any(&r)).transpose()?)
     }
 
     // ----- read internals ----------------------------------------------------------------------

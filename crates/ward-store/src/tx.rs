@@ -22,7 +22,7 @@ use std::fmt;
 use serde_json::Value;
 use ward_crypto::sha256;
 
-use crate::{Backend, Put, Store, StoreError, Stored, UPDATE_ATTEMPTS};
+use crate::{Backend, Put, Store, StoreError, Stored, StoredJson, UPDATE_ATTEMPTS};
 
 /// One operation of [`Store::transaction`].
 #[derive(Clone)]
@@ -136,8 +136,11 @@ pub enum TxOutcome {
     Updated { stored: Stored, created: bool },
     /// The tombstone, or `None` if the resource never existed.
     Deleted(Option<Stored>),
-    /// A version read inside the transaction.
-    Read(Stored),
+    /// A version read inside the transaction, as its verified JSON bytes (unparsed).
+    Read(StoredJson),
+    /// A version read inside the transaction whose bytes did not fit the transaction's read
+    /// budget ([`Store::transaction_within`]): left out, not disclosed.
+    ReadWithheld { rtype: String, id: String, version: i64 },
 }
 
 /// Why a transaction was rolled back: the failing operation (`None`: the transaction itself,
@@ -210,10 +213,20 @@ impl Store {
     /// and [`TxError::index`] names the failing operation. Updates and deletes without
     /// `if_match` that lose a race to a concurrent writer retry the whole transaction.
     pub async fn transaction(&self, ops: &[TxOp]) -> Result<Vec<TxOutcome>, TxError> {
+        self.transaction_within(ops, usize::MAX).await
+    }
+
+    /// [`Store::transaction`] holding at most `max_read_bytes` of JSON read by its
+    /// [`TxOp::Read`]s (in order): a read past it is [`TxOutcome::ReadWithheld`].
+    pub async fn transaction_within(
+        &self,
+        ops: &[TxOp],
+        max_read_bytes: usize,
+    ) -> Result<Vec<TxOutcome>, TxError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_transaction(ops).await {
+            match self.try_transaction(ops, max_read_bytes).await {
                 Err(TxError {
                     index: Some(i),
                     error: StoreError::VersionConflict { .. },
@@ -233,7 +246,8 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("a transaction returned no outcome".into()))
     }
 
-    async fn try_transaction(&self, ops: &[TxOp]) -> Result<Vec<TxOutcome>, TxError> {
+    async fn try_transaction(&self, ops: &[TxOp], max_read_bytes: usize) -> Result<Vec<TxOutcome>, TxError> {
+        let mut read_left = max_read_bytes;
         let whole = |error: StoreError| TxError { index: None, error };
         let at = |i: usize| {
             move |error: StoreError| TxError {
@@ -330,6 +344,7 @@ impl Store {
                     Some(found) => self
                         .read_in(&mut tx, rtype, found, None)
                         .await
+                        .and_then(StoredJson::parse)
                         .map(TxOutcome::Matched)
                         .map_err(WriteFail::from),
                     None => self
@@ -361,7 +376,17 @@ impl Store {
                 TxOp::Read { rtype, id, version } => self
                     .read_in(&mut tx, rtype, id, *version)
                     .await
-                    .map(TxOutcome::Read)
+                    .map(|s| match read_left.checked_sub(s.json.len()) {
+                        Some(left) => {
+                            read_left = left;
+                            TxOutcome::Read(s)
+                        }
+                        None => TxOutcome::ReadWithheld {
+                            rtype: s.rtype.clone(),
+                            id: s.id.clone(),
+                            version: s.version,
+                        },
+                    })
                     .map_err(WriteFail::from),
             };
             match result {

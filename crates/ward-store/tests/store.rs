@@ -1206,9 +1206,29 @@ async fn transaction_conditional_create_and_reads(h: &H) {
     }
     assert!(matches!(&out[1], TxOutcome::Created(c) if c.id == "planned-2"));
     let read = match &out[3] {
-        TxOutcome::Read(r) => r.clone(),
+        TxOutcome::Read(r) => r.clone().parse().unwrap(),
         other => panic!("{other:?}"),
     };
+    // A read past the transaction's read budget is withheld, not held in memory.
+    let again = TxOp::Read {
+        rtype: "Observation".into(),
+        id: "cond-obs".into(),
+        version: None,
+    };
+    let len = match &s.transaction(std::slice::from_ref(&again)).await.unwrap()[0] {
+        TxOutcome::Read(r) => r.json.len(),
+        other => panic!("{other:?}"),
+    };
+    let within = s
+        .transaction_within(&[again.clone(), again], len + len / 2)
+        .await
+        .unwrap();
+    assert!(matches!(&within[0], TxOutcome::Read(r) if r.id == "cond-obs"));
+    assert!(
+        matches!(&within[1], TxOutcome::ReadWithheld { id, version: 1, .. } if id == "cond-obs"),
+        "{:?}",
+        within[1]
+    );
     assert_eq!(
         resource(&read)["subject"]["reference"],
         format!("Patient/{}", existing.id)

@@ -12,7 +12,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use ward_bench::procfs::status_kib;
 
-on_both_backends!(large_resources_page_by_bytes_within_memory_bounds);
+on_both_backends!(
+    large_resources_page_by_bytes_within_memory_bounds,
+    bundle_reads_and_representations_within_memory_bounds
+);
 
 /// Resources stored, each about [`RESOURCE_BYTES`] of JSON.
 const RESOURCES: usize = 40;
@@ -218,4 +221,118 @@ async fn blocked_h2_searches(
         responses.push(p.await.unwrap());
     }
     (sender, responses)
+}
+
+/// The most bytes a batch or transaction response may take: `server.max_page_bytes` (the
+/// default) of resources plus the entries' own fields.
+const MAX_BUNDLE_RESPONSE_BYTES: usize = 4 * 1024 * 1024 + 256 * 1024;
+
+/// Review finding: a batch of 100 reads of one 1.1 MB Patient (an 8 KB request) built every
+/// read as a parsed tree and the whole response before any cap (peak RSS 1.7 GiB, then 503);
+/// transactions with reads and `Prefer: return=representation` went the same way. Now both
+/// carry resources up to `server.max_page_bytes` as their stored bytes, and answer every
+/// other entry without its resource: reads with a 413 entry, writes (still made) as minimal.
+async fn bundle_reads_and_representations_within_memory_bounds(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(ward_store::testing::fresh_postgres_url().await),
+    };
+    let mut w = Proc::init_with(tmp.path(), url.as_deref());
+    w.start().await;
+    let pid = w.pid().unwrap();
+    let t = w.token().await;
+    let resp = w
+        .post_fhir("Patient", &t)
+        .body(large_patient(0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let stored: Value = resp.json().await.unwrap();
+    let id = stored["id"].as_str().unwrap().to_owned();
+    let read = || json!({"request": {"method": "GET", "url": format!("Patient/{id}")}});
+    let post = |i: usize| json!({"request": {"method": "POST", "url": "Patient"}, "resource": large_patient(100 + i)});
+    let send = |kind: &str, entries: Vec<Value>| {
+        let body = json!({"resourceType": "Bundle", "type": kind, "entry": entries}).to_string();
+        assert!(body.len() < 4 * 1024 * 1024, "within the default max_body_bytes");
+        w.client
+            .post(format!("{}/fhir", w.url))
+            .bearer_auth(&t)
+            .header("content-type", "application/fhir+json")
+            .header("prefer", "return=representation")
+            .body(body)
+            .send()
+    };
+    let mut figures = vec![("after the create", rss_mib(pid, "VmRSS"))];
+
+    // A batch of 100 reads, then a transaction of 60 reads and 3 large creates asking for
+    // their representations (after the reads, so the budget is spent when they come).
+    for (kind, entries) in [
+        ("batch", (0..100).map(|_| read()).collect::<Vec<_>>()),
+        (
+            "transaction",
+            (0..60).map(|_| read()).chain((0..3).map(post)).collect(),
+        ),
+    ] {
+        let count = entries.len();
+        let resp = send(kind, entries).await.unwrap();
+        assert_eq!(resp.status(), 200, "{kind}");
+        let body = resp.bytes().await.unwrap();
+        assert!(
+            body.len() <= MAX_BUNDLE_RESPONSE_BYTES,
+            "{kind} response of {} bytes",
+            body.len()
+        );
+        let bundle: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(bundle["type"], format!("{kind}-response"));
+        let entries = bundle["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), count, "{kind}: every entry is answered");
+        let (mut carried, mut withheld) = (0, 0);
+        for e in entries {
+            let status = e["response"]["status"].as_str().unwrap();
+            match status {
+                "200 OK" => {
+                    assert_eq!(e["resource"]["id"], id.as_str());
+                    carried += 1;
+                }
+                "201 Created" => {
+                    // The write is made; its representation did not fit.
+                    assert!(e["response"]["location"].is_string());
+                    assert!(e.get("resource").is_none());
+                    assert_eq!(e["response"]["outcome"]["issue"][0]["code"], "too-costly");
+                }
+                s => {
+                    assert!(s.starts_with("413"), "{kind}: {s}");
+                    assert!(e.get("resource").is_none());
+                    assert_eq!(e["response"]["outcome"]["issue"][0]["code"], "too-costly");
+                    withheld += 1;
+                }
+            }
+        }
+        assert!(
+            carried >= 1 && withheld >= 1,
+            "{kind}: {carried} carried, {withheld} withheld"
+        );
+        figures.push((kind, rss_mib(pid, "VmRSS")));
+    }
+    // The creates were made.
+    let found: Value = w
+        .get_fhir("Patient?identifier=urn:x:large|L101&_summary=count", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 1);
+
+    let peak_kib = status_kib(pid, "VmHWM").unwrap_or(0);
+    eprintln!("{backend:?}: RSS {figures:?} MiB, peak {} MiB", peak_kib / 1024);
+    w.terminate();
+    assert!(
+        peak_kib < MAX_RSS_KIB,
+        "peak RSS {} MiB (SPEC P-4: under 300 MiB)",
+        peak_kib / 1024
+    );
 }
