@@ -388,7 +388,7 @@ impl SearchQuery {
                         }
                         // Each element is matched against every key of every resource: bound
                         // them while parsing, not after a million were collected.
-                        elements_given += 1;
+                        elements_given = elements_given.saturating_add(1);
                         if elements_given > opts.max_values {
                             return Err(SearchError::TooManyValues(opts.max_values));
                         }
