@@ -176,11 +176,14 @@ impl ScopeSet {
         out
     }
 
-    /// Whether some scope of `context` allows anything on a type not in `except` (`*`
-    /// counts): whether any interaction on such a type could be authorized at all.
-    pub fn allows_any_type_except(&self, context: Context, except: &[&str]) -> bool {
+    /// Whether some scope of `context` allows one of `any_of` on a type not in `except` (`*`
+    /// counts): whether such an interaction on such a type could be authorized at all.
+    pub fn allows_any_type_except(&self, context: Context, except: &[&str], any_of: &[Interaction]) -> bool {
+        let wanted = any_of.iter().fold(0, |m, i| m | i.bit());
         self.clinical.iter().any(|s| {
-            s.context == context && s.perms != 0 && s.resource.as_deref().is_none_or(|r| !except.contains(&r))
+            s.context == context
+                && s.perms & wanted != 0
+                && s.resource.as_deref().is_none_or(|r| !except.contains(&r))
         })
     }
 
@@ -291,10 +294,19 @@ mod tests {
         assert!(audit.allows(Context::System, "AuditEvent", Interaction::Search));
         assert!(!audit.allows(Context::System, "AuditEvent", Interaction::Create));
         assert!(audit.allows(Context::System, "*", Interaction::Search));
-        assert!(audit.allows_any_type_except(Context::System, &["AuditEvent"]));
+        let any = [Interaction::Read, Interaction::Search];
+        assert!(audit.allows_any_type_except(Context::System, &["AuditEvent"], &any));
         let auditor = set("system/AuditEvent.rs patient/*.cruds openid");
-        assert!(!auditor.allows_any_type_except(Context::System, &["AuditEvent"]));
-        assert!(auditor.allows_any_type_except(Context::Patient, &["AuditEvent"]));
+        assert!(!auditor.allows_any_type_except(Context::System, &["AuditEvent"], &any));
+        assert!(auditor.allows_any_type_except(Context::Patient, &["AuditEvent"], &any));
+        // Only the permissions asked about count: a search-only scope can do no write or read.
+        let searcher = set("system/*.s");
+        assert!(searcher.allows_any_type_except(Context::System, &[], &any));
+        assert!(!searcher.allows_any_type_except(
+            Context::System,
+            &[],
+            &[Interaction::Read, Interaction::Create]
+        ));
         assert_eq!(set("system/*.write").to_string(), "system/*.cud");
         assert_eq!(set("system/*.*").to_string(), "system/*.cruds");
     }

@@ -105,14 +105,17 @@ pub fn authorize(
     }
 }
 
-/// Whether the caller could be authorized for anything on the resource store: checked before
-/// work that would come before the per-interaction checks (parsing a Bundle of up to
-/// `max_body_bytes`, whose entries are authorized one by one).
+/// Whether the caller could be authorized for some Bundle entry: checked before parsing a
+/// Bundle of up to `max_body_bytes`, whose entries are authorized one by one. Every entry
+/// needs create, read, update or delete (bundles have no search entries; `ifNoneExist`
+/// searches as part of a create), so a search-only token is refused here.
 pub fn authorize_any(auth: &Authenticated) -> Result<(), ApiError> {
-    if auth
-        .scopes
-        .allows_any_type_except(Context::System, ward_fhir::types::SERVER_MADE)
-    {
+    use Interaction::{Create, Delete, Read, Update};
+    if auth.scopes.allows_any_type_except(
+        Context::System,
+        ward_fhir::types::SERVER_MADE,
+        &[Create, Read, Update, Delete],
+    ) {
         Ok(())
     } else {
         Err(ApiError::forbidden())

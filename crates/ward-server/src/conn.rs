@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -99,45 +99,77 @@ impl Drop for ConnGuard {
     }
 }
 
-/// What one connection is doing: requests in flight (until their response body is sent)
-/// and when it last became idle.
+/// What one connection is doing: requests in flight (until their response body is sent),
+/// when each last made progress, and when the connection last became idle.
 #[derive(Clone)]
 pub struct Activity(Arc<ActivityInner>);
 
 struct ActivityInner {
     since: Instant,
-    in_flight: AtomicUsize,
+    /// How long a response may go without handing over data (`server.response_stall_secs`).
+    stall: Duration,
+    requests: Mutex<InFlight>,
     /// Milliseconds after `since` when the last request finished; `u64::MAX`: none yet.
     idle_from_ms: AtomicU64,
 }
 
+#[derive(Default)]
+struct InFlight {
+    next_id: u64,
+    /// Per request in flight: milliseconds after `since` by which it must make progress.
+    due_ms: HashMap<u64, u64>,
+}
+
 impl Activity {
-    pub fn new() -> Activity {
+    pub fn new(stall: Duration) -> Activity {
         Activity(Arc::new(ActivityInner {
             since: Instant::now(),
-            in_flight: AtomicUsize::new(0),
+            stall,
+            requests: Mutex::new(InFlight::default()),
             idle_from_ms: AtomicU64::new(u64::MAX),
         }))
     }
 
-    /// A request starts; it ends when the guard (moved into its response body) drops.
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.0.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn after_ms(&self, d: Duration) -> u64 {
+        self.now_ms()
+            .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// A request starts; it ends when the guard (moved into its response body) drops. Its
+    /// handler has the request timeout, then its response the stall timeout, to progress.
     pub fn begin(&self) -> RequestGuard {
-        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestGuard(self.clone())
+        let due = self.after_ms(crate::app::REQUEST_TIMEOUT.saturating_add(self.0.stall));
+        let mut r = self.lock();
+        let id = r.next_id;
+        r.next_id += 1;
+        r.due_ms.insert(id, due);
+        RequestGuard {
+            activity: self.clone(),
+            id,
+        }
     }
 
     /// Whether no request has come yet.
     pub fn no_request_yet(&self) -> bool {
-        self.0.idle_from_ms.load(Ordering::Acquire) == u64::MAX
-            && self.0.in_flight.load(Ordering::Acquire) == 0
+        self.0.idle_from_ms.load(Ordering::Acquire) == u64::MAX && self.lock().due_ms.is_empty()
     }
 
     /// When the connection may be closed if nothing happens before: `first` after the
-    /// handshake if no request came, `idle` after the last request; `None` while a request is
-    /// in flight.
+    /// handshake if no request came, `idle` after the last request; while requests are in
+    /// flight, when the first of them is overdue. A response that the client never lets out
+    /// (an HTTP/2 stream window kept at zero holds even a small body, which no stall timer
+    /// sees) thus costs the whole connection.
     pub fn deadline(&self, first: Duration, idle: Duration) -> Option<Instant> {
-        if self.0.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+        if let Some(due) = self.lock().due_ms.values().min() {
+            return Some(self.0.since + Duration::from_millis(*due));
         }
         match self.0.idle_from_ms.load(Ordering::Acquire) {
             u64::MAX => Some(self.0.since + first),
@@ -146,26 +178,41 @@ impl Activity {
     }
 }
 
-pub struct RequestGuard(Activity);
+pub struct RequestGuard {
+    activity: Activity,
+    id: u64,
+}
 
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        let inner = &self.0.0;
-        let ms = u64::try_from(inner.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        inner.idle_from_ms.store(ms, Ordering::Release);
-        inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+impl RequestGuard {
+    /// The request made progress (its response is ready, or a body frame was handed over):
+    /// it has the stall timeout for the next.
+    pub fn progress(&self) {
+        let due = self.activity.after_ms(self.activity.0.stall);
+        if let Some(d) = self.activity.lock().due_ms.get_mut(&self.id) {
+            *d = due;
+        }
     }
 }
 
-/// A response body that keeps its request counted as in flight until hyper is done with it.
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let ms = self.activity.now_ms();
+        self.activity.0.idle_from_ms.store(ms, Ordering::Release);
+        self.activity.lock().due_ms.remove(&self.id);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper is done with it,
+/// and counts each frame hyper takes as progress.
 pub struct TrackedBody {
     inner: Body,
-    _guard: RequestGuard,
+    guard: RequestGuard,
 }
 
 impl TrackedBody {
     pub fn wrap(inner: Body, guard: RequestGuard) -> Body {
-        Body::new(TrackedBody { inner, _guard: guard })
+        guard.progress();
+        Body::new(TrackedBody { inner, guard })
     }
 }
 
@@ -177,7 +224,11 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = polled {
+            self.guard.progress();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -364,13 +415,25 @@ mod tests {
 
     #[test]
     fn deadlines_follow_requests() {
-        let act = Activity::new();
+        let stall = Duration::from_secs(3);
+        let act = Activity::new(stall);
         let (first, idle) = (Duration::from_secs(10), Duration::from_secs(30));
         let d0 = act.deadline(first, idle).unwrap();
         assert!(d0 <= Instant::now() + first);
         let g = act.begin();
-        assert_eq!(act.deadline(first, idle), None);
+        // in flight: the handler's timeout plus the stall timeout
+        let running = act.deadline(first, idle).unwrap();
+        assert!(running > Instant::now() + crate::app::REQUEST_TIMEOUT);
+        // a response ready, or a frame handed over: the stall timeout from now
+        g.progress();
+        let waiting = act.deadline(first, idle).unwrap();
+        assert!(waiting <= Instant::now() + stall && waiting > Instant::now() + stall / 2);
+        // a second request does not extend the first's deadline
+        let g2 = act.begin();
+        assert_eq!(act.deadline(first, idle), Some(waiting));
         drop(g);
+        assert!(act.deadline(first, idle).unwrap() >= running);
+        drop(g2);
         let d1 = act.deadline(first, idle).unwrap();
         assert!(d1 > d0 + Duration::from_secs(19));
     }

@@ -201,8 +201,11 @@ pub async fn token(
         _ => return oauth_error(&OAuthError::InvalidClient, basic_used),
     };
     audit.set_claimed_client(&client_id);
+    // Keyed per (client id, IP group), charged before the secret is checked: a client id is
+    // no secret, so one IP's wrong guesses must not lock the client out from another IP.
+    let peer_ip = peer.map(|axum::Extension(ClientAddr(addr))| ip_key(addr.ip()));
     if ward_auth::is_plausible_client_id(&client_id)
-        && let Some(resp) = limited(st.token_client_limits.check(&client_id))
+        && let Some(resp) = limited(st.token_client_limits.check(&(client_id.clone(), peer_ip)))
     {
         return resp;
     }

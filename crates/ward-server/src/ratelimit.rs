@@ -85,10 +85,11 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 }
 
 /// The key of a client address: an IPv6 client usually holds a whole /64, so it counts as
-/// one.
+/// one. An IPv4 client seen on a dual-stack listener (`::ffff:a.b.c.d`) is keyed by its IPv4
+/// address, not by the /64 that all IPv4 clients share.
 pub fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
+    match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
         IpAddr::V6(v6) => {
             let mut s = v6.segments();
             s[4..].fill(0);
@@ -133,5 +134,13 @@ mod tests {
         assert_eq!(ip_key(a), ip_key(b));
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(ip_key(v4), v4);
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_count_per_ipv4_address() {
+        let a: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let b: IpAddr = "::ffff:198.51.100.9".parse().unwrap();
+        assert_ne!(ip_key(a), ip_key(b));
+        assert_eq!(ip_key(a), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

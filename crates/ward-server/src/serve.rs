@@ -198,6 +198,7 @@ async fn accept_loop(
         first_request: Duration::from_secs(s.first_request_timeout_secs),
         idle: Duration::from_secs(s.idle_timeout_secs),
     };
+    let stall = Duration::from_secs(s.response_stall_secs);
     let (h1, h2) = builders(&state.config);
     let builders = Arc::new((h1, h2));
     let router = crate::app::router(state);
@@ -231,7 +232,7 @@ async fn accept_loop(
                 _ => return,
             };
             // ALPN decided the protocol: no waiting to sniff it from the first bytes.
-            let activity = Activity::new();
+            let activity = Activity::new(stall);
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let service = service(router, peer, activity.clone(), None);
                 let conn = builders.1.serve_connection(TokioIo::new(tls), service);

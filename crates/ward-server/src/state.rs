@@ -33,7 +33,8 @@ pub struct Inner {
     /// Token endpoint: bounded client-secret checks and per-IP / per-client rate limits.
     pub secrets: ward_auth::SecretVerifier,
     pub token_ip_limits: Buckets<std::net::IpAddr>,
-    pub token_client_limits: Buckets<String>,
+    /// Keyed by (client id, IP group of the peer).
+    pub token_client_limits: Buckets<(String, Option<std::net::IpAddr>)>,
 }
 
 impl std::ops::Deref for AppState {

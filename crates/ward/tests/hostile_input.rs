@@ -314,6 +314,38 @@ async fn searches_above_the_bounds_are_refused(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+    // _elements count too (review finding 5: 1.3M values took seconds of CPU per request).
+    let started = std::time::Instant::now();
+    let resp = s
+        .client
+        .post(format!("{}/Patient/_search", s.fhir))
+        .bearer_auth(&t)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_elements={}", "zz,".repeat(1_300_000)))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_body(resp).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("too-costly"), "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, body) = status_and_body(
+        get_q(
+            &s,
+            "Patient",
+            &t,
+            &[("_elements", "gender,gender,name"), ("family", &list)],
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     // If-None-Exist is bounded as well.
     let cond = vec!["family=x"; 100].join("&");
     let resp = s

@@ -266,22 +266,33 @@ async fn token_rate_limits_answer_429_and_audit_once_per_window(backend: Backend
         statuses.push(resp.status().as_u16());
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429]);
-    // per client id: from fresh addresses, the fourth request for one client is refused,
-    // even with the right secret
-    for (i, local) in ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().enumerate() {
-        let resp = token_request(&client_from(&s, local), &s.url, &s.admin_id, "wrong").await;
-        assert_eq!(resp.status(), 401, "request {i}");
+    // per client id and address: the fourth request for one client from one address is
+    // refused although that address's own bucket has refilled (fast refill below)...
+    let s2 = TestServer::start_with(backend, |c| {
+        c.server.token_burst = 3;
+        c.server.token_requests_per_minute_per_ip = 6000;
+        c.server.token_requests_per_minute_per_client = 6;
+    })
+    .await;
+    let attacker = client_from(&s2, "127.0.0.2");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let resp = token_request(&attacker, &s2.url, &s2.admin_id, "wrong").await;
+        statuses.push(resp.status().as_u16());
     }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // ...but another address's wrong guesses do not lock the client out (review finding 3)
     let resp = token_request(
-        &client_from(&s, "127.0.0.5"),
-        &s.url,
-        &s.admin_id,
-        &s.admin_secret,
+        &client_from(&s2, "127.0.0.3"),
+        &s2.url,
+        &s2.admin_id,
+        &s2.admin_secret,
     )
     .await;
-    assert_eq!(resp.status(), 429);
-    assert!(retry_after(&resp) >= 1);
-    // one audit record per limited window (one for the IP, one for the client), not per request
+    assert_eq!(resp.status(), 200);
+    s2.stop().await;
+    // one audit record per limited window, not per request
     let store = AuditStore::open(&s.config.audit_url()).await.unwrap();
     let q = AuditQuery {
         action: Some("token".into()),
@@ -291,7 +302,7 @@ async fn token_rate_limits_answer_429_and_audit_once_per_window(backend: Backend
     let records = ward_audit::search(&store, &q).await.unwrap();
     let limited = records.iter().filter(|(r, _)| r.outcome.status == 429).count();
     let refused = records.iter().filter(|(r, _)| r.outcome.status == 401).count();
-    assert_eq!((limited, refused), (2, 6));
+    assert_eq!((limited, refused), (1, 3));
     store.close().await;
     s.stop().await;
 }

@@ -191,6 +191,22 @@ async fn blocked_h2_searches(
     hyper::client::conn::http2::SendRequest<String>,
     Vec<hyper::Response<hyper::body::Incoming>>,
 ) {
+    let (sender, responses, _conn) = blocked_h2(w, t, "Patient?_count=1000").await;
+    (sender, responses)
+}
+
+/// An HTTP/2 connection with a zero stream flow-control window, the response heads of
+/// `BLOCKED_STREAMS` GETs of `path` on it (the bodies cannot move), and the connection's task
+/// (finished once the server closed it). The client answers the server's pings.
+async fn blocked_h2(
+    w: &Proc,
+    t: &str,
+    path: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<String>,
+    Vec<hyper::Response<hyper::body::Incoming>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
     let tls = ward_bench::client::tls_config(&w.dir.join("tls/ca.pem")).unwrap();
     let mut tls = (*tls).clone();
     tls.alpn_protocols = vec![b"h2".to_vec()];
@@ -206,10 +222,10 @@ async fn blocked_h2_searches(
         .handshake(TokioIo::new(stream))
         .await
         .unwrap();
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     let mut pending = Vec::new();
     for _ in 0..BLOCKED_STREAMS {
-        let req = hyper::Request::get(format!("{}/fhir/Patient?_count=1000", w.url))
+        let req = hyper::Request::get(format!("{}/fhir/{path}", w.url))
             .header("authorization", format!("Bearer {t}"))
             .body(String::new())
             .unwrap();
@@ -220,7 +236,77 @@ async fn blocked_h2_searches(
     for p in pending {
         responses.push(p.await.unwrap());
     }
-    (sender, responses)
+    (sender, responses, conn)
+}
+
+/// Review finding 2: a response of one chunk or less (no stall timer, no budget) on an
+/// HTTP/2 stream whose window stays zero. Many such streams must not hold their bodies, or
+/// their connections, past the stall timeout (the request itself finished at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_responses_blocked_by_a_zero_window_are_dropped_with_their_connection() {
+    const CONNECTIONS: usize = 40;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Proc::init(tmp.path());
+    let toml = w.dir.join("ward.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let text = text.replacen(
+        "[server]\n",
+        "[server]\nresponse_stall_secs = 2\nidle_timeout_secs = 2\nfirst_request_timeout_secs = 2\n\
+         http2_keep_alive_secs = 2\n",
+        1,
+    );
+    std::fs::write(&toml, text).unwrap();
+    w.start().await;
+    let pid = w.pid().unwrap();
+    let t = w.token().await;
+    // About 60 KB: under the 64 KiB chunk size, so the body is handed to hyper whole.
+    let one = json!({ "url": "urn:x:1", "valueBoolean": true });
+    let p =
+        json!({"resourceType": "Patient", "extension": vec![one.clone(); 60_000 / one.to_string().len()]});
+    let resp = w
+        .post_fhir("Patient", &t)
+        .body(p.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Twice: freed bodies are reused by the second round (the allocator need not give them
+    // back to the system), held ones add up.
+    let before = rss_mib(pid, "VmRSS");
+    let mut figures = Vec::new();
+    for round in 0..2 {
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let (sender, responses, conn) = blocked_h2(&w, &t, &format!("Patient/{id}")).await;
+            assert!(responses.iter().all(|r| r.status() == 200));
+            held.push((sender, responses, conn));
+        }
+        let during = rss_mib(pid, "VmRSS");
+        // stall (2 s) + the close grace (5 s) + slack
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let open = held.iter().filter(|(_, _, conn)| !conn.is_finished()).count();
+        figures.push((during, rss_mib(pid, "VmRSS")));
+        assert_eq!(
+            open, 0,
+            "round {round}: connections with stalled responses are closed"
+        );
+    }
+    eprintln!(
+        "resident MiB before {before:.0}; with {CONNECTIONS}x{BLOCKED_STREAMS} blocked small \
+         responses, then 9 s later, per round: {figures:?}"
+    );
+    let [(first, _), (second, _)] = figures[..] else {
+        unreachable!()
+    };
+    assert!(
+        second - before < (first - before) * 1.5,
+        "the blocked bodies are freed: before {before:.0} MiB, rounds {figures:?}"
+    );
+    w.terminate();
 }
 
 /// The most bytes a batch or transaction response may take: `server.max_page_bytes` (the

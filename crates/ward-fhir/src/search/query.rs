@@ -179,7 +179,8 @@ pub struct ParseOptions {
     /// Most parameters (name=value pairs, `_cursor` aside) one search may have.
     pub max_params: usize,
     /// Most values one search may have: the OR alternatives of all its criteria plus its sort
-    /// keys. Each becomes a condition of one SQL statement.
+    /// keys (each a condition of one SQL statement), its distinct `_elements` and its
+    /// `_include`/`_revinclude` parameters.
     pub max_values: usize,
     /// See [`SearchQuery::max_total`].
     pub max_total: usize,
@@ -226,7 +227,8 @@ pub enum SearchError {
     )]
     TooManyParams(usize),
     #[error(
-        "the search has more than {0} values in total (comma-separated alternatives and sort keys): \
+        "the search has more than {0} values in total (comma-separated alternatives, sort keys, \
+         _elements and _include/_revinclude): \
          narrow the value lists, or split it into several searches"
     )]
     TooManyValues(usize),
@@ -349,6 +351,7 @@ impl SearchQuery {
         if pairs.iter().filter(|(k, _)| k != "_cursor").count() > opts.max_params {
             return Err(SearchError::TooManyParams(opts.max_params));
         }
+        let mut elements_given = 0usize;
         for (name, value) in pairs {
             if name == "_cursor" {
                 q.cursor = Some(value.clone());
@@ -383,7 +386,15 @@ impl SearchQuery {
                         if !e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                             return Err(invalid());
                         }
-                        q.elements.push(e.to_owned());
+                        // Each element is matched against every key of every resource: bound
+                        // them while parsing, not after a million were collected.
+                        elements_given = elements_given.saturating_add(1);
+                        if elements_given > opts.max_values {
+                            return Err(SearchError::TooManyValues(opts.max_values));
+                        }
+                        if !q.elements.iter().any(|x| x == e) {
+                            q.elements.push(e.to_owned());
+                        }
                     }
                 }
                 "_sort" => {
@@ -484,6 +495,7 @@ impl SearchQuery {
             .criteria
             .iter()
             .map(|c| c.values.len())
+            .chain([q.elements.len(), q.include.len(), q.revinclude.len()])
             .fold(q.sort.len(), usize::saturating_add);
         if values > opts.max_values {
             return Err(SearchError::TooManyValues(opts.max_values));
@@ -839,6 +851,25 @@ mod tests {
         );
         // An ignored empty value counts for nothing.
         assert!(parse(&[("family", "a,,,b,c,d")]).is_ok());
+        // _elements, de-duplicated, and _include/_revinclude count too.
+        assert!(parse(&[("_elements", "id,id,gender,id"), ("family", "a,b")]).is_ok());
+        assert_eq!(parse(&[("_elements", "id,id,id")]).unwrap().elements, ["id"]);
+        assert_eq!(
+            parse(&[("_elements", &"zz,".repeat(1_300_000))]).unwrap_err(),
+            SearchError::TooManyValues(4)
+        );
+        assert_eq!(
+            parse(&[("_elements", "a,b,c,d,e")]).unwrap_err(),
+            SearchError::TooManyValues(4)
+        );
+        assert_eq!(
+            parse(&[("_elements", "a,b,c"), ("family", "x,y")]).unwrap_err(),
+            SearchError::TooManyValues(4)
+        );
+        assert_eq!(
+            parse(&[("_elements", "a,b,c,d"), ("_revinclude", "Observation:subject")]).unwrap_err(),
+            SearchError::TooManyValues(4)
+        );
     }
 
     #[test]
