@@ -1,6 +1,7 @@
 //! ward-fhir: FHIR R4 knowledge for Ward, pure and I/O-free.
 //!
 //! - [`types`]: the R4 resource type names.
+//! - [`bundle`]: transaction and batch Bundles parsed into entry requests.
 //! - [`id`]: FHIR logical id syntax.
 //! - [`outcome`]: `OperationOutcome` builder and issue codes.
 //! - [`json`]: strict request-body parsing (duplicate keys, depth and size limits).
@@ -33,6 +34,7 @@
     )
 )]
 
+pub mod bundle;
 pub mod fhirpath;
 pub mod id;
 pub mod index;

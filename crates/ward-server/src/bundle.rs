@@ -1,8 +1,9 @@
 //! Transaction and batch Bundles: `POST /fhir` (SPEC F-1, IN-5).
 //!
-//! Both kinds go through the same steps before anything is written: content type, size and
-//! strict JSON (`fhir::read_json`); the entry cap (`server.max_bundle_entries`, 413); the
-//! Bundle's own schema; each entry's `request` (method and URL); the caller's scopes for every
+//! Both kinds go through the same steps before anything is written: content type and size
+//! (`fhir::read_json_body`); strict JSON, the entry cap (`server.max_bundle_entries`, 413) and
+//! each entry's shape and `request` (method and URL), parsed by `ward_fhir::bundle` (the
+//! `bundle_entry` fuzz target's code); the Bundle's own schema; the caller's scopes for every
 //! entry (`auth::authorize` with the entry's interaction); and each entry resource's schema.
 //!
 //! * **transaction**: any failing entry fails the whole Bundle (its status, an
@@ -36,27 +37,22 @@ use std::collections::{HashMap, HashSet};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use ward_auth::Interaction;
+use ward_fhir::bundle::{Entry, EntryRequest, Kind, bundle_kind, parse_entries};
 use ward_fhir::outcome::IssueType;
 use ward_store::{StoreError, Stored, TxError, TxOp, TxOutcome};
 use zeroize::Zeroizing;
 
 use crate::auth::{Authenticated, Authorized, authorize, authorize_any};
 use crate::error::ApiError;
-use crate::fhir::{Prefer, parse_criteria, parse_if_match, read_json};
+use crate::fhir::{Prefer, read_json_body};
 use crate::response::Resource;
 use crate::state::AppState;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Transaction,
-    Batch,
-}
 
 /// FHIR transaction processing order: DELETE, POST, PUT, GET.
 fn rank(op: &TxOp) -> u8 {
@@ -92,55 +88,20 @@ pub async fn bundle(
 ) -> Result<Response, ApiError> {
     // A token that could authorize no entry is refused before its body is read and parsed.
     authorize_any(&auth)?;
-    let mut bundle = read_json(&st, &headers, body).await?;
-    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-        return Err(
-            ApiError::bad_request(IssueType::Invalid, "POST to the base URL takes a Bundle")
-                .at("resourceType"),
-        );
-    }
-    let kind = match bundle.get("type").and_then(Value::as_str) {
-        Some("transaction") => Kind::Transaction,
-        Some("batch") => Kind::Batch,
-        _ => {
-            return Err(ApiError::bad_request(
-                IssueType::NotSupported,
-                "Bundle.type must be transaction or batch",
-            )
-            .at("Bundle.type"));
-        }
-    };
+    let body = read_json_body(&st, &headers, body).await?;
+    let bundle = ward_fhir::json::parse_strict(&body, &st.limits)?;
+    let kind = bundle_kind(&bundle)?;
     auth.audit.set_action(match kind {
         Kind::Transaction => "transaction",
         Kind::Batch => "batch",
     });
-    let max = st.config.server.max_bundle_entries;
-    let count = bundle.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
-    if count > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            IssueType::TooCostly,
-            format!("the Bundle has {count} entries; at most {max} are accepted (server.max_bundle_entries)"),
-        )
-        .at("Bundle.entry"));
-    }
-    let resources = take_resources(&mut bundle)?;
-    st.validator.validate(&bundle, "Bundle")?;
-    let entries: Vec<Map<String, Value>> = match bundle.get_mut("entry").map(Value::take) {
-        Some(Value::Array(a)) => a
-            .into_iter()
-            .map(|e| match e {
-                Value::Object(o) => o,
-                _ => Map::new(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let parsed = parse_entries(bundle, kind, st.config.server.max_bundle_entries, &st.fhir_base)?;
+    st.validator.validate(&parsed.shell, "Bundle")?;
     let representation = asks_representation(&headers);
 
-    let mut planned: Vec<Result<Allowed, ApiError>> = Vec::with_capacity(entries.len());
-    for (index, (entry, resource)) in entries.into_iter().zip(resources).enumerate() {
-        planned.push(plan(&st, &auth, kind, index, entry, resource, representation).await);
+    let mut planned: Vec<Result<Allowed, ApiError>> = Vec::with_capacity(parsed.entries.len());
+    for (index, entry) in parsed.entries.into_iter().enumerate() {
+        planned.push(plan(&st, &auth, kind, index, entry, representation).await);
     }
     // `authorize` notes each entry's type; the record is about the Bundle.
     auth.audit.set_resource("Bundle", None, None);
@@ -165,47 +126,17 @@ fn asks_representation(headers: &HeaderMap) -> bool {
             .any(|v| v.split(',').any(|t| t.trim() == "return=representation"))
 }
 
-/// Takes each entry's resource out of the Bundle (so the Bundle's schema check covers its
-/// own structure only, and each resource is checked on its own with an entry-specific
-/// path). Every entry needs a `request`.
-fn take_resources(bundle: &mut Value) -> Result<Vec<Option<Value>>, ApiError> {
-    let Some(Value::Array(entries)) = bundle.get_mut("entry") else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter_mut().enumerate() {
-        let Value::Object(o) = e else {
-            return Err(
-                ApiError::bad_request(IssueType::Structure, "a Bundle entry must be an object")
-                    .at(format!("Bundle.entry[{i}]")),
-            );
-        };
-        if !o.get("request").is_some_and(Value::is_object) {
-            return Err(ApiError::bad_request(
-                IssueType::Required,
-                "every entry of a transaction or batch needs a request",
-            )
-            .at(format!("Bundle.entry[{i}].request")));
-        }
-        out.push(o.remove("resource"));
-    }
-    Ok(out)
-}
-
 /// Parses, authorizes and validates one entry (in that order).
 async fn plan(
     st: &AppState,
     auth: &Authenticated,
     kind: Kind,
     index: usize,
-    entry: Map<String, Value>,
-    resource: Option<Value>,
+    entry: Entry,
     representation: bool,
 ) -> Result<Allowed, ApiError> {
     let at = format!("Bundle.entry[{index}]");
-    let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
-    let request = entry.get("request").cloned().unwrap_or(Value::Null);
-    let mut action = parse_request(st, &request, resource).map_err(|e| e.at(format!("{at}.request")))?;
+    let mut action = tx_op(entry.request?);
     let authorized = authorize_entry(st, auth, &mut action, representation)
         .await
         .map_err(|e| e.at(at.clone()))?;
@@ -229,157 +160,40 @@ async fn plan(
     }
     Ok(Allowed {
         index,
-        full_url,
+        full_url: entry.full_url,
         action,
         _authorized: authorized,
     })
 }
 
-/// `entry.request` as a [`TxOp`]. `resource` is the entry's resource, if any.
-fn parse_request(st: &AppState, request: &Value, resource: Option<Value>) -> Result<TxOp, ApiError> {
-    let method = request.get("method").and_then(Value::as_str).unwrap_or("");
-    let url = request.get("url").and_then(Value::as_str).unwrap_or("");
-    let base = format!("{}/", st.fhir_base);
-    let url = url.strip_prefix(&base).unwrap_or(url);
-    let bad = |msg: &str| ApiError::bad_request(IssueType::NotSupported, msg.to_owned());
-    if url.contains("://") {
-        return Err(bad("entry URLs must be relative to this server's base"));
-    }
-    let (path, query) = match url.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (url, None),
-    };
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let rtype = segments[0];
-    if !ward_fhir::types::is_resource_type(rtype) {
-        return Err(ApiError::bad_request(
-            IssueType::NotSupported,
-            "the entry URL names no FHIR R4 resource type",
-        ));
-    }
-    // The audit trail is not in the resource store and is never written through the API.
-    if ward_fhir::types::is_server_made(rtype) {
-        return Err(ApiError::read_only_type());
-    }
-    let id = |i: usize| -> Result<String, ApiError> {
-        match segments.get(i) {
-            Some(id) if ward_fhir::id::is_valid_id(id) => Ok((*id).to_owned()),
-            _ => Err(ApiError::bad_request(
-                IssueType::Value,
-                "malformed resource id in the entry URL",
-            )),
-        }
-    };
-    let if_match = || -> Result<Option<i64>, ApiError> {
-        match request.get("ifMatch").and_then(Value::as_str) {
-            None => Ok(None),
-            Some(v) => {
-                let mut h = HeaderMap::new();
-                let v = HeaderValue::from_str(v).map_err(|_| {
-                    ApiError::bad_request(IssueType::Value, "ifMatch must be an ETag like W/\"3\"")
-                })?;
-                h.insert(header::IF_MATCH, v);
-                parse_if_match(&h)
-            }
-        }
-    };
-    let with_resource = |resource: Option<Value>| -> Result<Value, ApiError> {
-        let resource = resource.ok_or_else(|| {
-            ApiError::bad_request(IssueType::Required, "POST and PUT entries need a resource")
-        })?;
-        if resource.get("resourceType").and_then(Value::as_str) != Some(rtype) {
-            return Err(ApiError::bad_request(
-                IssueType::Invalid,
-                "the entry resource's type does not match the entry URL",
-            ));
-        }
-        Ok(resource)
-    };
-    if query.is_some() && method != "POST" {
-        return Err(bad(if method == "GET" {
-            "search entries are not supported in bundles; use GET or POST [type]/_search"
-        } else {
-            "conditional update and delete are not supported"
-        }));
-    }
-    match method {
-        "POST" => {
-            if segments.len() != 1 || query.is_some() {
-                return Err(bad("a POST entry's URL must be the resource type"));
-            }
-            let if_none_exist = match request.get("ifNoneExist").and_then(Value::as_str) {
-                Some(q) => {
-                    let v = HeaderValue::from_str(q).map_err(|_| {
-                        ApiError::bad_request(IssueType::Value, "ifNoneExist must be a search query")
-                    })?;
-                    Some(parse_criteria(&v)?)
-                }
-                None => None,
-            };
-            // The id is assigned now, so `urn:uuid:` references can be rewritten to it.
-            Ok(TxOp::Create {
-                rtype: rtype.to_owned(),
-                id: uuid::Uuid::new_v4().to_string(),
-                resource: with_resource(resource)?,
-                if_none_exist,
-            })
-        }
-        "PUT" => {
-            if segments.len() != 2 {
-                return Err(bad("a PUT entry's URL must be [type]/[id]"));
-            }
-            let id = id(1)?;
-            let resource = with_resource(resource)?;
-            if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
-                return Err(ApiError::bad_request(
-                    IssueType::Value,
-                    "the entry resource's id must equal the id in the entry URL",
-                ));
-            }
-            Ok(TxOp::Update {
-                rtype: rtype.to_owned(),
-                id,
-                resource,
-                if_match: if_match()?,
-                // Narrowed to the caller's permissions by `authorize_entry`.
-                may_create: false,
-            })
-        }
-        "DELETE" => {
-            if segments.len() != 2 {
-                return Err(bad("a DELETE entry's URL must be [type]/[id]"));
-            }
-            Ok(TxOp::Delete {
-                rtype: rtype.to_owned(),
-                id: id(1)?,
-                if_match: if_match()?,
-            })
-        }
-        "GET" => {
-            let version = match segments.len() {
-                2 => None,
-                4 if segments[2] == "_history" => Some(
-                    segments[3]
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|v| *v >= 1)
-                        .ok_or_else(|| {
-                            ApiError::bad_request(IssueType::Value, "version id must be a positive integer")
-                        })?,
-                ),
-                _ => {
-                    return Err(bad(
-                        "GET entries support read ([type]/[id]) and vread ([type]/[id]/_history/[vid]) only",
-                    ));
-                }
-            };
-            Ok(TxOp::Read {
-                rtype: rtype.to_owned(),
-                id: id(1)?,
-                version,
-            })
-        }
-        _ => Err(bad("entry methods are GET, POST, PUT and DELETE")),
+/// An entry's request as a store operation. A create gets its id now, so `urn:uuid:`
+/// references can be rewritten to it; an update may create only once `authorize_entry` says so.
+fn tx_op(request: EntryRequest) -> TxOp {
+    match request {
+        EntryRequest::Create {
+            rtype,
+            resource,
+            if_none_exist,
+        } => TxOp::Create {
+            rtype,
+            id: uuid::Uuid::new_v4().to_string(),
+            resource,
+            if_none_exist,
+        },
+        EntryRequest::Update {
+            rtype,
+            id,
+            resource,
+            if_match,
+        } => TxOp::Update {
+            rtype,
+            id,
+            resource,
+            if_match,
+            may_create: false,
+        },
+        EntryRequest::Delete { rtype, id, if_match } => TxOp::Delete { rtype, id, if_match },
+        EntryRequest::Read { rtype, id, version } => TxOp::Read { rtype, id, version },
     }
 }
 

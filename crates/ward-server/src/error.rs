@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ward_fhir::bundle::BundleError;
 use ward_fhir::outcome::{Issue, IssueType, operation_outcome};
 use ward_fhir::validate::ValidationError;
 use ward_store::StoreError;
@@ -93,6 +94,23 @@ impl From<ValidationError> for ApiError {
             err = err.at(e.path);
         }
         err
+    }
+}
+
+impl From<BundleError> for ApiError {
+    fn from(e: BundleError) -> Self {
+        match e {
+            BundleError::Invalid(e) => e.into(),
+            BundleError::TooManyEntries { count, max } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueType::TooCostly,
+                format!(
+                    "the Bundle has {count} entries; at most {max} are accepted (server.max_bundle_entries)"
+                ),
+            )
+            .at("Bundle.entry"),
+            BundleError::ReadOnlyType { path } => ApiError::read_only_type().at(path),
+        }
     }
 }
 

@@ -551,6 +551,16 @@ async fn read_resource(
 /// The checks of [`read_resource`] before schema validation: Accept, content type, size and
 /// strict JSON parse.
 pub(crate) async fn read_json(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let bytes = read_json_body(st, headers, body).await?;
+    Ok(ward_fhir::json::parse_strict(&bytes, &st.limits)?)
+}
+
+/// A JSON request body's bytes, after the `Accept`, `Content-Type` and size checks.
+pub(crate) async fn read_json_body(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
     check_accept(headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -583,8 +593,7 @@ pub(crate) async fn read_json(st: &AppState, headers: &HeaderMap, body: Body) ->
     if declared.is_some_and(|n| n > st.limits.max_bytes) {
         return Err(too_large());
     }
-    let bytes = crate::framing::read_body(body, st.limits.max_bytes).await?;
-    Ok(ward_fhir::json::parse_strict(&bytes, &st.limits)?)
+    Ok(crate::framing::read_body(body, st.limits.max_bytes).await?)
 }
 
 pub(crate) fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
@@ -592,15 +601,8 @@ pub(crate) fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiErro
         return Ok(None);
     };
     let bad = || ApiError::bad_request(IssueType::Value, "If-Match must be an ETag like W/\"3\"");
-    let s = v.to_str().map_err(|_| bad())?.trim();
-    let s = s.strip_prefix("W/").unwrap_or(s);
-    let n = s
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .and_then(|s| s.parse::<i64>().ok())
-        .filter(|n| *n >= 1)
-        .ok_or_else(bad)?;
-    Ok(Some(n))
+    let s = v.to_str().map_err(|_| bad())?;
+    Ok(Some(ward_fhir::bundle::etag_version(s).ok_or_else(bad)?))
 }
 
 /// `If-None-Exist: identifier=sys|123&family=x` as (param, value) pairs.
@@ -608,15 +610,7 @@ pub(crate) fn parse_criteria(v: &HeaderValue) -> Result<Vec<(String, String)>, A
     let s = v
         .to_str()
         .map_err(|_| ApiError::bad_request(IssueType::Value, "If-None-Exist must be a search query"))?;
-    let s = s.trim_start_matches('?');
-    let criteria: Vec<(String, String)> = form_urlencoded::parse(s.as_bytes()).into_owned().collect();
-    if criteria.is_empty() || criteria.iter().any(|(k, v)| k.is_empty() || v.is_empty()) {
-        return Err(ApiError::bad_request(
-            IssueType::Value,
-            "If-None-Exist must be a non-empty search query",
-        ));
-    }
-    Ok(criteria)
+    Ok(ward_fhir::bundle::if_none_exist(s)?)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

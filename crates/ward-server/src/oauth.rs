@@ -6,10 +6,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::json;
-use ward_auth::{ClientCredentialsRequest, OAuthError};
-use zeroize::Zeroizing;
+use ward_auth::OAuthError;
 
 use crate::audit::{AuditContext, OutcomeCode, Unaudited};
 use crate::ratelimit::{Decision, ip_key};
@@ -87,43 +85,6 @@ fn first_busy_this_second() -> bool {
     LAST.swap(now, Ordering::Relaxed) != now
 }
 
-/// `application/x-www-form-urlencoded`, exactly, with any parameters.
-fn is_form_media_type(content_type: &str) -> bool {
-    content_type
-        .split(';')
-        .next()
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
-}
-
-/// RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before base64.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Zeroizing<String>)>, OAuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let bad = OAuthError::InvalidClient;
-    let value = value.to_str().map_err(|_| bad.clone())?;
-    let Some((scheme, b64)) = value.split_once(' ') else {
-        return Err(bad);
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(bad);
-    }
-    let decoded = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| bad.clone())?,
-    );
-    let decoded = std::str::from_utf8(&decoded).map_err(|_| bad.clone())?;
-    let (id, secret) = decoded.split_once(':').ok_or(bad)?;
-    let unescape = |s: &str| -> String {
-        form_urlencoded::parse(s.as_bytes())
-            .next()
-            .map(|(k, _)| k.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((unescape(id), Zeroizing::new(unescape(secret)))))
-}
-
 pub async fn token(
     State(st): State<AppState>,
     audit: AuditContext,
@@ -136,21 +97,17 @@ pub async fn token(
     {
         return resp;
     }
-    let basic = match basic_credentials(&headers) {
-        Ok(b) => b,
-        Err(e) => return oauth_error(&e, true),
-    };
-    let basic_used = basic.is_some();
+    let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    // A refusal's challenge names Basic when the client tried it.
+    let basic_used = authorization.is_some();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !is_form_media_type(content_type) {
-        return oauth_error(
-            &OAuthError::InvalidRequest("Content-Type must be application/x-www-form-urlencoded"),
-            basic_used,
-        );
-    }
+    let basic = match ward_oauth::check_headers(content_type, authorization) {
+        Ok(b) => b,
+        Err(e) => return oauth_error(&e, basic_used),
+    };
     let bytes = match crate::framing::read_body(body, MAX_TOKEN_REQUEST).await {
         Ok(b) => b,
         Err(crate::framing::BodyError::TooLarge) => {
@@ -160,46 +117,11 @@ pub async fn token(
             return oauth_error(&OAuthError::InvalidRequest("malformed request body"), basic_used);
         }
     };
-    let mut grant_type = None;
-    let mut form_id = None;
-    let mut form_secret: Option<Zeroizing<String>> = None;
-    let mut scope = None;
-    for (k, v) in form_urlencoded::parse(&bytes) {
-        let slot_taken = match k.as_ref() {
-            "grant_type" => grant_type.replace(v.into_owned()).is_some(),
-            "client_id" => form_id.replace(v.into_owned()).is_some(),
-            "client_secret" => form_secret.replace(Zeroizing::new(v.into_owned())).is_some(),
-            "scope" => scope.replace(v.into_owned()).is_some(),
-            _ => false,
-        };
-        if slot_taken {
-            return oauth_error(&OAuthError::InvalidRequest("repeated parameter"), basic_used);
-        }
-    }
-    match grant_type.as_deref() {
-        Some("client_credentials") => {}
-        Some(_) => return oauth_error(&OAuthError::UnsupportedGrantType, basic_used),
-        None => return oauth_error(&OAuthError::InvalidRequest("grant_type is required"), basic_used),
-    }
-    let (client_id, client_secret) = match (basic, form_id, form_secret) {
-        (Some(_), _, Some(_)) => {
-            return oauth_error(
-                &OAuthError::InvalidRequest("use one client authentication method"),
-                basic_used,
-            );
-        }
-        (Some((id, secret)), form_id, None) => {
-            if form_id.is_some_and(|f| f != id) {
-                return oauth_error(
-                    &OAuthError::InvalidRequest("client_id does not match"),
-                    basic_used,
-                );
-            }
-            (id, secret)
-        }
-        (None, Some(id), Some(secret)) => (id, secret),
-        _ => return oauth_error(&OAuthError::InvalidClient, basic_used),
+    let req = match ward_oauth::parse_form(basic, &bytes) {
+        Ok(r) => r,
+        Err(e) => return oauth_error(&e, basic_used),
     };
+    let client_id = req.client_id.clone();
     audit.set_claimed_client(&client_id);
     // Keyed per (client id, IP group), charged before the secret is checked: a client id is
     // no secret, so one IP's wrong guesses must not lock the client out from another IP.
@@ -209,11 +131,6 @@ pub async fn token(
     {
         return resp;
     }
-    let req = ClientCredentialsRequest {
-        client_id: client_id.clone(),
-        client_secret,
-        scope,
-    };
     match ward_auth::client_credentials(&st.store, &st.tokens, &st.secrets, req).await {
         Ok(issued) => {
             audit.set_actor(&client_id, None, &issued.scope);
