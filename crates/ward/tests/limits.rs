@@ -6,12 +6,12 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer};
+use common::{Backend, Proc, TestServer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -20,6 +20,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use ward_audit::{AuditQuery, AuditStore};
+use ward_bench::procfs::status_kib;
 
 on_both_backends!(
     token_rate_limits_answer_429_and_audit_once_per_window,
@@ -363,82 +364,17 @@ async fn busy_secret_checks_answer_503_and_argon2id_secrets_migrate(backend: Bac
 
 // ----- subprocess server (for its RSS and its log) -------------------------------------------
 
-struct ServeProc {
-    child: Child,
-    url: String,
-    client: reqwest::Client,
-    admin: (String, String),
-    log: std::path::PathBuf,
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl Drop for ServeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `ward init`, then `prepare` on its config, then `ward serve` with the `env` overrides.
-async fn serve_proc(tmp: &Path, env: &[(&str, &str)], legacy_secret: Option<&str>) -> ServeProc {
-    let dir = tmp.join("deploy");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = ward::init::init(&ward::init::InitOptions {
-        dir: dir.clone(),
-        listen: Some(format!("127.0.0.1:{port}")),
-        store_url: None,
-    })
-    .await
-    .unwrap();
+/// `ward init`, an argon2id client from an earlier version if asked, then `ward serve` with
+/// the `env` overrides.
+async fn serve_proc(tmp: &Path, env: &[(&str, &str)], legacy_secret: Option<&str>) -> Proc {
+    let mut w = Proc::init(tmp);
     if let Some(secret) = legacy_secret {
-        let config = ward_server::Config::load(Some(&dir), None).unwrap();
+        let config = ward_server::Config::load(Some(&w.dir), None).unwrap();
         insert_argon2id_client(&config, secret).await;
     }
-    let log = tmp.join("ward.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(["serve", "--dir"])
-        .arg(&dir)
-        .envs(env.iter().copied())
-        .env("WARD_LOG", "info")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&out.ca_cert).unwrap()).unwrap();
-    let proc = ServeProc {
-        child,
-        url: format!("https://127.0.0.1:{port}"),
-        client: reqwest::Client::builder().tls_certs_only([ca]).build().unwrap(),
-        admin: (out.admin_client_id.clone(), out.admin_client_secret.to_string()),
-        log,
-        dir,
-        port,
-    };
-    for _ in 0..100 {
-        if let Ok(r) = proc.client.get(format!("{}/readyz", proc.url)).send().await
-            && r.status() == 200
-        {
-            return proc;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("ward serve did not become ready");
-}
-
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    w.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    w.start().await;
+    w
 }
 
 /// Before: every token request ran argon2id (19 MiB) on an unbounded blocking pool. The
@@ -533,7 +469,7 @@ async fn token_flood_leaves_the_server_responsive_and_small() {
     }
     let ready = w.client.get(format!("{}/readyz", w.url)).send().await.unwrap();
     assert_eq!(ready.status(), 200, "server alive after the flood");
-    let peak_mib = peak_rss_kib(w.child.id()) / 1024;
+    let peak_mib = status_kib(w.pid().unwrap(), "VmHWM").unwrap() / 1024;
     println!(
         "token flood: {} requests ({} answered 503) in {:?}; {reads} reads, slowest {worst:?}; peak RSS {peak_mib} MiB",
         sent.load(Ordering::Relaxed),

@@ -260,6 +260,9 @@ pub struct Proc {
     pub client: reqwest::Client,
     pub admin: (String, String),
     pub log: PathBuf,
+    pub port: u16,
+    /// Environment overrides (`WARD_<SECTION>_<KEY>`) for `ward serve`.
+    pub env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -305,6 +308,8 @@ impl Proc {
             log: tmp.join("ward.log"),
             dir,
             child: None,
+            port,
+            env: Vec::new(),
         }
     }
 
@@ -321,6 +326,7 @@ impl Proc {
                 "WARD_LOG",
                 "info,ward=debug,ward_server=debug,ward_store=debug,ward_audit=debug",
             )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
