@@ -121,7 +121,9 @@ impl AuditContext {
             .filter(|id| ward_fhir::id::is_valid_id(id))
             .collect();
         self.with(|d| {
-            if ids.len() > MAX_PATIENTS_PER_RESOURCE || d.patients.len() + ids.len() > MAX_LISTED_PATIENTS {
+            if ids.len() > MAX_PATIENTS_PER_RESOURCE
+                || d.patients.len().saturating_add(ids.len()) > MAX_LISTED_PATIENTS
+            {
                 d.patients_via.insert(format!("{rtype}/{id}/_history/{version}"));
             } else {
                 d.patients.extend(ids);

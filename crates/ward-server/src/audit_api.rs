@@ -52,7 +52,7 @@ async fn search(
             .await
             .map_err(audit_error)?;
         if n <= MAX_TOTAL {
-            bundle["total"] = json!(n);
+            crate::set_field(&mut bundle, "total", json!(n));
         } else {
             // Beyond the cap there is no total, and the answer says why.
             let issue = Issue {
@@ -63,10 +63,14 @@ async fn search(
                 ),
                 expression: None,
             };
-            bundle["entry"] = json!([{
-                "resource": operation_outcome(&[issue], crate::request_id::current().as_deref()),
-                "search": { "mode": "outcome" },
-            }]);
+            crate::set_field(
+                &mut bundle,
+                "entry",
+                json!([{
+                    "resource": operation_outcome(&[issue], crate::request_id::current().as_deref()),
+                    "search": { "mode": "outcome" },
+                }]),
+            );
         }
     } else {
         let found = ward_audit::search(&st.audit_store, &q)
@@ -77,7 +81,11 @@ async fn search(
             .iter()
             .map(|(rec, hash)| {
                 let event = ward_audit::to_audit_event(rec, hash);
-                let id = event["id"].as_str().unwrap_or_default().to_owned();
+                let id = event
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
                 json!({
                     "fullUrl": format!("{}/AuditEvent/{id}", st.fhir_base),
                     "resource": event,
@@ -85,7 +93,7 @@ async fn search(
                 })
             })
             .collect();
-        bundle["entry"] = Value::Array(entries);
+        crate::set_field(&mut bundle, "entry", Value::Array(entries));
     }
     Ok((
         StatusCode::OK,

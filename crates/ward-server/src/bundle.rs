@@ -379,9 +379,10 @@ async fn transaction(
     let ops: Vec<TxOp> = allowed.into_iter().map(|a| a.action).collect();
 
     for (k, op) in ops.iter().enumerate() {
-        let patients = intended_patients(st, op)
-            .await
-            .map_err(|e| e.at(entry_at(order[k])))?;
+        let patients = intended_patients(st, op).await.map_err(|e| match order.get(k) {
+            Some(&i) => e.at(entry_at(i)),
+            None => e,
+        })?;
         auth.audit.add_patients(patients);
     }
     record_intent(st, auth, &ops.iter().collect::<Vec<_>>()).await?;
@@ -392,7 +393,10 @@ async fn transaction(
         Err(TxError { index, error }) => {
             let err = entry_error(error);
             return Err(match index {
-                Some(k) => err.at(entry_at(order[k])),
+                Some(k) => match order.get(k) {
+                    Some(&i) => err.at(entry_at(i)),
+                    None => err,
+                },
                 None => err,
             });
         }
@@ -607,10 +611,14 @@ fn success_entry(
     }
     let mut response = version_response(status, stored.version, stored.last_updated);
     if location {
-        response["location"] = json!(format!(
-            "{}/{}/{}/_history/{}",
-            st.fhir_base, stored.rtype, stored.id, stored.version
-        ));
+        crate::set_field(
+            &mut response,
+            "location",
+            json!(format!(
+                "{}/{}/{}/_history/{}",
+                st.fhir_base, stored.rtype, stored.id, stored.version
+            )),
+        );
     }
     let mut resource = None;
     if representation && let Some(r) = &stored.resource {
@@ -620,14 +628,18 @@ fn success_entry(
         if take(budget, json.len()) {
             resource = Some(json);
         } else {
-            response["outcome"] = ward_fhir::outcome::operation_outcome(
-                &[ward_fhir::outcome::Issue {
-                    severity: ward_fhir::outcome::Severity::Warning,
-                    code: IssueType::TooCostly,
-                    diagnostics: TOO_LARGE.into(),
-                    expression: None,
-                }],
-                crate::request_id::current().as_deref(),
+            crate::set_field(
+                &mut response,
+                "outcome",
+                ward_fhir::outcome::operation_outcome(
+                    &[ward_fhir::outcome::Issue {
+                        severity: ward_fhir::outcome::Severity::Warning,
+                        code: IssueType::TooCostly,
+                        diagnostics: TOO_LARGE.into(),
+                        expression: None,
+                    }],
+                    crate::request_id::current().as_deref(),
+                ),
             );
         }
     }

@@ -51,8 +51,8 @@ impl ConnLimits {
         if open.total >= self.max_total || from_ip >= self.max_per_ip {
             return None;
         }
-        open.total += 1;
-        open.per_ip.insert(ip, from_ip + 1);
+        open.total = open.total.saturating_add(1);
+        open.per_ip.insert(ip, from_ip.saturating_add(1));
         Some(ConnGuard {
             limits: self.clone(),
             ip,
@@ -149,7 +149,7 @@ impl Activity {
         let due = self.after_ms(crate::app::REQUEST_TIMEOUT.saturating_add(self.0.stall));
         let mut r = self.lock();
         let id = r.next_id;
-        r.next_id += 1;
+        r.next_id = r.next_id.wrapping_add(1);
         r.due_ms.insert(id, due);
         RequestGuard {
             activity: self.clone(),
@@ -169,11 +169,15 @@ impl Activity {
     /// sees) thus costs the whole connection.
     pub fn deadline(&self, first: Duration, idle: Duration) -> Option<Instant> {
         if let Some(due) = self.lock().due_ms.values().min() {
-            return Some(self.0.since + Duration::from_millis(*due));
+            return self.0.since.checked_add(Duration::from_millis(*due));
         }
         match self.0.idle_from_ms.load(Ordering::Acquire) {
-            u64::MAX => Some(self.0.since + first),
-            ms => Some(self.0.since + Duration::from_millis(ms) + idle),
+            u64::MAX => self.0.since.checked_add(first),
+            ms => self
+                .0
+                .since
+                .checked_add(Duration::from_millis(ms))
+                .and_then(|t| t.checked_add(idle)),
         }
     }
 }
@@ -291,12 +295,13 @@ impl<I> HeadScan<I> {
         let room = self.prefix.len().saturating_sub(self.prefix_len);
         let take = part.len().min(room);
         if let (Some(dst), Some(src)) = (
-            self.prefix.get_mut(self.prefix_len..self.prefix_len + take),
+            self.prefix
+                .get_mut(self.prefix_len..self.prefix_len.saturating_add(take)),
             part.get(..take),
         ) {
             dst.copy_from_slice(src);
         }
-        self.prefix_len += take;
+        self.prefix_len = self.prefix_len.saturating_add(take);
         self.line_len = self.line_len.saturating_add(part.len());
     }
 

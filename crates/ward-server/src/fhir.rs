@@ -272,7 +272,7 @@ impl<'a> DataAccess<'a> {
         }
         // The version this update will make, as far as it can be known before it: the final
         // record names the version actually stored.
-        let next = current + 1;
+        let next = current.saturating_add(1);
         audit.add_patients_of(rtype, id, next, patients_of(rtype, id, &resource));
         crate::audit::record_intent(self.st, audit).await?;
         let op = TxOp::Update {
@@ -488,8 +488,9 @@ impl<S: Send + Sync> FromRequestParts<S> for StoreType {
 pub(crate) fn store_type(s: &str) -> Result<&'static str, ApiError> {
     let rtype = ward_fhir::types::RESOURCE_TYPES
         .binary_search(&s)
-        .map(|i| ward_fhir::types::RESOURCE_TYPES[i])
-        .map_err(|_| unknown_type())?;
+        .ok()
+        .and_then(|i| ward_fhir::types::RESOURCE_TYPES.get(i).copied())
+        .ok_or_else(unknown_type)?;
     if ward_fhir::types::is_server_made(rtype) {
         return Err(ApiError::read_only_type());
     }

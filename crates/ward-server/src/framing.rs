@@ -84,9 +84,10 @@ fn framing_error(
     }
     if !te.is_empty() {
         let plain_chunked = te.len() == 1
-            && te[0]
-                .to_str()
-                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            && te
+                .first()
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
         if !plain_chunked {
             return Some("only Transfer-Encoding: chunked is accepted");
         }

@@ -3,6 +3,17 @@
 //! Only this crate (and the binary) know about HTTP. Handlers are short lists of calls into
 //! `ward-auth`, `ward-fhir` and `ward-store`.
 
+// Request paths handle client-controlled values: no panicking shortcuts outside tests (SEC-1).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod app;
 pub mod audit;
 mod audit_api;
@@ -25,4 +36,12 @@ pub mod state;
 pub mod tls;
 
 pub use config::Config;
+
+/// Sets `key` on a JSON object. Every caller builds an object; on anything else this does
+/// nothing (where `value[key] = ...` would panic).
+pub(crate) fn set_field(target: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if let Some(object) = target.as_object_mut() {
+        object.insert(key.to_owned(), value);
+    }
+}
 pub use serve::{RunningServer, StartError, start};

@@ -179,7 +179,7 @@ pub async fn openid_configuration(State(st): State<AppState>) -> Response {
 
 pub async fn smart_configuration(State(st): State<AppState>) -> Response {
     let mut doc = server_metadata(&st);
-    doc["capabilities"] = json!(["client-confidential-symmetric"]);
-    doc["code_challenge_methods_supported"] = json!([]);
+    crate::set_field(&mut doc, "capabilities", json!(["client-confidential-symmetric"]));
+    crate::set_field(&mut doc, "code_challenge_methods_supported", json!([]));
     Json(doc).into_response()
 }

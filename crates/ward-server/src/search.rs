@@ -238,7 +238,12 @@ async fn run(
             }));
         }
     }
-    let mut entry = Vec::with_capacity(page.matches.len() + included.len() + 1);
+    let mut entry = Vec::with_capacity(
+        page.matches
+            .len()
+            .saturating_add(included.len())
+            .saturating_add(1),
+    );
     for s in &page.matches {
         entry.push(Entry::of(st, s, "match", &q)?);
     }
@@ -475,7 +480,7 @@ impl Included {
             ..ParseOptions::default()
         };
         let mut sub = SearchQuery::parse(rtype, &pairs, &opts).map_err(search_error)?;
-        sub.count = MAX_INCLUDED - self.out.len();
+        sub.count = MAX_INCLUDED.saturating_sub(self.out.len());
         sub.total = ward_fhir::search::TotalMode::None;
         sub.cursor_holder = q.cursor_holder.clone();
         if ward_fhir::search::in_compartment_definition(rtype) {

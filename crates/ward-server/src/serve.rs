@@ -138,6 +138,14 @@ struct ConnTimes {
     idle: Duration,
 }
 
+/// `d` from now; a duration too long to represent (a huge configured timeout) is a day.
+fn later(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 /// How long a connection told to close (idle, or shutting down) may take to do so.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -304,7 +312,7 @@ where
             Some(at) => at,
             None => activity
                 .deadline(times.first_request, times.idle)
-                .map_or_else(|| tokio::time::Instant::now() + times.idle, Into::into),
+                .map_or_else(|| later(times.idle), Into::into),
         };
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -313,7 +321,7 @@ where
                     continue;
                 }
                 conn.as_mut().graceful_shutdown();
-                closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                closing = Some(later(DRAIN_TIMEOUT));
             }
             _ = tokio::time::sleep_until(wake) => {
                 if closing.is_some() {
@@ -328,7 +336,7 @@ where
                 }
                 if expired {
                     conn.as_mut().graceful_shutdown();
-                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    closing = Some(later(CLOSE_GRACE));
                 }
             }
         }
