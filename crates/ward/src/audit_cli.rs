@@ -145,9 +145,17 @@ async fn version_names_patient(
         Some((rtype, id, v.parse::<i64>().ok()?))
     });
     let (rtype, id, version) = parsed.context("an audit record names a malformed resource version")?;
-    let stored = store.vread_json(rtype, id, version).await.with_context(|| {
-        format!("resolving the patients of {rtype} version {version} named by the audit trail")
-    })?;
+    let stored = match store.vread_json(rtype, id, version).await {
+        Ok(stored) => stored,
+        // A write's intent names the version it was about to make; a write that then failed
+        // (a lost If-Match race, say) made none, and disclosed nothing through it.
+        Err(ward_store::StoreError::NotFound) => return Ok(false),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "resolving the patients of {rtype} version {version} named by the audit trail"
+            )));
+        }
+    };
     let patients = ward_server::audit::patients_of(rtype, id, &stored.value()?);
     Ok(patients.iter().any(|p| p == pid))
 }

@@ -471,6 +471,18 @@ async fn big_group_reads_are_bounded_and_disclosed(backend: Backend) {
     assert!(read_seen);
     db.close().await.unwrap();
 
+    // An update that fails after its intent (wrong If-Match) names a version that never
+    // exists: the accounting must still be answered, for everyone.
+    let mut stale = group.clone();
+    stale["active"] = json!(true);
+    let resp = s
+        .put_json(&format!("Group/{gid}"), &t, &stale)
+        .header("if-match", "W/\"7\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 412);
+
     let disclosed = ward::audit_cli::disclosures(&s.config, &pid, None).await.unwrap();
     assert!(
         disclosed
