@@ -113,6 +113,14 @@ impl AuditContext {
         });
     }
 
+    /// Names version `version` of `rtype/id` for its patients, resolved when disclosures are
+    /// asked for, instead of listing them now.
+    pub fn add_patients_via(&self, rtype: &str, id: &str, version: i64) {
+        self.with(|d| {
+            d.patients_via.insert(version_reference(rtype, id, version));
+        });
+    }
+
     /// The patients of version `version` of `rtype/id`: listed, or when there are too many
     /// (see [`MAX_PATIENTS_PER_RESOURCE`], [`MAX_LISTED_PATIENTS`]) named by that version.
     pub fn add_patients_of(&self, rtype: &str, id: &str, version: i64, ids: Vec<String>) {
@@ -124,7 +132,7 @@ impl AuditContext {
             if ids.len() > MAX_PATIENTS_PER_RESOURCE
                 || d.patients.len().saturating_add(ids.len()) > MAX_LISTED_PATIENTS
             {
-                d.patients_via.insert(format!("{rtype}/{id}/_history/{version}"));
+                d.patients_via.insert(version_reference(rtype, id, version));
             } else {
                 d.patients.extend(ids);
             }
@@ -429,4 +437,9 @@ pub async fn record_admin(
             intent_seq: None,
         })
         .await
+}
+
+/// How an audit record names a resource version whose patients it does not list.
+fn version_reference(rtype: &str, id: &str, version: i64) -> String {
+    format!("{rtype}/{id}/_history/{version}")
 }

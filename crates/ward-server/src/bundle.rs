@@ -586,8 +586,12 @@ fn success_entry(
             if !take(budget, s.json.len()) {
                 return Ok(too_large());
             }
-            auth.audit
-                .add_patients_of(&s.rtype, &s.id, s.version, crate::fhir::patients_of_json(&s)?);
+            match crate::fhir::patients_of_json(&s) {
+                Ok(ids) => auth.audit.add_patients_of(&s.rtype, &s.id, s.version, ids),
+                // A transaction's reads are answered after its commit: an error here would
+                // report committed writes as failed. The record names the version instead.
+                Err(_) => auth.audit.add_patients_via(&s.rtype, &s.id, s.version),
+            }
             auth.audit.add_returned(1);
             // The bytes move into the entry: no second plaintext copy.
             let json = Zeroizing::new(std::mem::take(&mut *s.json));
