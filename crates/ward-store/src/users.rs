@@ -122,7 +122,7 @@ impl Store {
         let sql = format!("SELECT {USER_COLUMNS} FROM ward_user WHERE user_id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
-            .fetch_optional(&self.inner.writer)
+            .fetch_optional(&self.inner.reader)
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -132,7 +132,7 @@ impl Store {
         let sql = format!("SELECT {USER_COLUMNS} FROM ward_user WHERE username = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(username)
-            .fetch_optional(&self.inner.writer)
+            .fetch_optional(&self.inner.reader)
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -283,7 +283,7 @@ impl Store {
         let sql = format!("SELECT {epoch_col}, {secret_col} FROM ward_user WHERE user_id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user_id.to_owned())
-            .fetch_optional(&self.inner.writer)
+            .fetch_optional(&self.inner.reader)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let epoch: Option<i64> = row.try_get(0)?;
@@ -391,7 +391,7 @@ impl Store {
         let row =
             sqlx::query("SELECT COUNT(*) FROM user_recovery_code WHERE user_id = $1 AND used_at IS NULL")
                 .bind(user_id.to_owned())
-                .fetch_one(&self.inner.writer)
+                .fetch_one(&self.inner.reader)
                 .await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
