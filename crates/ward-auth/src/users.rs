@@ -369,9 +369,10 @@ pub async fn login_password_detailed(
         Ok(name) => store.get_user_by_name(&name).await?,
         Err(_) => None,
     };
-    let phc = record
-        .as_ref()
-        .map_or_else(|| password::DUMMY_HASH.clone(), |r| r.password_hash.clone());
+    // The dummy hash is made on first use: every sign-in touches it, so that first cost does
+    // not single out an unknown user.
+    let dummy = password::DUMMY_HASH.clone();
+    let phc = record.as_ref().map_or(dummy, |r| r.password_hash.clone());
     // Bounded input: a longer "password" is checked as wrong, at the usual cost.
     let candidate = if password.len() <= password::MAX_PASSWORD_BYTES {
         password
@@ -447,9 +448,10 @@ pub async fn change_password_at(
         .get_user(user_id)
         .await
         .map_err(PasswordError::Unavailable)?;
-    let phc = record
-        .as_ref()
-        .map_or_else(|| password::DUMMY_HASH.clone(), |r| r.password_hash.clone());
+    // The dummy hash is made on first use: every sign-in touches it, so that first cost does
+    // not single out an unknown user.
+    let dummy = password::DUMMY_HASH.clone();
+    let phc = record.as_ref().map_or(dummy, |r| r.password_hash.clone());
     let current = if current.len() <= password::MAX_PASSWORD_BYTES {
         current
     } else {
