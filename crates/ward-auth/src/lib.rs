@@ -21,12 +21,14 @@
     )
 )]
 
+pub mod external;
 pub mod grant;
 pub mod scope;
 pub mod secret;
 pub mod token;
 
+pub use external::{ExternalIdentity, TrustedIssuer, TrustedIssuers};
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
-pub use scope::{Context, Interaction, ScopeSet};
+pub use scope::{Access, Context, Interaction, Restriction, ScopeSet, Special};
 pub use secret::{SecretVerifier, Verdict};
 pub use token::{Claims, IssuedToken, TokenError, TokenService};
