@@ -429,6 +429,8 @@ async fn unusable_jwks_file_stops_the_start() {
 struct JwksServer {
     port: u16,
     body: Arc<Mutex<Value>>,
+    /// Extra response headers and status line, when not a plain 200.
+    status_line: Arc<Mutex<String>>,
     reads: Arc<AtomicUsize>,
 }
 
@@ -439,6 +441,7 @@ impl JwksServer {
         let server = JwksServer {
             port,
             body: Arc::new(Mutex::new(initial)),
+            status_line: Arc::new(Mutex::new("HTTP/1.1 200 OK".into())),
             reads: Arc::new(AtomicUsize::new(0)),
         };
         (server, listener)
@@ -460,13 +463,14 @@ impl JwksServer {
         .with_single_cert(certs, key)
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let (body, reads) = (self.body.clone(), self.reads.clone());
+        let (body, reads, status_line) = (self.body.clone(), self.reads.clone(), self.status_line.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let (acceptor, body, reads) = (acceptor.clone(), body.clone(), reads.clone());
+                let status_line = status_line.lock().unwrap().clone();
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
@@ -482,7 +486,7 @@ impl JwksServer {
                     reads.fetch_add(1, Ordering::SeqCst);
                     let json = body.lock().unwrap().to_string();
                     let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
                         json.len()
                     );
                     let _ = tls.write_all(resp.as_bytes()).await;
@@ -571,5 +575,49 @@ async fn jwks_uri_with_an_untrusted_certificate_is_not_read() {
         0,
         "no request got past the handshake"
     );
+    s.stop().await;
+}
+
+/// A JWKS read is bounded: a document over 256 KiB and a redirect (even to the same, good
+/// document) are refused, so the keys stay unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_uri_reads_are_bounded_and_never_redirected() {
+    let k1 = ec_key("k1");
+    let mut big = jwks(&[&k1]);
+    big["padding"] = json!("x".repeat(300 * 1024));
+    let (jwks_server, listener) = JwksServer::bind(big).await;
+    let port = jwks_server.port;
+    let mut listener = Some(listener);
+    let s = TestServer::start_with(Backend::Sqlite, |cfg| {
+        let mut t = issuer_config(ISS_A, &cfg.fhir_base(), &["ES256"]);
+        t.jwks_uri = Some(format!("https://127.0.0.1:{port}/certs"));
+        t.jwks_ca_file = Some(cfg.tls.ca.clone());
+        t.jwks_refresh_secs = 1;
+        cfg.auth.trusted_issuers = vec![t];
+        jwks_server.serve(
+            listener.take().unwrap(),
+            &cfg.path(&cfg.tls.cert),
+            &cfg.path(&cfg.tls.key),
+        );
+    })
+    .await;
+    let t1 = sign(&k1, &claims(ISS_A, &s, "alice"));
+    assert_eq!(status(&s, &t1).await, 401, "oversized JWKS");
+    assert_eq!(jwks_server.reads.load(Ordering::SeqCst), 1);
+    // A redirect carrying the good document in its body is not followed nor used.
+    *jwks_server.body.lock().unwrap() = jwks(&[&k1]);
+    *jwks_server.status_line.lock().unwrap() =
+        format!("HTTP/1.1 302 Found\r\nlocation: https://127.0.0.1:{port}/other");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(status(&s, &t1).await, 401, "redirect");
+    assert_eq!(
+        jwks_server.reads.load(Ordering::SeqCst),
+        2,
+        "no request to the redirect target"
+    );
+    // The same document served plainly works: the refusals above were the bounds.
+    *jwks_server.status_line.lock().unwrap() = "HTTP/1.1 200 OK".into();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(status(&s, &t1).await, 200);
     s.stop().await;
 }
