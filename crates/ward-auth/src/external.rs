@@ -515,22 +515,28 @@ impl TrustedIssuer {
             .map(str::to_owned);
         let exp = time_claim(c, "exp")?.unwrap_or(now);
         let iat = time_claim(c, "iat")?.unwrap_or(now);
-        let claims = Claims {
-            iss: s.issuer.clone(),
-            sub: format!("{}#sub:{subject}", s.issuer),
-            aud: s.audience.clone(),
-            exp,
-            iat,
-            nbf: time_claim(c, "nbf")?.unwrap_or(iat),
-            jti: c
-                .get("jti")
-                .and_then(Value::as_str)
-                .filter(|v| plain_id(v))
-                .unwrap_or_default()
-                .to_owned(),
-            scope: granted.to_string(),
-            client_id,
-        };
+        // Built through serde so that the optional claims of user tokens (`fhirUser`, ...)
+        // take their defaults, and `fhirUser` its value where `Claims` has the field.
+        let jti = c
+            .get("jti")
+            .and_then(Value::as_str)
+            .filter(|v| plain_id(v))
+            .unwrap_or_default();
+        let mut ward = serde_json::json!({
+            "iss": s.issuer,
+            "sub": format!("{}#sub:{subject}", s.issuer),
+            "aud": s.audience,
+            "exp": exp,
+            "iat": iat,
+            "nbf": time_claim(c, "nbf")?.unwrap_or(iat),
+            "jti": jti,
+            "scope": granted.to_string(),
+            "client_id": client_id,
+        });
+        if let (Some(f), Some(obj)) = (&fhir_user, ward.as_object_mut()) {
+            obj.insert("fhirUser".into(), Value::String(f.clone()));
+        }
+        let claims: Claims = serde_json::from_value(ward).map_err(|_| reject("claims"))?;
         Ok(ExternalIdentity {
             claims,
             issuer: s.issuer.clone(),
