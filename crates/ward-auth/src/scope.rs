@@ -369,48 +369,54 @@ impl ScopeSet {
         }
     }
 
-    pub fn has(&self, special: Special) -> bool {
+    /// Whether the non-resource scope `name` (`openid`, `offline_access`, ...) is present.
+    /// (Same signature as wip-tokens' helper of that name, which this one replaces.)
+    pub fn has(&self, name: &str) -> bool {
+        Special::from_str(name).is_some_and(|s| self.special.contains(&s))
+    }
+
+    fn has_special(&self, special: Special) -> bool {
         self.special.contains(&special)
     }
 
     /// `openid`: the client wants an id_token.
     pub fn has_openid(&self) -> bool {
-        self.has(Special::OpenId)
+        self.has_special(Special::OpenId)
     }
 
     /// `fhirUser`: the id_token (and token response) name the user's FHIR resource.
     pub fn has_fhir_user(&self) -> bool {
-        self.has(Special::FhirUser)
+        self.has_special(Special::FhirUser)
     }
 
     /// `profile`: OIDC profile claims.
     pub fn has_profile(&self) -> bool {
-        self.has(Special::Profile)
+        self.has_special(Special::Profile)
     }
 
     /// `offline_access`: a refresh token that outlives the session.
     pub fn wants_offline(&self) -> bool {
-        self.has(Special::OfflineAccess)
+        self.has_special(Special::OfflineAccess)
     }
 
     /// `online_access`: a refresh token bound to the session.
     pub fn wants_online(&self) -> bool {
-        self.has(Special::OnlineAccess)
+        self.has_special(Special::OnlineAccess)
     }
 
     /// `launch`: an EHR launch (the request carries a `launch` value).
     pub fn launch(&self) -> bool {
-        self.has(Special::Launch)
+        self.has_special(Special::Launch)
     }
 
     /// `launch/patient`: a standalone launch that needs a patient chosen.
     pub fn launch_patient(&self) -> bool {
-        self.has(Special::LaunchPatient)
+        self.has_special(Special::LaunchPatient)
     }
 
     /// `launch/encounter`: a standalone launch that needs an encounter chosen.
     pub fn launch_encounter(&self) -> bool {
-        self.has(Special::LaunchEncounter)
+        self.has_special(Special::LaunchEncounter)
     }
 
     /// The scopes in plain words, one line each, for a consent page. Restriction values come

@@ -110,6 +110,8 @@ fn non_resource_scopes_and_helpers() {
     let none = set("patient/*.rs");
     assert!(!none.launch() && !none.launch_patient() && !none.has_openid() && !none.wants_offline());
     assert_eq!(set("openid openid").to_string(), "openid");
+    assert!(s.has("offline_access") && s.has("launch/patient") && !none.has("openid"));
+    assert!(!s.has("email") && !s.has("patient/*.rs"));
 }
 
 /// (scope as written, canonical form): the canonical form parses to the same set.
