@@ -48,7 +48,10 @@ pub async fn client_credentials(
     let Some(client) = usable else {
         return Err(OAuthError::InvalidClient);
     };
-    let allowed = ScopeSet::parse(&client.scopes).map_err(|_| OAuthError::ServerError)?;
+    // Registered scopes were checked by `ward client create`; a word an earlier version let
+    // through is dropped (it never granted anything). A request is held to the grammar: an
+    // unknown or malformed scope is `invalid_scope` (RFC 6749 §5.2), never silently ignored.
+    let allowed = ScopeSet::parse_lenient(&client.scopes);
     let granted = match req.scope.as_deref() {
         None | Some("") => allowed,
         Some(requested) => ScopeSet::parse(requested)

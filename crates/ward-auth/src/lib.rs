@@ -21,6 +21,7 @@
     )
 )]
 
+pub mod external;
 pub mod grant;
 pub mod password;
 pub mod scope;
@@ -29,8 +30,9 @@ pub mod token;
 pub mod totp;
 pub mod users;
 
+pub use external::{ExternalIdentity, TrustedIssuer, TrustedIssuers};
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
-pub use scope::{Context, Interaction, ScopeSet};
+pub use scope::{Access, Context, Interaction, Restriction, ScopeSet, Special};
 pub use secret::{SecretVerifier, Verdict};
 pub use token::{Claims, IssuedToken, TokenError, TokenService};
 pub use users::{

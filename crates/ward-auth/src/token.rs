@@ -47,7 +47,7 @@ pub enum TokenError {
 
 /// The name of a verification failure without its payload: a JSON error quotes the
 /// token's own (client-chosen) claim values, which must not reach a log line.
-fn kind_name(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+pub(crate) fn kind_name(kind: &jsonwebtoken::errors::ErrorKind) -> String {
     let debug = format!("{kind:?}");
     debug.split('(').next().unwrap_or_default().to_owned()
 }

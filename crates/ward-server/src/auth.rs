@@ -1,25 +1,29 @@
 //! Authentication and authorization as types (SPEC §2 steps 4-7, AC-1, AC-4).
 //!
-//! A handler gets an [`Authenticated`] only from a verified bearer token of an active
-//! client, and an [`Authorized`] only from [`authorize`], which checks the token's scopes
+//! A handler gets an [`Authenticated`] only from a verified bearer token: one of Ward's own,
+//! of an active client, or one of a trusted external issuer (`[[auth.trusted_issuers]]`,
+//! SPEC AC-3) verified against that issuer's keys only; and an [`Authorized`] only from [`authorize`], which checks the token's scopes
 //! for the interaction and resource type. The FHIR operations in `fhir.rs` take an
 //! `&Authorized`, so a handler cannot reach data without both steps.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use ward_auth::{Claims, Context, Interaction, ScopeSet};
+use ward_auth::{Claims, Context, ExternalIdentity, Interaction, ScopeSet};
 
 use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A caller whose access token verified and whose client is active.
+/// A caller whose access token verified and whose client is active (or whose token a
+/// trusted external issuer signed).
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub claims: Claims,
     pub scopes: ScopeSet,
     pub audit: AuditContext,
+    /// Set for a token of an external identity provider: issuer, subject, mapped roles.
+    pub external: Option<ExternalIdentity>,
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -37,6 +41,28 @@ impl FromRequestParts<AppState> for Authenticated {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
             .ok_or_else(|| ApiError::unauthorized(false))?;
+        // A token naming a trusted issuer is verified against that issuer only; any other
+        // token is Ward's own or nothing (its `iss` is checked there).
+        if let Some(issuer) = state.trusted_issuers.for_token(token) {
+            let now = crate::trusted_issuers::now_secs();
+            let identity = issuer.verify(token, now).await.map_err(|e| {
+                tracing::info!(reason = %e, issuer = %issuer.settings().issuer, "external access token refused");
+                ApiError::unauthorized(true)
+            })?;
+            let claims = identity.claims.clone();
+            // The record names the issuer and subject (both inside the namespaced ids) and the
+            // mapped roles beside the granted scopes.
+            let roles: Vec<String> = identity.roles.iter().map(|r| format!("role:{r}")).collect();
+            let recorded = format!("{} {}", claims.scope, roles.join(" "));
+            audit.set_actor(&claims.client_id, Some(&claims.sub), &recorded);
+            let scopes = ScopeSet::parse_lenient(&claims.scope);
+            return Ok(Authenticated {
+                claims,
+                scopes,
+                audit,
+                external: Some(identity),
+            });
+        }
         let claims = state.tokens.verify(token).map_err(|e| {
             tracing::info!(reason = %e, "access token refused");
             ApiError::unauthorized(true)
@@ -46,11 +72,14 @@ impl FromRequestParts<AppState> for Authenticated {
             return Err(ApiError::unauthorized(true));
         }
         audit.set_actor(&claims.client_id, None, &claims.scope);
-        let scopes = ScopeSet::parse(&claims.scope).map_err(|_| ApiError::unauthorized(true))?;
+        // Ward signed these scopes; a word an earlier version granted but no longer knows
+        // confers nothing and is dropped.
+        let scopes = ScopeSet::parse_lenient(&claims.scope);
         Ok(Authenticated {
             claims,
             scopes,
             audit,
+            external: None,
         })
     }
 }
@@ -85,8 +114,10 @@ impl Authorized {
 }
 
 /// Scope check. Only `system/` scopes are honoured until user and patient contexts exist
-/// (a `patient/` scope without a patient context must not open every patient's data). A `*`
-/// scope does not reach `AuditEvent` (see `ward_auth::scope::EXPLICIT_ONLY`).
+/// (a `patient/` scope without a patient context must not open every patient's data), and
+/// only unrestricted ones: a granular scope (`?category=...`) grants nothing until its
+/// restrictions are enforced (`ScopeSet::access` gives them). A `*` scope does not reach
+/// `AuditEvent` (see `ward_auth::scope::EXPLICIT_ONLY`).
 pub fn authorize(
     auth: &Authenticated,
     rtype: &str,

@@ -28,6 +28,8 @@ pub struct Config {
     pub tls: TlsSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub auth: AuthSection,
     /// The directory everything relative is resolved against (the config file's directory).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -224,6 +226,94 @@ impl std::fmt::Debug for AuditSection {
     }
 }
 
+/// Identity settings (`[auth]`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// External identity providers whose access tokens Ward accepts (SPEC AC-3).
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
+}
+
+/// One `[[auth.trusted_issuers]]` entry (see `ward_auth::external`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerConfig {
+    /// The exact `iss` of its tokens (`https://`, no trailing decoration).
+    pub issuer: String,
+    /// The value its tokens' `aud` must be or contain.
+    pub audience: String,
+    /// The issuer's JWK Set in a file (relative to DIR) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// ... or at an `https://` URL (read when first needed, again on an unknown `kid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// PEM certificates that alone are trusted for `jwks_uri` (default: the system roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Least seconds between two reads of the JWKS (an unknown `kid` reads it again).
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+    /// Accepted signature algorithms: RS256/384/512, PS256/384/512, ES256, ES384, EdDSA.
+    pub algorithms: Vec<String>,
+    /// Claim with the role values (string or array; dots descend: `realm_access.roles`).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Role value in the token → Ward role. A token with no mapped value is refused.
+    pub roles: std::collections::BTreeMap<String, String>,
+    /// Claim with the user's FHIR resource (`Practitioner/ID`, `Patient/ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user_claim: Option<String>,
+    /// Claim with the SMART scopes (space-separated string or array).
+    #[serde(default = "default_scope_claim")]
+    pub scope_claim: String,
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    60
+}
+
+fn default_role_claim() -> String {
+    "roles".into()
+}
+
+fn default_scope_claim() -> String {
+    "scope".into()
+}
+
+impl TrustedIssuerConfig {
+    /// The checked settings; `dir` resolves a relative `jwks_file`.
+    pub fn settings(&self, dir: &Path) -> Result<ward_auth::external::IssuerSettings, String> {
+        use ward_auth::external::{JwksSource, parse_algorithm};
+        let jwks = match (&self.jwks_file, &self.jwks_uri) {
+            (Some(f), None) => JwksSource::File(if f.is_absolute() { f.clone() } else { dir.join(f) }),
+            (None, Some(u)) => JwksSource::Uri(u.clone()),
+            _ => return Err("give exactly one of jwks_file and jwks_uri".into()),
+        };
+        if self.jwks_ca_file.is_some() && self.jwks_uri.is_none() {
+            return Err("jwks_ca_file applies only to jwks_uri".into());
+        }
+        let algorithms = self
+            .algorithms
+            .iter()
+            .map(|a| parse_algorithm(a).map_err(|e| e.0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let settings = ward_auth::external::IssuerSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            jwks,
+            algorithms,
+            role_claim: self.role_claim.clone(),
+            roles: self.roles.clone(),
+            fhir_user_claim: self.fhir_user_claim.clone(),
+            scope_claim: self.scope_claim.clone(),
+            refresh_secs: self.jwks_refresh_secs,
+        };
+        settings.validate().map_err(|e| e.0)?;
+        Ok(settings)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
@@ -249,6 +339,7 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store)
             .field("tls", &self.tls)
             .field("audit", &self.audit)
+            .field("auth", &self.auth)
             .field("dir", &self.dir)
             .finish()
     }
@@ -340,6 +431,23 @@ impl Config {
         }
         for (key, url) in [("store.url", &self.store.url), ("audit.url", &self.audit.url)] {
             self.check_postgres_transport(key, url)?;
+        }
+        self.check_trusted_issuers()
+    }
+
+    /// Every `[[auth.trusted_issuers]]` entry is usable, none twice, none Ward itself.
+    fn check_trusted_issuers(&self) -> Result<(), ConfigError> {
+        let issuers = &self.auth.trusted_issuers;
+        for (n, t) in issuers.iter().enumerate() {
+            let invalid =
+                |m: String| ConfigError::Invalid(format!("auth.trusted_issuers[{n}] ({}): {m}", t.issuer));
+            t.settings(&self.dir).map_err(invalid)?;
+            if t.issuer == self.server.public_url {
+                return Err(invalid("is Ward's own issuer (server.public_url)".into()));
+            }
+            if issuers.iter().take(n).any(|o| o.issuer == t.issuer) {
+                return Err(invalid("is configured twice".into()));
+            }
         }
         Ok(())
     }
@@ -441,6 +549,7 @@ impl Default for Config {
             store: StoreSection::default(),
             tls: TlsSection::default(),
             audit: AuditSection::default(),
+            auth: AuthSection::default(),
             dir: PathBuf::from("."),
         }
     }
@@ -503,5 +612,91 @@ mod tests {
         assert!(c.validate().is_err());
         c.server.max_search_values = SEARCH_VALUES_CEILING;
         c.validate().unwrap();
+    }
+
+    fn with_issuer(extra: &str) -> Result<Config, String> {
+        let toml = String::from(
+            "[[auth.trusted_issuers]]\nissuer = \"https://idp.test/realms/ward\"\n\
+             audience = \"https://127.0.0.1:8443/fhir\"\nrole_claim = \"realm_access.roles\"\n\
+             [auth.trusted_issuers.roles]\n\"ward-clinician\" = \"clinician\"\n\
+             \"ward-service\" = \"service\"\n",
+        );
+        // `extra` keys go into the issuer table, before its `roles` sub-table.
+        let toml = toml.replacen("role_claim", &format!("{extra}\nrole_claim"), 1);
+        let config: Config = Figment::new()
+            .merge(Toml::string(&toml))
+            .extract()
+            .map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// AC-3: an unusable trusted issuer stops the start with a message naming the entry.
+    #[test]
+    fn trusted_issuers_are_checked_at_start() {
+        let ok = with_issuer("jwks_file = \"idp.jwks\"\nalgorithms = [\"RS256\", \"ES256\"]").unwrap();
+        let t = &ok.auth.trusted_issuers[0];
+        assert_eq!((t.jwks_refresh_secs, t.scope_claim.as_str()), (60, "scope"));
+        with_issuer(
+            "jwks_uri = \"https://idp.test/certs\"\njwks_ca_file = \"ca.pem\"\nalgorithms = [\"PS256\"]",
+        )
+        .unwrap();
+        for (extra, says) in [
+            ("jwks_file = \"k\"\nalgorithms = [\"none\"]", "never allowed"),
+            ("jwks_file = \"k\"\nalgorithms = [\"RS256\", \"HS256\"]", "HMAC"),
+            ("jwks_file = \"k\"\nalgorithms = [\"HS512\"]", "HMAC"),
+            ("jwks_file = \"k\"\nalgorithms = [\"XS1\"]", "unknown algorithm"),
+            ("jwks_file = \"k\"\nalgorithms = []", "at least one algorithm"),
+            (
+                "jwks_uri = \"http://idp.test/certs\"\nalgorithms = [\"RS256\"]",
+                "https",
+            ),
+            (
+                "algorithms = [\"RS256\"]",
+                "exactly one of jwks_file and jwks_uri",
+            ),
+            (
+                "jwks_file = \"k\"\njwks_uri = \"https://idp.test/certs\"\nalgorithms = [\"RS256\"]",
+                "exactly one",
+            ),
+            (
+                "jwks_file = \"k\"\njwks_ca_file = \"ca.pem\"\nalgorithms = [\"RS256\"]",
+                "jwks_ca_file",
+            ),
+            (
+                "jwks_file = \"k\"\nalgorithms = [\"RS256\"]\njwks_refresh_secs = 0",
+                "at least 1",
+            ),
+            (
+                "jwks_file = \"k\"\nalgorithms = [\"RS256\"]\nunknown_key = 1",
+                "unknown field",
+            ),
+        ] {
+            let err = with_issuer(extra).unwrap_err();
+            assert!(err.contains(says), "{extra}: {err}");
+            if !says.contains("unknown field") {
+                assert!(
+                    err.contains("auth.trusted_issuers[0] (https://idp.test/realms/ward)"),
+                    "{err}"
+                );
+            }
+        }
+        let mut c = ok.clone();
+        c.auth.trusted_issuers[0].roles.insert("x".into(), "root".into());
+        assert!(c.validate().unwrap_err().to_string().contains("not a Ward role"));
+        let mut c = ok.clone();
+        c.auth.trusted_issuers[0].issuer = c.server.public_url.clone();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("Ward's own issuer")
+        );
+        let mut c = ok.clone();
+        c.auth.trusted_issuers.push(c.auth.trusted_issuers[0].clone());
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
+        let mut c = ok;
+        c.auth.trusted_issuers[0].issuer = "http://idp.test".into();
+        assert!(c.validate().is_err());
     }
 }

@@ -34,6 +34,7 @@ mod search;
 pub mod serve;
 pub mod state;
 pub mod tls;
+pub mod trusted_issuers;
 
 pub use config::Config;
 

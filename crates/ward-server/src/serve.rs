@@ -96,6 +96,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         &config.fhir_base(),
         Duration::from_secs(config.server.token_lifetime_secs),
     )?;
+    let trusted_issuers = crate::trusted_issuers::build(&config).await?;
     let audit_store = ward_audit::AuditStore::open(&config.audit_url()).await?;
     let signer = ward_audit::AuditSigner::load_for_writer(&keys, &audit_store).await?;
     let (audit, audit_writer) = ward_audit::start_writer(
@@ -113,7 +114,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
             .map_err(StartError::Listen)?,
     };
     let local_addr = listener.local_addr().map_err(StartError::Listen)?;
-    let state = AppState::new(config, store, tokens, audit, audit_store);
+    let state = AppState::new(config, store, tokens, trusted_issuers, audit, audit_store);
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(
         listener,

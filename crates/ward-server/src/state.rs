@@ -24,6 +24,8 @@ pub struct Inner {
     /// Read access to the audit trail, for AuditEvent search.
     pub audit_store: ward_audit::AuditStore,
     pub tokens: TokenService,
+    /// External identity providers whose tokens are accepted (SPEC AC-3).
+    pub trusted_issuers: ward_auth::TrustedIssuers,
     pub validator: Validator,
     pub fhir_base: String,
     pub limits: Limits,
@@ -53,6 +55,7 @@ impl AppState {
         config: Config,
         store: Store,
         tokens: TokenService,
+        trusted_issuers: ward_auth::TrustedIssuers,
         audit: ward_audit::AuditHandle,
         audit_store: ward_audit::AuditStore,
     ) -> Self {
@@ -83,6 +86,7 @@ impl AppState {
             audit,
             audit_store,
             tokens,
+            trusted_issuers,
             validator: Validator::new(),
             limits,
             client_status: Mutex::new(HashMap::new()),
