@@ -21,12 +21,14 @@
     )
 )]
 
+pub mod codes;
 pub mod grant;
 pub mod scope;
 pub mod secret;
 pub mod token;
 
+pub use codes::{CodeGrant, LaunchContext, issue_code, take_launch};
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
 pub use scope::{Context, Interaction, ScopeSet};
 pub use secret::{SecretVerifier, Verdict};
-pub use token::{Claims, IssuedToken, TokenError, TokenService};
+pub use token::{Claims, IssuedToken, TokenError, TokenService, UserClaims};

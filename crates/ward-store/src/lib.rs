@@ -16,6 +16,7 @@
 //!   the hash and fails with [`StoreError::Integrity`] (and an error log line) on mismatch.
 
 mod error;
+mod grants;
 mod history;
 mod index;
 mod keys;
@@ -36,6 +37,7 @@ use ward_crypto::{Aad, BlindIndexer, Envelope, Kek};
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
+pub use grants::{CodeRow, FamilyRow, LaunchRow, RefreshRow, Take};
 pub use history::{HistoryPage, HistoryQuery, HistoryVersion};
 pub use search::SearchPage;
 use tx::WriteFail;
@@ -99,6 +101,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "search",
         include_str!("../migrations/sqlite/0002_search.sql"),
         include_str!("../migrations/postgres/0002_search.sql"),
+    ),
+    (
+        5,
+        "people tokens",
+        include_str!("../migrations/sqlite/0005_people_tokens.sql"),
+        include_str!("../migrations/postgres/0005_people_tokens.sql"),
     ),
 ];
 
