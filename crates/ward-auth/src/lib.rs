@@ -21,8 +21,10 @@
     )
 )]
 
+pub mod client_auth;
 pub mod codes;
 pub mod grant;
+pub mod people;
 pub mod scope;
 pub mod secret;
 pub mod token;

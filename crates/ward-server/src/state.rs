@@ -35,6 +35,8 @@ pub struct Inner {
     pub token_ip_limits: Buckets<std::net::IpAddr>,
     /// Keyed by (client id, IP group of the peer).
     pub token_client_limits: Buckets<(String, Option<std::net::IpAddr>)>,
+    /// The time sessions and sign-ins are judged by (`Config::clock`).
+    pub clock: crate::clock::Clock,
 }
 
 impl std::ops::Deref for AppState {
@@ -73,6 +75,7 @@ impl AppState {
         let token_ip_limits = Buckets::new(s.token_requests_per_minute_per_ip, s.token_burst);
         let token_client_limits = Buckets::new(s.token_requests_per_minute_per_client, s.token_burst);
         AppState(Arc::new(Inner {
+            clock: config.clock.clone(),
             secrets,
             token_ip_limits,
             token_client_limits,
