@@ -141,10 +141,14 @@ pub struct UserFacts {
     pub fhir_user: Option<String>,
 }
 
-pub async fn user_facts(_store: &Store, user_id: &str) -> Result<Option<UserFacts>, OAuthError> {
-    Ok(Some(UserFacts {
-        username: user_id.to_owned(),
-        fhir_user: None,
+pub async fn user_facts(store: &Store, user_id: &str) -> Result<Option<UserFacts>, OAuthError> {
+    let user = crate::users::get_user(store, user_id).await.map_err(|e| {
+        tracing::error!(error = %e, "user lookup failed");
+        OAuthError::ServerError
+    })?;
+    Ok(user.map(|u| UserFacts {
+        username: u.username,
+        fhir_user: u.fhir_user,
     }))
 }
 
