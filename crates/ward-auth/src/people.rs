@@ -240,7 +240,14 @@ impl Grants<'_> {
         let Some(user) = user_facts(self.store, &grant.user_id).await? else {
             return Err(OAuthError::InvalidGrant.into());
         };
-        let scopes = ScopeSet::parse(&grant.scope).map_err(|_| OAuthError::InvalidScope)?;
+        // Never more than the client is registered for, whatever the code says.
+        let allowed = ScopeSet::parse(&client.scopes).map_err(|_| OAuthError::ServerError)?;
+        let scopes = ScopeSet::parse(&grant.scope)
+            .map_err(|_| OAuthError::InvalidScope)?
+            .intersect(&allowed);
+        if scopes.is_empty() {
+            return Err(OAuthError::InvalidScope.into());
+        }
         let online = !scopes.has("offline_access") && scopes.has("online_access");
         let refreshable = scopes.has("offline_access") || scopes.has("online_access");
         // A patient user's own record is the patient context when none was chosen.
