@@ -22,11 +22,13 @@
 )]
 
 pub mod grant;
+pub mod revocation;
 pub mod scope;
 pub mod secret;
 pub mod token;
 
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
+pub use revocation::RevocationList;
 pub use scope::{Context, Interaction, ScopeSet};
 pub use secret::{SecretVerifier, Verdict};
 pub use token::{Claims, IssuedToken, TokenError, TokenService};
