@@ -42,8 +42,8 @@ pub async fn authenticate_secret(
 }
 
 /// A public client (no secret; PKCE is its proof).
-pub fn is_public(_client: &ClientRecord) -> bool {
-    false
+pub fn is_public(client: &ClientRecord) -> bool {
+    client.public
 }
 
 /// Authenticates `auth`. A public client's bare `client_id` is accepted only when

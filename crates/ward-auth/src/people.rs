@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use ward_oauth::people::UserGrant;
-use ward_store::{ClientRecord, FamilyRow, RefreshRow, Store, Take};
+use ward_store::{ClientRecord, FamilyRow, RefreshRow, RevokedKind, Store, Take};
 use zeroize::Zeroizing;
 
 use crate::codes::{TakenCode, pkce_matches, take_code};
 use crate::grant::OAuthError;
+use crate::revocation::RevocationList;
 use crate::scope::ScopeSet;
-use crate::token::{Claims, TokenService, UserClaims};
+use crate::token::{Claims, MAX_LIFETIME, TokenService, UserClaims};
 
 /// Hash domain of stored refresh tokens.
 const REFRESH_DOMAIN: &str = "oauth-refresh-v1";
@@ -37,6 +38,8 @@ pub struct RefreshPolicy {
 pub struct Grants<'a> {
     pub store: &'a Store,
     pub tokens: &'a TokenService,
+    /// This node's view of the revocations; refreshed at once after a revocation made here.
+    pub revocations: &'a RevocationList,
     pub policy: RefreshPolicy,
     /// The FHIR base URL: `fhirUser` in id_tokens, userinfo and introspection is absolute.
     pub fhir_base: &'a str,
@@ -152,35 +155,53 @@ pub async fn user_facts(store: &Store, user_id: &str) -> Result<Option<UserFacts
     }))
 }
 
-/// Revokes a family: its refresh tokens stop working here, and its access tokens (by `fam`)
-/// through the revocation list every node checks.
-pub async fn revoke_family(store: &Store, family: &str) -> Result<(), OAuthError> {
-    store.revoke_family_grants(family).await.map_err(store_error)?;
-    Ok(())
-}
-
-/// Revokes one access token by its `jti` (until its `exp`).
-pub async fn revoke_access_token(_store: &Store, _claims: &Claims) -> Result<(), OAuthError> {
-    Ok(())
-}
-
-/// Whether an access token whose signature and times verified was revoked since (by `jti`,
-/// `fam`, user or client).
-pub async fn access_token_revoked(_store: &Store, _claims: &Claims) -> Result<bool, OAuthError> {
-    Ok(false)
-}
-
-/// Signs an id_token (RS256).
-fn sign_id_token(_tokens: &TokenService, _claims: &Value) -> Result<String, OAuthError> {
-    Err(OAuthError::ServerError)
-}
-
 /// `Practitioner/ID` → `{fhir_base}/Practitioner/ID` (SMART: `fhirUser` is a URL).
 pub fn fhir_user_url(fhir_base: &str, fhir_user: &str) -> String {
     format!("{}/{fhir_user}", fhir_base.trim_end_matches('/'))
 }
 
+/// Seconds an access token of a family may outlive the family's last refresh.
+fn access_lifetime_secs() -> i64 {
+    i64::try_from(MAX_LIFETIME.as_secs()).unwrap_or(i64::MAX)
+}
+
 impl Grants<'_> {
+    /// Revokes a family: its refresh tokens stop working here, and its access tokens (by
+    /// `fam`) through the revocation list every node polls.
+    pub async fn revoke_family(&self, family: &str) -> Result<(), OAuthError> {
+        let found = self.store.get_family(family).await.map_err(store_error)?;
+        self.store
+            .revoke_family_grants(family)
+            .await
+            .map_err(store_error)?;
+        // No access token of the family outlives its absolute end by more than a lifetime.
+        let until = found.map(|f| f.expires_at.saturating_add(access_lifetime_secs()));
+        self.store
+            .revoke_until(RevokedKind::Family, family, until)
+            .await
+            .map_err(store_error)?;
+        self.refresh_revocations().await;
+        Ok(())
+    }
+
+    /// Revokes one access token by its `jti` (until its `exp`).
+    async fn revoke_access_token(&self, claims: &Claims) -> Result<(), OAuthError> {
+        let until = i64::try_from(claims.exp).ok();
+        self.store
+            .revoke_until(RevokedKind::TokenId, &claims.jti, until)
+            .await
+            .map_err(store_error)?;
+        self.refresh_revocations().await;
+        Ok(())
+    }
+
+    /// This node sees its own revocations at once (others within the poll interval).
+    async fn refresh_revocations(&self) {
+        if let Err(e) = self.revocations.refresh(self.store).await {
+            tracing::warn!(error = %e, "revocation list refresh failed");
+        }
+    }
+
     /// A token request with the `authorization_code` or `refresh_token` grant, from an
     /// authenticated `client`.
     pub async fn exchange(&self, client: &ClientRecord, grant: UserGrant) -> Result<UserTokens, Refusal> {
@@ -216,7 +237,7 @@ impl Grants<'_> {
             TakenCode::Replayed { family } => {
                 // RFC 6749 §4.1.2: a code used twice was stolen or leaked; what it produced goes.
                 if let Some(f) = family {
-                    revoke_family(self.store, &f).await?;
+                    self.revoke_family(&f).await?;
                 }
                 tracing::warn!("authorization code replayed; its tokens are revoked");
                 return Err(Refusal {
@@ -392,7 +413,9 @@ impl Grants<'_> {
                 map.insert("fhirUser".into(), json!(fhir_user_url(self.fhir_base, f)));
             }
         }
-        sign_id_token(self.tokens, &claims)
+        self.tokens
+            .sign_id_token(&claims)
+            .map_err(|_| OAuthError::ServerError)
     }
 
     async fn refresh(
@@ -421,7 +444,7 @@ impl Grants<'_> {
             Take::Fresh(row) => row,
             Take::Reused(family) => {
                 if let Some(f) = family {
-                    revoke_family(self.store, &f).await?;
+                    self.revoke_family(&f).await?;
                 }
                 tracing::warn!("refresh token reused; its family is revoked");
                 return Err(Refusal {
@@ -435,7 +458,7 @@ impl Grants<'_> {
             return Err(OAuthError::InvalidGrant.into());
         }
         let Some(user) = user_facts(self.store, &row.family.user_id).await? else {
-            revoke_family(self.store, &row.family.family).await?;
+            self.revoke_family(&row.family.family).await?;
             return Err(OAuthError::InvalidGrant.into());
         };
         let fam: FamilyGrant =
@@ -474,7 +497,7 @@ impl Grants<'_> {
             let Ok(claims) = self.tokens.verify(token) else {
                 return Ok(inactive);
             };
-            if claims.client_id != client.client_id || access_token_revoked(self.store, &claims).await? {
+            if claims.client_id != client.client_id || self.revocations.is_revoked(&claims) {
                 return Ok(inactive);
             }
             if claims.fam.is_some() && user_facts(self.store, &claims.sub).await?.is_none() {
@@ -551,7 +574,7 @@ impl Grants<'_> {
             if let Ok(claims) = self.tokens.verify(token)
                 && claims.client_id == client.client_id
             {
-                revoke_access_token(self.store, &claims).await?;
+                self.revoke_access_token(&claims).await?;
             }
             return Ok(());
         }
@@ -559,7 +582,7 @@ impl Grants<'_> {
         if let Some(row) = self.store.get_refresh(&hash).await.map_err(store_error)?
             && row.family.client_id == client.client_id
         {
-            revoke_family(self.store, &row.family.family).await?;
+            self.revoke_family(&row.family.family).await?;
         }
         Ok(())
     }

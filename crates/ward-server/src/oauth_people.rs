@@ -27,6 +27,7 @@ fn grants(st: &AppState) -> Grants<'_> {
     Grants {
         store: &st.store,
         tokens: &st.tokens,
+        revocations: &st.revocations,
         policy: st.config.auth.refresh_policy(),
         fhir_base: &st.fhir_base,
         now: st.clock.now(),
@@ -230,12 +231,7 @@ pub async fn userinfo(State(st): State<AppState>, audit: AuditContext, headers: 
     let Ok(claims) = st.tokens.verify(token) else {
         return invalid();
     };
-    match ward_auth::people::access_token_revoked(&st.store, &claims).await {
-        Ok(false) => {}
-        Ok(true) => return invalid(),
-        Err(e) => return oauth_error(&e, false),
-    }
-    if !st.client_active(&claims.client_id).await {
+    if st.revocations.is_revoked(&claims) {
         return invalid();
     }
     audit.set_actor(&claims.client_id, Some(&claims.sub), &claims.scope);
