@@ -435,6 +435,19 @@ impl Grants<'_> {
         if found.family.client_id != client.client_id {
             return Err(OAuthError::InvalidGrant.into());
         }
+        // RFC 6749 §6: a narrower scope is allowed, a wider one refused (before the token is
+        // used up: a refused scope is no reason to lose the grant).
+        let held = ScopeSet::parse(&found.scope).map_err(|_| OAuthError::ServerError)?;
+        let scopes = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => held,
+            Some(asked) => {
+                let asked = ScopeSet::parse(asked).map_err(|_| OAuthError::InvalidScope)?;
+                if asked.is_empty() || !asked.is_within(&held) {
+                    return Err(OAuthError::InvalidScope.into());
+                }
+                asked
+            }
+        };
         let row = match self
             .store
             .take_refresh(&hash, unix(self.now))
@@ -463,18 +476,6 @@ impl Grants<'_> {
         };
         let fam: FamilyGrant =
             serde_json::from_str(&row.family.grant_json).map_err(|_| OAuthError::ServerError)?;
-        let held = ScopeSet::parse(&row.scope).map_err(|_| OAuthError::ServerError)?;
-        // RFC 6749 §6: a narrower scope is allowed, a wider one refused.
-        let scopes = match scope.map(str::trim).filter(|s| !s.is_empty()) {
-            None => held.clone(),
-            Some(asked) => {
-                let asked = ScopeSet::parse(asked).map_err(|_| OAuthError::InvalidScope)?;
-                if asked.is_empty() || !asked.is_within(&held) {
-                    return Err(OAuthError::InvalidScope.into());
-                }
-                asked
-            }
-        };
         // The new refresh token keeps the scope of the one it replaces (RFC 6749 §6).
         let next = self.new_refresh_token(&row.family, &row.scope).await?;
         Ok(self.tokens_for(&row.family, &fam, &user, &scopes, Some(next))?)

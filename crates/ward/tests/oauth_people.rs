@@ -543,6 +543,90 @@ async fn code_is_bound_to_its_client_and_expires(backend: Backend) {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 }
 
+async fn public_clients_use_client_id_and_pkce(backend: Backend) {
+    let e = env(backend).await;
+    let public_id = uuid::Uuid::new_v4().to_string();
+    e.store
+        .insert_client(&ward_store::ClientRecord {
+            client_id: public_id.clone(),
+            name: "patient app".into(),
+            secret_hash: String::new(),
+            scopes: APP_SCOPES.into(),
+            disabled: false,
+            created_at: time::OffsetDateTime::now_utc(),
+            redirect_uris: vec![REDIRECT.into()],
+            public: true,
+            jwks: None,
+            jwks_url: None,
+        })
+        .await
+        .unwrap();
+    let public = e.oauth(&public_id, None);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut g = e.grant(&challenge, ASKED);
+    g.client_id = public_id.clone();
+    let code = ward_auth::issue_code(&e.store, g.clone(), e.s.config.clock.now())
+        .await
+        .unwrap();
+    let t = public
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .unwrap();
+    let claims = payload(&at_of(&t));
+    assert_eq!(claims["client_id"], public_id.as_str());
+    // Its refresh token rotates with client_id alone too.
+    let token = RefreshToken::new(rt_of(&t));
+    public
+        .exchange_refresh_token(&token)
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .unwrap();
+    // Without the verifier its code is worth nothing.
+    let code = ward_auth::issue_code(&e.store, g, e.s.config.clock.now())
+        .await
+        .unwrap();
+    let resp =
+        e.s.client
+            .post(e.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("client_id", public_id.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 400);
+    // A confidential client cannot pass for a public one by leaving its secret out.
+    let (code, verifier) = e.code(ASKED).await;
+    let resp =
+        e.s.client
+            .post(e.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier.secret().as_str()),
+                ("client_id", e.app.0.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Introspection needs a confidential client.
+    let resp =
+        e.s.client
+            .post(e.url("/oauth2/introspect"))
+            .form(&[("token", at_of(&t).as_str()), ("client_id", public_id.as_str())])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
 async fn code_replay_revokes_what_it_produced(backend: Backend) {
     let e = env(backend).await;
     let (code, verifier) = e.code(ASKED).await;
@@ -1046,6 +1130,7 @@ on_both_backends!(
     redirect_uri_must_match_exactly,
     code_is_bound_to_its_client_and_expires,
     code_replay_revokes_what_it_produced,
+    public_clients_use_client_id_and_pkce,
     refresh_rotates_and_reuse_revokes_the_family,
     refresh_scope_may_narrow_never_widen,
     refresh_tokens_expire_idle_and_absolutely,
