@@ -9,8 +9,10 @@
 //!   statement (on no row for an unknown user).
 //! * Lockout: from the [`LOCKOUT_THRESHOLD`]th consecutive failure, sign-in is refused for
 //!   [`lockout_duration`] (doubling with each further failure), even with the right password.
-//!   Second-factor failures count too, and a right password alone never clears the count of
-//!   a user with TOTP (or guessing codes between password sign-ins would be free).
+//!   Every attempt is charged before its check and refunded on success, so guesses sent in
+//!   parallel cannot all be checked before the lock falls. Second-factor attempts count too,
+//!   and a right password alone never clears the count of a user with TOTP (or guessing
+//!   codes between password sign-ins would be free).
 //! * A TOTP step is accepted once (the store keeps the last accepted step and refuses any not
 //!   later, atomically); recovery codes are single-use and stored as keyed hashes.
 //!
@@ -313,31 +315,33 @@ pub fn parse_fhir_user(input: &str) -> Result<String, UserError> {
     }
 }
 
-fn is_locked(r: &UserRecord, now: OffsetDateTime) -> bool {
-    r.locked_until.is_some_and(|until| now < until)
-}
-
 /// A user id no row has: failure statements for unknown users run against it.
 const NO_USER: &str = "00000000-0000-0000-0000-000000000000";
 
-/// Counts a failure of `user_id` (or runs the same statement on no row), and locks the
-/// account when the count reaches the threshold. Returns the lock's end if one started.
-async fn count_failure(
-    store: &Store,
-    user_id: Option<&str>,
-    now: OffsetDateTime,
-) -> Result<Option<OffsetDateTime>, StoreError> {
-    let failures = store.record_login_failure(user_id.unwrap_or(NO_USER)).await?;
-    let (Some(user_id), Some(failures)) = (user_id, failures) else {
-        return Ok(None);
-    };
-    let Some(lock) = lockout_duration(failures) else {
-        return Ok(None);
-    };
-    let until = now.checked_add(lock).unwrap_or(now);
-    store.lock_user_until(user_id, until).await?;
-    tracing::warn!(user_id, failures, "user sign-in locked after repeated failures");
-    Ok(Some(until))
+/// What [`reserve`] found.
+enum Attempt {
+    /// Charged; `locked_until` is set when this attempt started a lock.
+    Charged { locked_until: Option<OffsetDateTime> },
+    /// Locked (or no such user): nothing may be checked.
+    Locked,
+}
+
+/// Charges an attempt to `user_id` before its check (or runs the same statements on no row
+/// when `None`), locking the account once the count reaches the threshold.
+async fn reserve(store: &Store, user_id: Option<&str>, now: OffsetDateTime) -> Result<Attempt, StoreError> {
+    let lock_for = |failures| lockout_duration(failures).map(|d| now.checked_add(d).unwrap_or(now));
+    match store
+        .reserve_login_attempt(user_id.unwrap_or(NO_USER), now, lock_for)
+        .await?
+    {
+        Some((failures, locked_until)) => {
+            if locked_until.is_some() {
+                tracing::warn!(user_id, failures, "user sign-in locked after repeated failures");
+            }
+            Ok(Attempt::Charged { locked_until })
+        }
+        None => Ok(Attempt::Locked),
+    }
 }
 
 /// Password sign-in. On success the identity says what comes next (`must_change_password`,
@@ -374,7 +378,6 @@ pub async fn login_password_detailed(
     } else {
         ""
     };
-    let matches = password::verify(phc, SecretString::new(candidate.to_owned())).await;
     let refuse = |reason, user_id: Option<&str>, locked_until| {
         LoginFailure::Refused(Refusal {
             reason,
@@ -383,24 +386,30 @@ pub async fn login_password_detailed(
         })
     };
     let Some(record) = record else {
-        count_failure(store, None, now).await?;
+        reserve(store, None, now).await?;
+        let _ = password::verify(phc, SecretString::new(candidate.to_owned())).await;
         return Err(refuse(RefusalReason::UnknownUser, None, None));
     };
     let id = record.user_id.as_str();
+    // Charged before the check, so parallel guesses cannot outrun the lock.
+    let attempt = if record.disabled {
+        reserve(store, None, now).await?
+    } else {
+        reserve(store, Some(id), now).await?
+    };
+    let matches = password::verify(phc, SecretString::new(candidate.to_owned())).await;
     if record.disabled {
-        count_failure(store, None, now).await?;
         return Err(refuse(RefusalReason::Disabled, Some(id), None));
     }
-    if is_locked(&record, now) {
-        // Not counted: attempts during the window neither extend it nor reach the password.
-        count_failure(store, None, now).await?;
+    let Attempt::Charged { locked_until } = attempt else {
         return Err(refuse(RefusalReason::Locked, Some(id), None));
-    }
+    };
     if !matches {
-        let locked = count_failure(store, Some(id), now).await?;
-        return Err(refuse(RefusalReason::WrongPassword, Some(id), locked));
+        return Err(refuse(RefusalReason::WrongPassword, Some(id), locked_until));
     }
-    if !record.totp_enrolled && (record.failed_logins > 0 || record.locked_until.is_some()) {
+    // A user with TOTP keeps the charge until the second factor passes: a right password
+    // alone must not reset the count that bounds guessing codes.
+    if !record.totp_enrolled {
         store.clear_login_failures(id).await?;
     }
     Ok(UserIdentity::from_record(&record)?)
@@ -446,15 +455,25 @@ pub async fn change_password_at(
     } else {
         ""
     };
+    let usable = record
+        .as_ref()
+        .filter(|r| !r.disabled)
+        .map(|r| r.user_id.as_str());
+    let attempt = reserve(store, usable, now)
+        .await
+        .map_err(PasswordError::Unavailable)?;
     let matches = password::verify(phc, SecretString::new(current.to_owned())).await;
-    let Some(record) = record.filter(|r| !r.disabled && !is_locked(r, now)) else {
+    let (Some(record), Attempt::Charged { .. }) = (record.filter(|r| !r.disabled), attempt) else {
         return Err(PasswordError::Refused);
     };
     if !matches {
-        count_failure(store, Some(&record.user_id), now)
+        return Err(PasswordError::Refused);
+    }
+    if !record.totp_enrolled {
+        store
+            .clear_login_failures(&record.user_id)
             .await
             .map_err(PasswordError::Unavailable)?;
-        return Err(PasswordError::Refused);
     }
     password::check_new_password(new, &record.username).map_err(PasswordError::Rule)?;
     if new == current {
@@ -587,9 +606,9 @@ pub async fn verify_second_factor_detailed(
     if record.disabled {
         return Err(refuse(RefusalReason::Disabled, None));
     }
-    if is_locked(&record, now) {
+    let Attempt::Charged { locked_until } = reserve(store, Some(user_id), now).await? else {
         return Err(refuse(RefusalReason::Locked, None));
-    }
+    };
     let passed = if totp::looks_like_code(code) {
         match store.totp_secret(user_id).await? {
             Some(secret) => match totp::matching_step(secret.expose(), code, now) {
@@ -616,10 +635,7 @@ pub async fn verify_second_factor_detailed(
             store.clear_login_failures(user_id).await?;
             Ok(factor)
         }
-        None => {
-            let locked = count_failure(store, Some(user_id), now).await?;
-            Err(refuse(RefusalReason::WrongCode, locked))
-        }
+        None => Err(refuse(RefusalReason::WrongCode, locked_until)),
     }
 }
 
@@ -957,6 +973,57 @@ mod tests {
         // The counter is per account: bob's failures never locked carol.
         user(&s, "carol", Role::Nurse).await;
         assert!(login_password(&s, "carol", PW, T0).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_guesses_cannot_outrun_the_lock() {
+        let (_d, s) = store().await;
+        let u = user(&s, "pam", Role::Clinician).await;
+        let tries: Vec<_> = (0..16)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    login_password_detailed(&s, "pam", &format!("wrong guess {i:04}"), T0).await
+                })
+            })
+            .collect();
+        let mut checked = 0;
+        for t in tries {
+            match t.await.unwrap() {
+                Err(LoginFailure::Refused(r)) if r.reason == RefusalReason::WrongPassword => checked += 1,
+                Err(LoginFailure::Refused(r)) => assert_eq!(r.reason, RefusalReason::Locked),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Exactly the threshold's worth of guesses reached the password; the rest met the lock.
+        assert_eq!(checked, LOCKOUT_THRESHOLD);
+        let rec = s.get_user(&u.user_id).await.unwrap().unwrap();
+        assert_eq!(rec.failed_logins, LOCKOUT_THRESHOLD);
+        assert!(login_password(&s, "pam", PW, T0).await.is_err());
+        // The same holds for second-factor guesses.
+        let v = user(&s, "quin", Role::Clinician).await;
+        enroll(&s, &v.user_id, T0).await;
+        let t = T0 + Duration::seconds(600);
+        let tries: Vec<_> = (0..16)
+            .map(|i| {
+                let s = s.clone();
+                let id = v.user_id.clone();
+                tokio::spawn(async move {
+                    verify_second_factor_detailed(&s, &id, &format!("{:06}", 100_000 + i), t).await
+                })
+            })
+            .collect();
+        let mut wrong = 0;
+        for t in tries {
+            match t.await.unwrap() {
+                Err(LoginFailure::Refused(r)) if r.reason == RefusalReason::WrongCode => wrong += 1,
+                Err(LoginFailure::Refused(r)) => assert_eq!(r.reason, RefusalReason::Locked),
+                // A guess may be right by chance (1 in 10^6 per step): then it is not wrong.
+                Ok(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(wrong <= LOCKOUT_THRESHOLD, "{wrong} codes checked");
     }
 
     #[tokio::test]

@@ -163,30 +163,44 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Counts one failed sign-in and returns the new count (`None`: no such user; the same
-    /// statement runs either way, so an unknown name costs what a known one does).
-    pub async fn record_login_failure(&self, user_id: &str) -> Result<Option<i64>, StoreError> {
+    /// Charges one sign-in attempt to `user_id` before its credentials are checked, so that
+    /// attempts sent in parallel cannot all be checked before the first failures lock the
+    /// account. In one transaction (PostgreSQL holds the row lock until it ends; SQLite has one
+    /// writer): the failure count goes up unless the account is locked at `now`, and when
+    /// `lock_for(count)` names a time the account is locked until then. Returns the new count
+    /// and the lock it started, or `None` for a locked account or an unknown user (the same
+    /// statements run either way). A successful check refunds it with
+    /// [`Store::clear_login_failures`].
+    pub async fn reserve_login_attempt(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        lock_for: impl Fn(i64) -> Option<OffsetDateTime>,
+    ) -> Result<Option<(i64, Option<OffsetDateTime>)>, StoreError> {
+        let mut tx = self.inner.writer.begin().await?;
         let row = sqlx::query(
             "UPDATE ward_user SET failed_logins = failed_logins + 1 WHERE user_id = $1 \
-             RETURNING failed_logins",
+             AND (locked_until_ms IS NULL OR locked_until_ms <= $2) RETURNING failed_logins",
         )
         .bind(user_id.to_owned())
-        .fetch_optional(&self.inner.writer)
+        .bind(ms(now))
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
-    }
-
-    /// Locks sign-in until `until` (never shortens a lock already set further out).
-    pub async fn lock_user_until(&self, user_id: &str, until: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE ward_user SET locked_until_ms = $1 WHERE user_id = $2 \
-             AND (locked_until_ms IS NULL OR locked_until_ms < $1)",
-        )
-        .bind(ms(until))
-        .bind(user_id.to_owned())
-        .execute(&self.inner.writer)
-        .await?;
-        Ok(())
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let failures: i64 = row.try_get(0)?;
+        let until = lock_for(failures);
+        if let Some(until) = until {
+            sqlx::query("UPDATE ward_user SET locked_until_ms = $1 WHERE user_id = $2")
+                .bind(ms(until))
+                .bind(user_id.to_owned())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some((failures, until)))
     }
 
     /// A successful sign-in: the failure count and any lock are cleared.

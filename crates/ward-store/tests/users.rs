@@ -133,19 +133,54 @@ async fn failures_and_locks(h: &H) {
     let s = &h.store;
     let a = record("11111111-1111-4111-8111-111111111111", "alice");
     s.insert_user(&a).await.unwrap();
-    for n in 1..=3 {
-        assert_eq!(s.record_login_failure(&a.user_id).await.unwrap(), Some(n));
-    }
-    assert_eq!(s.record_login_failure("nobody").await.unwrap(), None);
     let until = T0 + time::Duration::seconds(60);
-    s.lock_user_until(&a.user_id, until).await.unwrap();
-    // A lock is never shortened by a later, shorter one.
-    s.lock_user_until(&a.user_id, T0).await.unwrap();
+    let lock_at_3 = move |n: i64| (n >= 3).then_some(until);
+    for n in 1..=2 {
+        assert_eq!(
+            s.reserve_login_attempt(&a.user_id, T0, lock_at_3).await.unwrap(),
+            Some((n, None))
+        );
+    }
+    assert_eq!(
+        s.reserve_login_attempt(&a.user_id, T0, lock_at_3).await.unwrap(),
+        Some((3, Some(until)))
+    );
+    assert_eq!(
+        s.reserve_login_attempt("nobody", T0, lock_at_3).await.unwrap(),
+        None
+    );
+    // Locked: no attempt is charged until the lock ends.
+    for t in [T0, until - time::Duration::milliseconds(1)] {
+        assert_eq!(
+            s.reserve_login_attempt(&a.user_id, t, lock_at_3).await.unwrap(),
+            None
+        );
+    }
     let got = s.get_user(&a.user_id).await.unwrap().unwrap();
     assert_eq!((got.failed_logins, got.locked_until), (3, Some(until)));
+    let later = until + time::Duration::seconds(60);
+    assert_eq!(
+        s.reserve_login_attempt(&a.user_id, until, |_| Some(later))
+            .await
+            .unwrap(),
+        Some((4, Some(later)))
+    );
     s.clear_login_failures(&a.user_id).await.unwrap();
     let got = s.get_user(&a.user_id).await.unwrap().unwrap();
     assert_eq!((got.failed_logins, got.locked_until), (0, None));
+    // Parallel attempts: each sees the lock the ones before it set.
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let s = s.clone();
+            let id = a.user_id.clone();
+            tokio::spawn(async move { s.reserve_login_attempt(&id, T0, lock_at_3).await.unwrap() })
+        })
+        .collect();
+    let mut charged = 0;
+    for t in tasks {
+        charged += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(charged, 3);
 }
 
 async fn totp_secrets_are_sealed_and_bound_to_their_user(h: &H) {
