@@ -21,12 +21,16 @@
     )
 )]
 
+pub mod assertion;
+pub mod client_keys;
 pub mod grant;
+pub mod registration;
 pub mod revocation;
 pub mod scope;
 pub mod secret;
 pub mod token;
 
+pub use assertion::AssertionVerifier;
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
 pub use revocation::RevocationList;
 pub use scope::{Context, Interaction, ScopeSet};
