@@ -318,3 +318,82 @@ impl RemoteJwks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const P256_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    const P256_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+
+    fn jwks(kids: &[&str]) -> String {
+        let keys: Vec<Value> = kids
+            .iter()
+            .map(|k| serde_json::json!({"kty": "EC", "crv": "P-256", "x": P256_X, "y": P256_Y, "kid": k}))
+            .collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    struct Fake {
+        calls: Arc<AtomicUsize>,
+        kids: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl JwksFetcher for Fake {
+        fn fetch<'a>(
+            &'a self,
+            _url: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let body = jwks(&self.kids.lock().unwrap());
+            Box::pin(async move { Ok(body) })
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_sets_are_cached_and_refetched_at_most_once_per_interval() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let kids = Arc::new(Mutex::new(vec!["a"]));
+        let remote = RemoteJwks::new(Box::new(Fake {
+            calls: calls.clone(),
+            kids: kids.clone(),
+        }));
+        let url = "https://keys.example/jwks";
+        assert_eq!(remote.keys(url, "a").await.len(), 1);
+        assert_eq!(remote.keys(url, "a").await.len(), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "cached");
+        // An unknown kid right after a fetch does not fetch again (an attacker's flood).
+        for _ in 0..50 {
+            assert!(!remote.keys(url, "b").await.iter().any(|k| k.kid() == "b"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "rate-limited");
+        // Once the interval has passed, an unknown kid refreshes the set (key rotation).
+        kids.lock().unwrap().push("b");
+        remote.lock().get_mut(url).unwrap().attempted -= JWKS_MIN_REFETCH;
+        assert!(remote.keys(url, "b").await.iter().any(|k| k.kid() == "b"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn algorithm_is_pinned_by_key_type() {
+        let keys = parse_jwks(&jwks(&["a"])).unwrap();
+        let k = &keys[0];
+        assert_eq!(k.algorithm_for("ES256"), Some(Algorithm::ES256));
+        for alg in ["none", "HS256", "ES384", "RS256", "PS256", "EdDSA"] {
+            assert_eq!(k.algorithm_for(alg), None, "{alg}");
+        }
+        assert_eq!(
+            verify_signature(&keys, "a", "HS256", "e30.e30.c2ln"),
+            Err(KeyRefusal::AlgorithmNotAllowed)
+        );
+        assert_eq!(
+            verify_signature(&keys, "zz", "ES256", "e30.e30.c2ln"),
+            Err(KeyRefusal::UnknownKid)
+        );
+        assert_eq!(
+            verify_signature(&keys, "a", "ES256", "e30.e30.c2ln"),
+            Err(KeyRefusal::BadSignature)
+        );
+    }
+}

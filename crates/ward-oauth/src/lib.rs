@@ -302,4 +302,46 @@ mod tests {
             OAuthError::InvalidRequest("client_id does not match")
         );
     }
+
+    #[test]
+    fn client_assertions() {
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"ES384","kid":"k"}"#),
+            b64(r#"{"iss":"c1","sub":"c1","aud":"u","exp":1,"jti":"j"}"#)
+        );
+        let body = |kind: &str, extra: &str| {
+            format!(
+                "grant_type=client_credentials&client_assertion_type={kind}&client_assertion={jwt}{extra}"
+            )
+        };
+        let bearer = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+        let r = parse(FORM, None, &body(bearer, "&client_id=c1")).unwrap();
+        assert_eq!(r.client_id, "c1");
+        assert_eq!(r.client_assertion.unwrap().kid, "k");
+        let err = |ct, auth, body: &str| parse(ct, auth, body).err().unwrap();
+        assert_eq!(
+            err(FORM, None, &body("urn%3Aother", "")).code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            err(FORM, None, &body(&format!("{bearer}x"), "")).code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            err(FORM, None, "grant_type=client_credentials&client_assertion=x.y.z").code(),
+            "invalid_request",
+            "assertion without its type"
+        );
+        assert_eq!(
+            err(FORM, None, &body(bearer, "&client_secret=s")),
+            OAuthError::InvalidRequest("use one client authentication method")
+        );
+        assert_eq!(
+            err(FORM, None, &body(bearer, "&client_id=c2")),
+            OAuthError::InvalidRequest("client_id does not match")
+        );
+        assert_eq!(err(FORM, None, &body(bearer, "x.y")), OAuthError::InvalidClient);
+    }
 }

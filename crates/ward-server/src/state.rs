@@ -103,6 +103,7 @@ impl AppState {
         let mut tick = tokio::time::interval(ward_auth::revocation::POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut polls: u32 = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -110,6 +111,16 @@ impl AppState {
             }
             if *stop.borrow() {
                 return;
+            }
+            polls = polls.wrapping_add(1);
+            // About once a minute, drop rows past their expiry (any node may; it is idempotent).
+            if polls.is_multiple_of(240)
+                && let Err(e) = self
+                    .store
+                    .purge_revocations(time::OffsetDateTime::now_utc().unix_timestamp())
+                    .await
+            {
+                tracing::warn!(error = %e, "revocation purge failed");
             }
             match self.revocations.refresh(&self.store).await {
                 Ok(n) => {

@@ -16,7 +16,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::{Backend, Proc, TestServer};
 use serde_json::{Value, json};
 
-on_both_backends!(private_key_jwt_refusals, public_and_keyed_clients_have_no_secret);
+on_both_backends!(
+    private_key_jwt_refusals,
+    public_and_keyed_clients_have_no_secret,
+    revoked_token_id_and_subject_are_refused
+);
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -243,15 +247,13 @@ async fn private_key_jwt_refusals(backend: Backend) {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
     assert_no_store(&headers);
 
-    let refused = |what: &'static str, jwt: String| {
-        async move {
-            let (status, body, _) = send(JWT_BEARER, jwt).await;
-            assert_eq!(
-                (status, body["error"].as_str()),
-                (401, Some("invalid_client")),
-                "{what}"
-            );
-        }
+    let refused = |what: &'static str, jwt: String| async move {
+        let (status, body, _) = send(JWT_BEARER, jwt).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{what}"
+        );
     };
     let mut c = claims(&id, &token_url);
     c["aud"] = json!(format!("{}/fhir", s.url));
@@ -768,4 +770,39 @@ async fn disable_revokes_on_another_node_postgres() {
     })
     .await;
     assert!(on_a.is_some(), "node A still accepted the token");
+}
+
+/// `Store::revoke` by token id and by subject: the server refuses the token within a second
+/// (the store call stands for another node's or the CLI's revocation).
+async fn revoked_token_id_and_subject_are_refused(backend: Backend) {
+    use ward_store::RevokedKind;
+    let s = TestServer::start(backend).await;
+    let (id, secret) = s.new_client("system/Patient.rs").await;
+    let t1 = s.token_for(&id, &secret, None).await;
+    let t2 = s.token_for(&id, &secret, None).await;
+    let jti = |t: &str| -> String {
+        let claims: Value =
+            serde_json::from_slice(&B64.decode(t.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        claims["jti"].as_str().unwrap().to_owned()
+    };
+    let store = ward::clients::open_store(&s.config).await.unwrap();
+    store.revoke(RevokedKind::TokenId, &jti(&t1)).await.unwrap();
+    let refused = within(Duration::from_millis(1200), async || {
+        s.get("Patient", &t1).send().await.unwrap().status() == 401
+    })
+    .await;
+    assert!(refused.is_some(), "revoked jti still accepted");
+    assert_eq!(
+        s.get("Patient", &t2).send().await.unwrap().status(),
+        200,
+        "another token of the client"
+    );
+    store.revoke(RevokedKind::Subject, &id).await.unwrap();
+    let refused = within(Duration::from_millis(1200), async || {
+        s.get("Patient", &t2).send().await.unwrap().status() == 401
+    })
+    .await;
+    assert!(refused.is_some(), "revoked subject still accepted");
+    store.close().await;
+    s.stop().await;
 }
