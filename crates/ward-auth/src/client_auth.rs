@@ -2,10 +2,12 @@
 //! §2.3): a secret (Basic or form), or a public client's bare `client_id` where the endpoint
 //! allows one. Unknown and disabled clients fail exactly like a wrong secret.
 
+use ward_oauth::ClientAssertion;
 use ward_oauth::people::ClientAuth;
 use ward_store::{ClientRecord, Store};
 use zeroize::Zeroizing;
 
+use crate::assertion::AssertionVerifier;
 use crate::grant::{OAuthError, is_plausible_client_id};
 use crate::secret::{SecretVerifier, Verdict};
 
@@ -28,17 +30,33 @@ pub async fn authenticate_secret(
     client_id: &str,
     secret: Zeroizing<String>,
 ) -> Result<ClientRecord, OAuthError> {
-    let usable = enabled_client(store, client_id).await?;
-    let hash = usable
-        .as_ref()
-        .filter(|c| !is_public(c))
-        .map(|c| c.secret_hash.as_str());
+    // A public client, or one authenticating by `private_key_jwt`, has no secret: checked
+    // like an unknown client.
+    let usable = enabled_client(store, client_id)
+        .await?
+        .filter(|c| !is_public(c) && !c.secret_hash.is_empty());
+    let hash = usable.as_ref().map(|c| c.secret_hash.as_str());
     match verifier.verify(store, client_id, secret, hash).await {
         Verdict::Valid => {}
         Verdict::Invalid => return Err(OAuthError::InvalidClient),
         Verdict::Busy => return Err(OAuthError::TemporarilyUnavailable),
     }
     usable.ok_or(OAuthError::InvalidClient)
+}
+
+/// Checks a `private_key_jwt` assertion (RFC 7523) of a confidential client.
+pub async fn authenticate_assertion(
+    store: &Store,
+    assertions: &AssertionVerifier,
+    client_id: &str,
+    assertion: &ClientAssertion,
+    now: i64,
+) -> Result<ClientRecord, OAuthError> {
+    let Some(client) = enabled_client(store, client_id).await?.filter(|c| !is_public(c)) else {
+        return Err(OAuthError::InvalidClient);
+    };
+    assertions.authenticate(store, &client, assertion, now).await?;
+    Ok(client)
 }
 
 /// A public client (no secret; PKCE is its proof).
@@ -52,6 +70,7 @@ pub fn is_public(client: &ClientRecord) -> bool {
 pub async fn authenticate(
     store: &Store,
     verifier: &SecretVerifier,
+    assertions: &AssertionVerifier,
     auth: ClientAuth,
     allow_public: bool,
 ) -> Result<ClientRecord, OAuthError> {
@@ -66,6 +85,9 @@ pub async fn authenticate(
                 _ => Err(OAuthError::InvalidClient),
             }
         }
-        ClientAuth::Assertion { .. } => Err(OAuthError::InvalidClient),
+        ClientAuth::Assertion(assertion) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            authenticate_assertion(store, assertions, &assertion.iss.clone(), &assertion, now).await
+        }
     }
 }

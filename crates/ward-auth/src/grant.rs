@@ -3,6 +3,7 @@
 pub use ward_oauth::{ClientCredentialsRequest, OAuthError};
 use ward_store::Store;
 
+use crate::assertion::AssertionVerifier;
 use crate::scope::ScopeSet;
 use crate::secret::SecretVerifier;
 use crate::token::{IssuedToken, TokenService};
@@ -17,16 +18,27 @@ pub fn is_plausible_client_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Authenticates the client and issues a token for the intersection of the requested and
-/// allowed scopes (all allowed scopes when none are requested).
+/// Authenticates the client (secret, or `private_key_jwt` assertion checked by `assertions`)
+/// and issues a token for the intersection of the requested and allowed scopes (all allowed
+/// scopes when none are requested). Public clients never get one here.
 pub async fn client_credentials(
     store: &Store,
     tokens: &TokenService,
     verifier: &SecretVerifier,
+    assertions: &AssertionVerifier,
     req: ClientCredentialsRequest,
 ) -> Result<IssuedToken, OAuthError> {
-    let client =
-        crate::client_auth::authenticate_secret(store, verifier, &req.client_id, req.client_secret).await?;
+    let client = match &req.client_assertion {
+        Some(assertion) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            crate::client_auth::authenticate_assertion(store, assertions, &req.client_id, assertion, now)
+                .await?
+        }
+        None => {
+            crate::client_auth::authenticate_secret(store, verifier, &req.client_id, req.client_secret)
+                .await?
+        }
+    };
     let allowed = ScopeSet::parse(&client.scopes).map_err(|_| OAuthError::ServerError)?;
     let granted = match req.scope.as_deref() {
         None | Some("") => allowed,

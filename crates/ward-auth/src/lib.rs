@@ -21,11 +21,14 @@
     )
 )]
 
+pub mod assertion;
 pub mod client_auth;
+pub mod client_keys;
 pub mod codes;
 pub mod grant;
 pub mod password;
 pub mod people;
+pub mod registration;
 pub mod revocation;
 pub mod scope;
 pub mod secret;
@@ -33,6 +36,7 @@ pub mod token;
 pub mod totp;
 pub mod users;
 
+pub use assertion::AssertionVerifier;
 pub use codes::{CodeGrant, LaunchContext, issue_code, take_launch};
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
 pub use revocation::RevocationList;

@@ -120,3 +120,74 @@ impl RevocationList {
         self.known.write().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, client: &str, iat: u64, fam: Option<&str>, jti: &str) -> Claims {
+        Claims {
+            iss: "i".into(),
+            sub: sub.into(),
+            aud: "a".into(),
+            exp: iat + 300,
+            iat,
+            nbf: iat,
+            jti: jti.into(),
+            scope: "system/*.rs".into(),
+            client_id: client.into(),
+            fam: fam.map(str::to_owned),
+            ..Claims::default()
+        }
+    }
+
+    fn row(seq: i64, kind: RevokedKind, value: &str, revoked_at: i64, expires_at: Option<i64>) -> Revocation {
+        Revocation {
+            seq,
+            kind,
+            value: value.into(),
+            revoked_at,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn matches_subject_client_family_and_jti() {
+        let list = RevocationList::new();
+        let now = now_unix();
+        let t = u64::try_from(now).unwrap();
+        // Never refreshed: fail closed.
+        assert!(list.is_revoked(&claims("u", "c", t, None, "j")));
+        list.apply(&[
+            row(1, RevokedKind::Subject, "user-1", now, None),
+            row(2, RevokedKind::Subject, "client-1", now, None),
+            row(3, RevokedKind::Family, "fam-1", now, Some(now + 60)),
+            row(4, RevokedKind::TokenId, "jti-1", now, Some(now + 60)),
+            row(5, RevokedKind::TokenId, "jti-old", now - 100, Some(now - 10)),
+        ]);
+        list.write().refreshed = Some(Instant::now());
+        assert!(!list.is_revoked(&claims("u", "c", t, None, "j")));
+        assert!(list.is_revoked(&claims("user-1", "c", t, None, "j")), "user");
+        assert!(
+            list.is_revoked(&claims("c", "client-1", t - 5, None, "j")),
+            "client"
+        );
+        assert!(
+            !list.is_revoked(&claims("user-1", "c", t + 5, None, "j")),
+            "issued after"
+        );
+        assert!(
+            list.is_revoked(&claims("u", "c", t, Some("fam-1"), "j")),
+            "family"
+        );
+        assert!(list.is_revoked(&claims("u", "c", t, None, "jti-1")), "jti");
+        assert!(
+            !list.is_revoked(&claims("u", "c", t, None, "jti-old")),
+            "expired row"
+        );
+        assert_eq!(list.read().last_seq, 5);
+        // Stale: fail closed.
+        list.write().refreshed = Some(Instant::now() - STALE_AFTER - Duration::from_secs(1));
+        assert!(list.is_revoked(&claims("u", "c", t, None, "j")));
+    }
+}

@@ -22,7 +22,7 @@ pub const MIN_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// The claims Ward puts in, and requires of, an access token. The optional ones are those of
 /// a user's token (authorization code or refresh grant) and are left out when absent.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub iss: String,
     /// The client id for a client's own token, the user id for a user's.
@@ -425,6 +425,68 @@ mod tests {
         assert_eq!(
             svc.verify(&jsonwebtoken::encode(&h2, &claims, &svc.encoding).unwrap()),
             Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn several_keys_and_id_tokens() {
+        let dir = tempfile_dir();
+        let keys = dir.join("keys");
+        ward_crypto::keyfiles::create_key_dir(&keys).unwrap();
+        let old = ward_crypto::keyfiles::load_signing_keys(&keys).unwrap();
+        let old_svc = TokenService::with_keys(
+            &old,
+            None,
+            "https://ward.test",
+            "https://ward.test/fhir",
+            MAX_LIFETIME,
+        )
+        .unwrap();
+        let old_token = old_svc.issue("c", "c", "system/Patient.r").unwrap().access_token;
+        ward_crypto::keyfiles::rotate_signing_key(&keys).unwrap();
+        let all = ward_crypto::keyfiles::load_signing_keys(&keys).unwrap();
+        assert_eq!(all.len(), 2);
+        let rsa = ward_crypto::keyfiles::load_id_token_key(&keys).unwrap();
+        let rsa_jwk = rsa.public_jwk();
+        let svc = TokenService::with_keys(
+            &all,
+            Some(rsa),
+            "https://ward.test",
+            "https://ward.test/fhir",
+            MAX_LIFETIME,
+        )
+        .unwrap();
+        assert_eq!(svc.signing_kid(), all[1].kid());
+        assert!(svc.verify(&old_token).is_ok(), "old kid still verifies");
+        let new = svc.issue("c", "c", "system/Patient.r").unwrap().access_token;
+        assert!(old_svc.verify(&new).is_err(), "signed with the new key");
+        let kids: Vec<&str> = svc.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids.len(), 3);
+        // id_token: RS256 under its own kid, verifiable with the published key.
+        let id_token = svc.sign_id_token(&serde_json::json!({"iss": "https://ward.test", "sub": "u", "aud": "c", "exp": now_secs() + 60})).unwrap();
+        let header = jsonwebtoken::decode_header(&id_token).unwrap();
+        assert_eq!(
+            (header.alg, header.kid.as_deref()),
+            (Algorithm::RS256, rsa_jwk["kid"].as_str())
+        );
+        let key =
+            DecodingKey::from_rsa_components(rsa_jwk["n"].as_str().unwrap(), rsa_jwk["e"].as_str().unwrap())
+                .unwrap();
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&["c"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(&id_token, &key, &v).unwrap();
+        assert_eq!(data.claims["sub"], "u");
+        // an id_token is not an access token
+        assert!(svc.verify(&id_token).is_err());
+        // without an RS256 key there is no id_token
+        assert_eq!(
+            old_svc.sign_id_token(&serde_json::json!({})),
+            Err(TokenError::Signing)
         );
     }
 

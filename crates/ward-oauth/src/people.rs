@@ -5,7 +5,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::{BasicCredentials, OAuthError};
+use crate::{BasicCredentials, ClientAssertion, JWT_BEARER_ASSERTION_TYPE, OAuthError};
 
 /// The grant type a token request names, to pick its parser; `None` if absent or repeated
 /// (the parser then gives the precise error).
@@ -26,12 +26,9 @@ pub enum ClientAuth {
         client_id: String,
         secret: Zeroizing<String>,
     },
-    /// `private_key_jwt` (`client_id` optional: the assertion names the client).
-    Assertion {
-        client_id: Option<String>,
-        assertion_type: String,
-        assertion: Zeroizing<String>,
-    },
+    /// `private_key_jwt`: the assertion (shape and claims checked, not yet its signature)
+    /// names the client.
+    Assertion(Box<ClientAssertion>),
     /// A public client: `client_id` alone.
     Public { client_id: String },
 }
@@ -41,7 +38,7 @@ impl ClientAuth {
     pub fn claimed_id(&self) -> Option<&str> {
         match self {
             ClientAuth::Secret { client_id, .. } | ClientAuth::Public { client_id } => Some(client_id),
-            ClientAuth::Assertion { client_id, .. } => client_id.as_deref(),
+            ClientAuth::Assertion(a) => Some(&a.iss),
         }
     }
 }
@@ -112,16 +109,19 @@ impl Form {
             if basic.is_some() || form_secret.is_some() {
                 return Err(one_method());
             }
-            let (Some(assertion_type), Some(assertion)) = (assertion_type, assertion) else {
+            if assertion_type.as_deref() != Some(JWT_BEARER_ASSERTION_TYPE) {
                 return Err(OAuthError::InvalidRequest(
-                    "client_assertion_type and client_assertion go together",
+                    "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 ));
+            }
+            let Some(jwt) = assertion else {
+                return Err(OAuthError::InvalidRequest("client_assertion is required"));
             };
-            return Ok(ClientAuth::Assertion {
-                client_id: form_id,
-                assertion_type,
-                assertion,
-            });
+            let parsed = ClientAssertion::parse(&jwt)?;
+            if form_id.is_some_and(|f| f != parsed.iss) {
+                return Err(OAuthError::InvalidRequest("client_id does not match"));
+            }
+            return Ok(ClientAuth::Assertion(Box::new(parsed)));
         }
         match (basic, form_id, form_secret) {
             (Some(_), _, Some(_)) => Err(one_method()),
@@ -273,7 +273,9 @@ mod tests {
                 None,
                 "grant_type=refresh_token&refresh_token=r&client_assertion=x"
             ),
-            OAuthError::InvalidRequest("client_assertion_type and client_assertion go together")
+            OAuthError::InvalidRequest(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            )
         );
         assert!(parse_token_form(None, b"client_id=c").is_err());
         let t = parse_token_form(

@@ -139,7 +139,7 @@ pub async fn token(
     {
         return resp;
     }
-    match ward_auth::client_credentials(&st.store, &st.tokens, &st.secrets, req).await {
+    match ward_auth::client_credentials(&st.store, &st.tokens, &st.secrets, &st.assertions, req).await {
         Ok(issued) => {
             audit.set_actor(&client_id, None, &issued.scope);
             let mut resp = Json(json!({
@@ -167,27 +167,19 @@ pub async fn jwks(State(st): State<AppState>) -> Response {
     Json(st.tokens.jwks().clone()).into_response()
 }
 
-/// RFC 8414 authorization server metadata: only what is implemented.
-fn server_metadata(st: &AppState) -> serde_json::Value {
-    let base = &st.config.server.public_url;
-    json!({
-        "issuer": st.tokens.issuer(),
-        "token_endpoint": format!("{base}/oauth2/token"),
-        "jwks_uri": format!("{base}/oauth2/jwks"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": ["system/*.cruds", "system/*.read", "system/*.write"],
-        "response_types_supported": [],
-    })
+/// The token endpoint's URL: what `private_key_jwt` assertions must name as `aud`.
+pub fn token_url(config: &crate::Config) -> String {
+    format!("{}/oauth2/token", config.server.public_url.trim_end_matches('/'))
 }
 
 pub async fn openid_configuration(State(st): State<AppState>) -> Response {
-    Json(server_metadata(&st)).into_response()
+    Json(crate::discovery::server_metadata(&st.config, st.tokens.issuer())).into_response()
 }
 
 pub async fn smart_configuration(State(st): State<AppState>) -> Response {
-    let mut doc = server_metadata(&st);
-    crate::set_field(&mut doc, "capabilities", json!(["client-confidential-symmetric"]));
-    crate::set_field(&mut doc, "code_challenge_methods_supported", json!([]));
-    Json(doc).into_response()
+    Json(crate::discovery::smart_configuration(
+        &st.config,
+        st.tokens.issuer(),
+    ))
+    .into_response()
 }

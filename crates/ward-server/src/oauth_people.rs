@@ -86,10 +86,13 @@ pub(crate) async fn user_token(
     if let Some(resp) = client_limited(st, claimed.as_deref(), peer_ip) {
         return resp;
     }
-    let client = match ward_auth::client_auth::authenticate(&st.store, &st.secrets, req.client, true).await {
-        Ok(c) => c,
-        Err(e) => return client_refused(&e, basic_used),
-    };
+    let client =
+        match ward_auth::client_auth::authenticate(&st.store, &st.secrets, &st.assertions, req.client, true)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return client_refused(&e, basic_used),
+        };
     match grants(st).exchange(&client, req.grant).await {
         Ok(tokens) => {
             audit.set_actor(&client.client_id, Some(&tokens.user_id), &tokens.scope);
@@ -158,10 +161,13 @@ pub async fn introspect(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let client = match ward_auth::client_auth::authenticate(&st.store, &st.secrets, req.client, false).await {
-        Ok(c) => c,
-        Err(e) => return client_refused(&e, basic_used),
-    };
+    let client =
+        match ward_auth::client_auth::authenticate(&st.store, &st.secrets, &st.assertions, req.client, false)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return client_refused(&e, basic_used),
+        };
     audit.set_actor(&client.client_id, None, "");
     match grants(&st).introspect(&client, &req.token).await {
         Ok(body) => no_cache(Json(body).into_response()),
@@ -182,10 +188,13 @@ pub async fn revoke(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let client = match ward_auth::client_auth::authenticate(&st.store, &st.secrets, req.client, true).await {
-        Ok(c) => c,
-        Err(e) => return client_refused(&e, basic_used),
-    };
+    let client =
+        match ward_auth::client_auth::authenticate(&st.store, &st.secrets, &st.assertions, req.client, true)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return client_refused(&e, basic_used),
+        };
     audit.set_actor(&client.client_id, None, "");
     match grants(&st).revoke(&client, &req.token).await {
         Ok(()) => no_cache(StatusCode::OK.into_response()),

@@ -32,6 +32,8 @@ pub struct Inner {
     pub revocations: ward_auth::RevocationList,
     /// Token endpoint: bounded client-secret checks and per-IP / per-client rate limits.
     pub secrets: ward_auth::SecretVerifier,
+    /// `private_key_jwt` client assertions (keys, `aud`, replay cache).
+    pub assertions: ward_auth::AssertionVerifier,
     pub token_ip_limits: Buckets<std::net::IpAddr>,
     /// Keyed by (client id, IP group of the peer).
     pub token_client_limits: Buckets<(String, Option<std::net::IpAddr>)>,
@@ -70,9 +72,18 @@ impl AppState {
         let secrets = ward_auth::SecretVerifier::new(s.token_max_concurrent_checks);
         let token_ip_limits = Buckets::new(s.token_requests_per_minute_per_ip, s.token_burst);
         let token_client_limits = Buckets::new(s.token_requests_per_minute_per_client, s.token_burst);
+        let remote = match crate::jwks_fetch::HttpsJwksFetcher::new() {
+            Ok(f) => Some(ward_auth::client_keys::RemoteJwks::new(Box::new(f))),
+            Err(e) => {
+                tracing::error!(error = %e, "no JWKS fetcher: clients with a jwks_url cannot authenticate");
+                None
+            }
+        };
+        let assertions = ward_auth::AssertionVerifier::new(crate::oauth::token_url(&config), remote);
         AppState(Arc::new(Inner {
             clock: config.clock.clone(),
             secrets,
+            assertions,
             token_ip_limits,
             token_client_limits,
             capability: serde_json::to_vec(&capability).unwrap_or_default().into(),
@@ -95,6 +106,7 @@ impl AppState {
         let mut tick = tokio::time::interval(ward_auth::revocation::POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut polls: u32 = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -102,6 +114,16 @@ impl AppState {
             }
             if *stop.borrow() {
                 return;
+            }
+            polls = polls.wrapping_add(1);
+            // About once a minute, drop rows past their expiry (any node may; it is idempotent).
+            if polls.is_multiple_of(240)
+                && let Err(e) = self
+                    .store
+                    .purge_revocations(time::OffsetDateTime::now_utc().unix_timestamp())
+                    .await
+            {
+                tracing::warn!(error = %e, "revocation purge failed");
             }
             match self.revocations.refresh(&self.store).await {
                 Ok(n) => {
