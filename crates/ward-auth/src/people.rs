@@ -307,10 +307,19 @@ impl Grants<'_> {
         };
         self.store.insert_family(&row).await.map_err(store_error)?;
         // Recorded before any token leaves: a replay from now on finds the family.
-        self.store
+        let first = self
+            .store
             .set_code_family(&code_hash, &family)
             .await
             .map_err(store_error)?;
+        if !first {
+            // Replayed while this exchange ran: neither presentation gets tokens.
+            self.revoke_family(&family).await?;
+            return Err(Refusal {
+                error: OAuthError::InvalidGrant,
+                replay: Some("code-replay"),
+            });
+        }
         let refresh_token = if refreshable {
             Some(self.new_refresh_token(&row, &fam.scope).await?)
         } else {

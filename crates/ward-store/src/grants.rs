@@ -59,6 +59,9 @@ pub struct LaunchRow {
     pub expires_at: i64,
 }
 
+/// The `family` of a code replayed before its first exchange recorded one.
+const REPLAYED: &str = "(replayed)";
+
 const FAMILY_COLUMNS: &str =
     "f.family, f.client_id, f.user_id, f.grant_json, f.created_at, f.expires_at, f.revoked";
 
@@ -118,24 +121,35 @@ impl Store {
                 expires_at: r.try_get("expires_at")?,
             }));
         }
+        // A replay while the first exchange is still running (no family yet) leaves a mark,
+        // so that exchange fails too ([`Store::set_code_family`]).
+        sqlx::query("UPDATE oauth_code SET family = $2 WHERE code_hash = $1 AND family IS NULL")
+            .bind(code_hash.to_vec())
+            .bind(REPLAYED.to_owned())
+            .execute(&self.inner.writer)
+            .await?;
         let used = sqlx::query("SELECT family FROM oauth_code WHERE code_hash = $1")
             .bind(code_hash.to_vec())
             .fetch_optional(&self.inner.writer)
             .await?;
         match used {
-            Some(r) => Ok(Take::Reused(r.try_get("family")?)),
+            Some(r) => {
+                let family: Option<String> = r.try_get("family")?;
+                Ok(Take::Reused(family.filter(|f| f != REPLAYED)))
+            }
             None => Ok(Take::Unknown),
         }
     }
 
-    /// Records the family issued from a code (before its tokens are handed out).
-    pub async fn set_code_family(&self, code_hash: &[u8], family: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE oauth_code SET family = $2 WHERE code_hash = $1")
+    /// Records the family issued from a code, before its tokens are handed out. False when
+    /// the code was replayed meanwhile: the caller must then revoke the family and refuse.
+    pub async fn set_code_family(&self, code_hash: &[u8], family: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("UPDATE oauth_code SET family = $2 WHERE code_hash = $1 AND family IS NULL")
             .bind(code_hash.to_vec())
             .bind(family.to_owned())
             .execute(&self.inner.writer)
             .await?;
-        Ok(())
+        Ok(res.rows_affected() > 0)
     }
 
     pub async fn insert_family(&self, f: &FamilyRow) -> Result<(), StoreError> {

@@ -543,6 +543,30 @@ async fn code_is_bound_to_its_client_and_expires(backend: Backend) {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 }
 
+/// Two presentations of one code at once: never two sets of tokens, and whatever one of them
+/// got is revoked (the other was a replay).
+async fn concurrent_code_presentations_yield_no_live_tokens(backend: Backend) {
+    let e = env(backend).await;
+    for _ in 0..3 {
+        let (code, verifier) = e.code(ASKED).await;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret().as_str()),
+        ];
+        let (a, b) = tokio::join!(e.raw_token(&form), e.raw_token(&form));
+        let ok: Vec<&Value> = [&a, &b].iter().filter(|r| r.0 == 200).map(|r| &r.2).collect();
+        assert!(ok.len() <= 1, "a code exchanged twice");
+        for body in ok {
+            let at = body["access_token"].as_str().unwrap();
+            assert_eq!(e.introspect(at).await["active"], false);
+            let rt = body["refresh_token"].as_str().unwrap();
+            assert_eq!(e.refresh(rt, None).await.unwrap_err(), "invalid_grant");
+        }
+    }
+}
+
 async fn public_clients_use_client_id_and_pkce(backend: Backend) {
     let e = env(backend).await;
     let public_id = uuid::Uuid::new_v4().to_string();
@@ -1131,6 +1155,7 @@ on_both_backends!(
     code_is_bound_to_its_client_and_expires,
     code_replay_revokes_what_it_produced,
     public_clients_use_client_id_and_pkce,
+    concurrent_code_presentations_yield_no_live_tokens,
     refresh_rotates_and_reuse_revokes_the_family,
     refresh_scope_may_narrow_never_widen,
     refresh_tokens_expire_idle_and_absolutely,
