@@ -567,6 +567,100 @@ async fn concurrent_code_presentations_yield_no_live_tokens(backend: Backend) {
     }
 }
 
+/// A confidential client with `private_key_jwt` (ES256 key registered as a JWK Set file)
+/// exchanges its code and refreshes with assertions; a replayed assertion is refused.
+async fn private_key_jwt_clients_exchange_codes(backend: Backend) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let e = env(backend).await;
+    let alg = &ECDSA_P256_SHA256_FIXED_SIGNING;
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).unwrap();
+    let p = pair.public_key().as_ref();
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65]),
+                     "kid": "k1", "alg": "ES256", "use": "sig"});
+    let file = e.s.dir.join("app-jwks.json");
+    std::fs::write(&file, json!({ "keys": [jwk] }).to_string()).unwrap();
+    let client_id = ward::clients::create(
+        &e.s.config,
+        ward::clients::NewClient {
+            name: "keyed app".into(),
+            scopes: APP_SCOPES.into(),
+            jwks_file: Some(file),
+            redirect_uris: vec![REDIRECT.into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .client_id;
+    let key = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+    let token_url = e.url("/oauth2/token");
+    let assertion = |jti: &str| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("k1".into());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = json!({"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 240, "iat": now, "jti": jti});
+        jsonwebtoken::encode(&h, &claims, &key).unwrap()
+    };
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut g = e.grant(&challenge, ASKED);
+    g.client_id = client_id.clone();
+    let code = ward_auth::issue_code(&e.store, g, e.s.config.clock.now())
+        .await
+        .unwrap();
+    let first = assertion("jti-1");
+    let send = |form: Vec<(&'static str, String)>| {
+        let e = &e;
+        async move {
+            let resp =
+                e.s.client
+                    .post(e.url("/oauth2/token"))
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let jwt_bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned();
+    let (status, body) = send(vec![
+        ("grant_type", "authorization_code".into()),
+        ("code", code.clone()),
+        ("redirect_uri", REDIRECT.into()),
+        ("code_verifier", verifier.secret().clone()),
+        ("client_assertion_type", jwt_bearer.clone()),
+        ("client_assertion", first.clone()),
+    ])
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        payload(body["access_token"].as_str().unwrap())["client_id"],
+        client_id.as_str()
+    );
+    let rt = body["refresh_token"].as_str().unwrap().to_owned();
+    // The same assertion again is refused (jti replay), also for a refresh.
+    let (status, body) = send(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", rt.clone()),
+        ("client_assertion_type", jwt_bearer.clone()),
+        ("client_assertion", first),
+    ])
+    .await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    let (status, _) = send(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", rt),
+        ("client_assertion_type", jwt_bearer),
+        ("client_assertion", assertion("jti-2")),
+    ])
+    .await;
+    assert_eq!(status, 200);
+}
+
 async fn public_clients_use_client_id_and_pkce(backend: Backend) {
     let e = env(backend).await;
     let public_id = uuid::Uuid::new_v4().to_string();
@@ -1156,6 +1250,7 @@ on_both_backends!(
     code_replay_revokes_what_it_produced,
     public_clients_use_client_id_and_pkce,
     concurrent_code_presentations_yield_no_live_tokens,
+    private_key_jwt_clients_exchange_codes,
     refresh_rotates_and_reuse_revokes_the_family,
     refresh_scope_may_narrow_never_widen,
     refresh_tokens_expire_idle_and_absolutely,
