@@ -19,6 +19,9 @@ pub const USERINFO_PATH: &str = "/oauth2/userinfo";
 pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
 pub const RESPONSE_TYPES: &[&str] = &["code"];
 pub const CODE_CHALLENGE_METHODS: &[&str] = &["S256"];
+/// Introspection answers confidential clients only (`ward_auth::people`): no `none`.
+pub const INTROSPECTION_AUTH_METHODS: &[&str] =
+    &["client_secret_basic", "client_secret_post", "private_key_jwt"];
 pub const TOKEN_ENDPOINT_AUTH_METHODS: &[&str] = &[
     "client_secret_basic",
     "client_secret_post",
@@ -107,7 +110,7 @@ pub fn server_metadata(config: &Config, issuer: &str) -> Value {
         "code_challenge_methods_supported": CODE_CHALLENGE_METHODS,
         "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": TOKEN_ENDPOINT_AUTH_SIGNING_ALGS,
-        "introspection_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": INTROSPECTION_AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
         "id_token_signing_alg_values_supported": ID_TOKEN_SIGNING_ALGS,
         "subject_types_supported": SUBJECT_TYPES,

@@ -743,6 +743,28 @@ async fn public_clients_use_client_id_and_pkce(backend: Backend) {
             .await
             .unwrap();
     assert_eq!(resp.status(), 401);
+    // And discovery says so.
+    let doc: Value =
+        e.s.client
+            .get(e.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(
+        !doc["introspection_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
+    assert!(
+        doc["revocation_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
 }
 
 async fn code_replay_revokes_what_it_produced(backend: Backend) {
