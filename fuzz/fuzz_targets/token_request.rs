@@ -1,6 +1,7 @@
 //! The token endpoint's request parsing: content type, `Authorization` header and form body.
 //! The input is split on its first two newlines into those three parts (a missing second
-//! part means no `Authorization` header).
+//! part means no `Authorization` header). A `private_key_jwt` assertion that parses also goes
+//! through the claims checks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,5 +14,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let authorization = parts.next().filter(|a| !a.is_empty());
     let body = parts.next().unwrap_or_default();
-    let _ = ward_oauth::parse_token_request(content_type, authorization, body);
+    // A client assertion that parses is checked too (claims rules, pure).
+    if let Ok(req) = ward_oauth::parse_token_request(content_type, authorization, body)
+        && let Some(a) = req.client_assertion
+    {
+        let _ = a.check_claims(&req.client_id, "https://ward.test/oauth2/token", 1_700_000_000);
+        let _ = a.remember_until();
+    }
 });

@@ -3,8 +3,9 @@
 pub use ward_oauth::{ClientCredentialsRequest, OAuthError};
 use ward_store::Store;
 
+use crate::assertion::AssertionVerifier;
 use crate::scope::ScopeSet;
-use crate::secret::{SecretVerifier, Verdict};
+use crate::secret::SecretVerifier;
 use crate::token::{IssuedToken, TokenService};
 
 /// Whether `id` can be a client id at all (Ward issues UUIDs): short, plain ASCII. Anything
@@ -17,36 +18,26 @@ pub fn is_plausible_client_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Authenticates the client and issues a token for the intersection of the requested and
-/// allowed scopes (all allowed scopes when none are requested).
+/// Authenticates the client (secret, or `private_key_jwt` assertion checked by `assertions`)
+/// and issues a token for the intersection of the requested and allowed scopes (all allowed
+/// scopes when none are requested). Public clients never get one here.
 pub async fn client_credentials(
     store: &Store,
     tokens: &TokenService,
     verifier: &SecretVerifier,
+    assertions: &AssertionVerifier,
     req: ClientCredentialsRequest,
 ) -> Result<IssuedToken, OAuthError> {
-    // Client ids are UUIDs: anything else is an unknown client, without asking the store
-    // (a NUL byte, say, is an error in PostgreSQL text rather than a miss).
-    let client = if is_plausible_client_id(&req.client_id) {
-        store.get_client(&req.client_id).await.map_err(|e| {
-            tracing::error!(error = %e, "client lookup failed");
-            OAuthError::ServerError
-        })?
-    } else {
-        None
-    };
-    let usable = client.filter(|c| !c.disabled);
-    let hash = usable.as_ref().map(|c| c.secret_hash.as_str());
-    match verifier
-        .verify(store, &req.client_id, req.client_secret, hash)
-        .await
-    {
-        Verdict::Valid => {}
-        Verdict::Invalid => return Err(OAuthError::InvalidClient),
-        Verdict::Busy => return Err(OAuthError::TemporarilyUnavailable),
-    }
-    let Some(client) = usable else {
-        return Err(OAuthError::InvalidClient);
+    let client = match &req.client_assertion {
+        Some(assertion) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            crate::client_auth::authenticate_assertion(store, assertions, &req.client_id, assertion, now)
+                .await?
+        }
+        None => {
+            crate::client_auth::authenticate_secret(store, verifier, &req.client_id, req.client_secret)
+                .await?
+        }
     };
     // Registered scopes were checked by `ward client create`; a word an earlier version let
     // through is dropped (it never granted anything). A request is held to the grammar: an

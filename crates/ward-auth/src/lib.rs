@@ -21,20 +21,30 @@
     )
 )]
 
+pub mod assertion;
+pub mod client_auth;
+pub mod client_keys;
+pub mod codes;
 pub mod external;
 pub mod grant;
 pub mod password;
+pub mod people;
+pub mod registration;
+pub mod revocation;
 pub mod scope;
 pub mod secret;
 pub mod token;
 pub mod totp;
 pub mod users;
 
+pub use assertion::AssertionVerifier;
+pub use codes::{CodeGrant, LaunchContext, issue_code, take_launch};
 pub use external::{ExternalIdentity, TrustedIssuer, TrustedIssuers};
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
+pub use revocation::RevocationList;
 pub use scope::{Access, Context, Interaction, Restriction, ScopeSet, Special};
 pub use secret::{SecretVerifier, Verdict};
-pub use token::{Claims, IssuedToken, TokenError, TokenService};
+pub use token::{Claims, IssuedToken, TokenError, TokenService, UserClaims};
 pub use users::{
     LoginError, PasswordError, Role, SecondFactor, TotpEnrollment, UserError, UserIdentity, change_password,
     finish_totp_enrollment, get_user, login_password, start_totp_enrollment, verify_second_factor,

@@ -370,7 +370,6 @@ impl ScopeSet {
     }
 
     /// Whether the non-resource scope `name` (`openid`, `offline_access`, ...) is present.
-    /// (Same signature as wip-tokens' helper of that name, which this one replaces.)
     pub fn has(&self, name: &str) -> bool {
         Special::from_str(name).is_some_and(|s| self.special.contains(&s))
     }

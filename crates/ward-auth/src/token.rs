@@ -1,8 +1,10 @@
-//! ES256 access tokens: issuing and strict verification (SPEC AC-2).
+//! ES256 access tokens: issuing and strict verification (SPEC AC-2), and RS256 id_tokens.
 //!
 //! Verification pins the algorithm to ES256, requires a known `kid`, and checks `iss`,
 //! `aud`, `exp`, `nbf` and `iat` with a small clock skew; `alg: none`, HMAC algorithms and
-//! foreign keys therefore never verify.
+//! foreign keys therefore never verify. Several ES256 keys may be loaded (signing-key
+//! rotation): the newest signs, all verify, the JWKS lists all of them and the RS256 id_token
+//! key.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use ward_crypto::SigningKey;
+use ward_crypto::{RsaSigningKey, SigningKey};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;
@@ -18,10 +20,12 @@ const LEEWAY_SECS: u64 = 30;
 pub const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
 pub const MIN_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
-/// The claims Ward puts in, and requires of, an access token.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// The claims Ward puts in, and requires of, an access token. The optional ones are those of
+/// a user's token (authorization code or refresh grant) and are left out when absent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub iss: String,
+    /// The client id for a client's own token, the user id for a user's.
     pub sub: String,
     pub aud: String,
     pub exp: u64,
@@ -30,6 +34,38 @@ pub struct Claims {
     pub jti: String,
     pub scope: String,
     pub client_id: String,
+    // --- A user's token only (issue 10); left out when absent. ---
+    /// `Practitioner/ID` or `Patient/ID`.
+    #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    /// Launch context: the patient (and encounter) in context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<String>,
+    /// The token family (one code exchange and its refresh tokens): revoking it revokes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+    /// When the user authenticated (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// How (RFC 8176 values: `pwd`, `otp`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+}
+
+/// The user's claims of an access token ([`TokenService::issue_with`]); see [`Claims`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserClaims {
+    pub fhir_user: Option<String>,
+    pub patient: Option<String>,
+    pub encounter: Option<String>,
+    pub fam: Option<String>,
+    pub auth_time: Option<i64>,
+    pub amr: Option<Vec<String>>,
+    pub acr: Option<String>,
 }
 
 /// Why a token was refused. Shown to clients only as a generic `invalid_token`.
@@ -62,9 +98,13 @@ pub struct IssuedToken {
 
 /// Issues and verifies this server's access tokens.
 pub struct TokenService {
+    /// The `kid` of the newest ES256 key, which signs.
     kid: String,
     encoding: EncodingKey,
+    /// Every ES256 key by `kid`, the older ones only verifying.
     decoding: HashMap<String, DecodingKey>,
+    /// The RS256 key of id_tokens, if the key directory has one.
+    id_token_key: Option<RsaSigningKey>,
     jwks: serde_json::Value,
     issuer: String,
     audience: String,
@@ -89,30 +129,77 @@ impl std::fmt::Debug for TokenService {
 }
 
 impl TokenService {
-    /// `lifetime` is clamped to the 5-15 minute range of SPEC AC-2.
+    /// One ES256 key and no id_token key. `lifetime` is clamped to the 5-15 minute range of
+    /// SPEC AC-2.
     pub fn new(
         signing: &SigningKey,
         issuer: &str,
         audience: &str,
         lifetime: Duration,
     ) -> Result<Self, TokenError> {
-        let jwk = signing.public_jwk();
-        let coord = |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-        let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
-            return Err(TokenError::Signing);
-        };
-        let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|_| TokenError::Signing)?;
-        let kid = signing.kid();
+        TokenService::with_keys(std::slice::from_ref(signing), None, issuer, audience, lifetime)
+    }
+
+    /// `signing` oldest first: the last one signs, all verify. `id_token_key` signs id_tokens
+    /// ([`TokenService::sign_id_token`]).
+    pub fn with_keys(
+        signing: &[SigningKey],
+        id_token_key: Option<RsaSigningKey>,
+        issuer: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> Result<Self, TokenError> {
+        let newest = signing.last().ok_or(TokenError::Signing)?;
+        let mut decoding = HashMap::new();
+        let mut keys = Vec::new();
+        for key in signing {
+            let jwk = key.public_jwk();
+            let coord = |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+            let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
+                return Err(TokenError::Signing);
+            };
+            let dec = DecodingKey::from_ec_components(&x, &y).map_err(|_| TokenError::Signing)?;
+            if decoding.insert(key.kid(), dec).is_none() {
+                keys.push(jwk);
+            }
+        }
+        // Newest first in the JWKS.
+        keys.reverse();
+        if let Some(rsa) = &id_token_key {
+            keys.push(rsa.public_jwk());
+        }
         Ok(TokenService {
-            encoding: EncodingKey::from_ec_der(signing.pkcs8_der()),
-            decoding: HashMap::from([(kid.clone(), decoding)]),
-            jwks: serde_json::json!({ "keys": [jwk] }),
-            kid,
+            encoding: EncodingKey::from_ec_der(newest.pkcs8_der()),
+            decoding,
+            id_token_key,
+            jwks: serde_json::json!({ "keys": keys }),
+            kid: newest.kid(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             lifetime: lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME),
             verified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The `kid` new access tokens carry.
+    pub fn signing_kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs `claims` (an OIDC id_token's payload, made by the caller) as an RS256 JWT with the
+    /// id_token key's `kid`. [`TokenError::Signing`] without such a key.
+    pub fn sign_id_token(&self, claims: &serde_json::Value) -> Result<String, TokenError> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let key = self.id_token_key.as_ref().ok_or(TokenError::Signing)?;
+        let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": key.kid() });
+        let header = serde_json::to_vec(&header).map_err(|_| TokenError::Signing)?;
+        let payload = serde_json::to_vec(claims).map_err(|_| TokenError::Signing)?;
+        let mut jwt = format!("{}.{}", B64.encode(header), B64.encode(payload));
+        let sig = key.sign(jwt.as_bytes()).map_err(|_| TokenError::Signing)?;
+        jwt.push('.');
+        jwt.push_str(&B64.encode(sig));
+        Ok(jwt)
     }
 
     /// The public JWK Set served at `/oauth2/jwks`.
@@ -130,6 +217,17 @@ impl TokenService {
 
     /// Signs an access token for `sub` acting through `client_id` with `scope`.
     pub fn issue(&self, sub: &str, client_id: &str, scope: &str) -> Result<IssuedToken, TokenError> {
+        self.issue_with(sub, client_id, scope, UserClaims::default())
+    }
+
+    /// [`TokenService::issue`] with a user's claims.
+    pub fn issue_with(
+        &self,
+        sub: &str,
+        client_id: &str,
+        scope: &str,
+        user: UserClaims,
+    ) -> Result<IssuedToken, TokenError> {
         let now = now_secs();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -141,6 +239,13 @@ impl TokenService {
             jti: ward_crypto::random_token(16),
             scope: scope.to_owned(),
             client_id: client_id.to_owned(),
+            fhir_user: user.fhir_user,
+            patient: user.patient,
+            encounter: user.encounter,
+            fam: user.fam,
+            auth_time: user.auth_time,
+            amr: user.amr,
+            acr: user.acr,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
@@ -320,6 +425,68 @@ mod tests {
         assert_eq!(
             svc.verify(&jsonwebtoken::encode(&h2, &claims, &svc.encoding).unwrap()),
             Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn several_keys_and_id_tokens() {
+        let dir = tempfile_dir();
+        let keys = dir.join("keys");
+        ward_crypto::keyfiles::create_key_dir(&keys).unwrap();
+        let old = ward_crypto::keyfiles::load_signing_keys(&keys).unwrap();
+        let old_svc = TokenService::with_keys(
+            &old,
+            None,
+            "https://ward.test",
+            "https://ward.test/fhir",
+            MAX_LIFETIME,
+        )
+        .unwrap();
+        let old_token = old_svc.issue("c", "c", "system/Patient.r").unwrap().access_token;
+        ward_crypto::keyfiles::rotate_signing_key(&keys).unwrap();
+        let all = ward_crypto::keyfiles::load_signing_keys(&keys).unwrap();
+        assert_eq!(all.len(), 2);
+        let rsa = ward_crypto::keyfiles::load_id_token_key(&keys).unwrap();
+        let rsa_jwk = rsa.public_jwk();
+        let svc = TokenService::with_keys(
+            &all,
+            Some(rsa),
+            "https://ward.test",
+            "https://ward.test/fhir",
+            MAX_LIFETIME,
+        )
+        .unwrap();
+        assert_eq!(svc.signing_kid(), all[1].kid());
+        assert!(svc.verify(&old_token).is_ok(), "old kid still verifies");
+        let new = svc.issue("c", "c", "system/Patient.r").unwrap().access_token;
+        assert!(old_svc.verify(&new).is_err(), "signed with the new key");
+        let kids: Vec<&str> = svc.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids.len(), 3);
+        // id_token: RS256 under its own kid, verifiable with the published key.
+        let id_token = svc.sign_id_token(&serde_json::json!({"iss": "https://ward.test", "sub": "u", "aud": "c", "exp": now_secs() + 60})).unwrap();
+        let header = jsonwebtoken::decode_header(&id_token).unwrap();
+        assert_eq!(
+            (header.alg, header.kid.as_deref()),
+            (Algorithm::RS256, rsa_jwk["kid"].as_str())
+        );
+        let key =
+            DecodingKey::from_rsa_components(rsa_jwk["n"].as_str().unwrap(), rsa_jwk["e"].as_str().unwrap())
+                .unwrap();
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&["c"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(&id_token, &key, &v).unwrap();
+        assert_eq!(data.claims["sub"], "u");
+        // an id_token is not an access token
+        assert!(svc.verify(&id_token).is_err());
+        // without an RS256 key there is no id_token
+        assert_eq!(
+            old_svc.sign_id_token(&serde_json::json!({})),
+            Err(TokenError::Signing)
         );
     }
 

@@ -1,5 +1,6 @@
 //! OAuth 2.0 token requests as they arrive (SPEC AC-2): the RFC 6749 errors and the parsing of
-//! a `client_credentials` request (form body, `Authorization: Basic`, content type).
+//! a `client_credentials` request (form body, `Authorization: Basic`, content type), including
+//! a SMART Backend Services client assertion (`private_key_jwt`, RFC 7523; see [`assertion`]).
 //!
 //! Pure and I/O-free, so that the `token_request` fuzz target needs nothing else; `ward-auth`
 //! re-exports both types and the server's token endpoint calls [`check_headers`] and
@@ -23,8 +24,13 @@
     )
 )]
 
+pub mod assertion;
+
 use base64::Engine;
 use zeroize::Zeroizing;
+
+pub mod people;
+pub use assertion::{ClientAssertion, JWT_BEARER_ASSERTION_TYPE};
 
 /// RFC 6749 §5.2 errors. The description is safe to show: it never says whether a client
 /// exists.
@@ -38,6 +44,12 @@ pub enum OAuthError {
     InvalidScope,
     #[error("the grant type is not supported")]
     UnsupportedGrantType,
+    /// A code, refresh token or launch that is unknown, expired, used, revoked, or not this
+    /// client's; the description never says which.
+    #[error("the grant is invalid, expired, or revoked")]
+    InvalidGrant,
+    #[error("the client is not allowed to use this grant")]
+    UnauthorizedClient,
     #[error("the authorization server encountered an error")]
     ServerError,
     /// Too many client authentications are running; the client should retry shortly.
@@ -53,6 +65,8 @@ impl OAuthError {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidScope => "invalid_scope",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidGrant => "invalid_grant",
+            OAuthError::UnauthorizedClient => "unauthorized_client",
             OAuthError::ServerError => "server_error",
             OAuthError::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -72,8 +86,11 @@ impl OAuthError {
 /// A client-credentials request with its client's claimed credentials (not yet checked).
 pub struct ClientCredentialsRequest {
     pub client_id: String,
+    /// Empty when the client authenticates with [`ClientCredentialsRequest::client_assertion`].
     pub client_secret: Zeroizing<String>,
     pub scope: Option<String>,
+    /// `private_key_jwt`: the parsed, not yet verified, assertion; `client_id` is its `iss`.
+    pub client_assertion: Option<ClientAssertion>,
 }
 
 /// Client id and secret from an `Authorization: Basic` header.
@@ -155,9 +172,13 @@ pub fn parse_form(
     let mut form_id = None;
     let mut form_secret: Option<Zeroizing<String>> = None;
     let mut scope = None;
+    let mut assertion_type = None;
+    let mut assertion = None;
     for (k, v) in form_urlencoded::parse(body) {
         let slot_taken = match k.as_ref() {
             "grant_type" => grant_type.replace(v.into_owned()).is_some(),
+            "client_assertion_type" => assertion_type.replace(v.into_owned()).is_some(),
+            "client_assertion" => assertion.replace(v.into_owned()).is_some(),
             "client_id" => form_id.replace(v.into_owned()).is_some(),
             "client_secret" => form_secret.replace(Zeroizing::new(v.into_owned())).is_some(),
             "scope" => scope.replace(v.into_owned()).is_some(),
@@ -171,6 +192,29 @@ pub fn parse_form(
         Some("client_credentials") => {}
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
         None => return Err(OAuthError::InvalidRequest("grant_type is required")),
+    }
+    if assertion_type.is_some() || assertion.is_some() {
+        if assertion_type.as_deref() != Some(JWT_BEARER_ASSERTION_TYPE) {
+            return Err(OAuthError::InvalidRequest(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+        }
+        let Some(jwt) = assertion else {
+            return Err(OAuthError::InvalidRequest("client_assertion is required"));
+        };
+        if basic.is_some() || form_secret.is_some() {
+            return Err(OAuthError::InvalidRequest("use one client authentication method"));
+        }
+        let parsed = ClientAssertion::parse(&jwt)?;
+        if form_id.is_some_and(|f| f != parsed.iss) {
+            return Err(OAuthError::InvalidRequest("client_id does not match"));
+        }
+        return Ok(ClientCredentialsRequest {
+            client_id: parsed.iss.clone(),
+            client_secret: Zeroizing::new(String::new()),
+            scope,
+            client_assertion: Some(parsed),
+        });
     }
     let (client_id, client_secret) = match (basic, form_id, form_secret) {
         (Some(_), _, Some(_)) => {
@@ -189,6 +233,7 @@ pub fn parse_form(
         client_id,
         client_secret,
         scope,
+        client_assertion: None,
     })
 }
 
@@ -265,5 +310,47 @@ mod tests {
             err(FORM, Some(&basic), "grant_type=client_credentials&client_id=d"),
             OAuthError::InvalidRequest("client_id does not match")
         );
+    }
+
+    #[test]
+    fn client_assertions() {
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"ES384","kid":"k"}"#),
+            b64(r#"{"iss":"c1","sub":"c1","aud":"u","exp":1,"jti":"j"}"#)
+        );
+        let body = |kind: &str, extra: &str| {
+            format!(
+                "grant_type=client_credentials&client_assertion_type={kind}&client_assertion={jwt}{extra}"
+            )
+        };
+        let bearer = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+        let r = parse(FORM, None, &body(bearer, "&client_id=c1")).unwrap();
+        assert_eq!(r.client_id, "c1");
+        assert_eq!(r.client_assertion.unwrap().kid, "k");
+        let err = |ct, auth, body: &str| parse(ct, auth, body).err().unwrap();
+        assert_eq!(
+            err(FORM, None, &body("urn%3Aother", "")).code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            err(FORM, None, &body(&format!("{bearer}x"), "")).code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            err(FORM, None, "grant_type=client_credentials&client_assertion=x.y.z").code(),
+            "invalid_request",
+            "assertion without its type"
+        );
+        assert_eq!(
+            err(FORM, None, &body(bearer, "&client_secret=s")),
+            OAuthError::InvalidRequest("use one client authentication method")
+        );
+        assert_eq!(
+            err(FORM, None, &body(bearer, "&client_id=c2")),
+            OAuthError::InvalidRequest("client_id does not match")
+        );
+        assert_eq!(err(FORM, None, &body(bearer, "x.y")), OAuthError::InvalidClient);
     }
 }

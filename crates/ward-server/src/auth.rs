@@ -15,8 +15,8 @@ use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A caller whose access token verified and whose client is active (or whose token a
-/// trusted external issuer signed).
+/// A caller whose access token verified and was not revoked (or whose token a trusted
+/// external issuer signed).
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub claims: Claims,
@@ -67,11 +67,15 @@ impl FromRequestParts<AppState> for Authenticated {
             tracing::info!(reason = %e, "access token refused");
             ApiError::unauthorized(true)
         })?;
-        if !state.client_active(&claims.client_id).await {
-            tracing::info!("access token of an inactive client refused");
+        // A disabled client or user, a revoked family or token id (on any node, within a
+        // second: see `ward_auth::revocation`).
+        if state.revocations.is_revoked(&claims) {
+            tracing::info!("revoked access token refused");
             return Err(ApiError::unauthorized(true));
         }
-        audit.set_actor(&claims.client_id, None, &claims.scope);
+        // A user's token names the user (its `sub`); a client's own token has sub = client_id.
+        let user = (claims.sub != claims.client_id).then_some(claims.sub.as_str());
+        audit.set_actor(&claims.client_id, user, &claims.scope);
         // Ward signed these scopes; a word an earlier version granted but no longer knows
         // confers nothing and is dropped.
         let scopes = ScopeSet::parse_lenient(&claims.scope);

@@ -84,10 +84,7 @@ pub fn capability_statement(fhir_base: &str, public_url: &str, published: &str) 
                         "code": "SMART-on-FHIR"
                     }]
                 }],
-                "extension": [{
-                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                    "extension": [{ "url": "token", "valueUri": format!("{public_url}/oauth2/token") }]
-                }],
+                "extension": [crate::discovery::oauth_uris_extension(public_url)],
                 "description": "OAuth 2.0 bearer tokens (client_credentials) with SMART v2 system scopes"
             },
             "resource": resources,

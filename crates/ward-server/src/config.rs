@@ -30,6 +30,10 @@ pub struct Config {
     pub audit: AuditSection,
     #[serde(default)]
     pub auth: AuthSection,
+    /// The clock sessions and logins are judged by. Not configurable (serde skips it): only
+    /// in-process tests move it forward (see `clock.rs`).
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
     /// The directory everything relative is resolved against (the config file's directory).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -226,12 +230,44 @@ impl std::fmt::Debug for AuditSection {
     }
 }
 
-/// Identity settings (`[auth]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// People signing in (SPEC AC-1, AC-5, AC-6): sessions, the login form, MFA for scopes;
+/// refresh tokens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// External identity providers whose access tokens Ward accepts (SPEC AC-3).
     pub trusted_issuers: Vec<TrustedIssuerConfig>,
+    /// A refresh token unused this long expires; every refresh hands out a new one (AC-6).
+    pub refresh_idle_secs: u64,
+    /// An `offline_access` refresh-token family ends this long after the code exchange,
+    /// used or not: the user must sign in again.
+    pub refresh_max_secs: u64,
+    /// An `online_access` family ends this long after the code exchange (by default the
+    /// browser session's absolute lifetime; signing out does not end it earlier).
+    pub refresh_online_max_secs: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            trusted_issuers: Vec::new(),
+            refresh_idle_secs: 24 * 3600,
+            refresh_max_secs: 30 * 24 * 3600,
+            refresh_online_max_secs: 12 * 3600,
+        }
+    }
+}
+
+impl AuthSection {
+    /// The refresh-token lifetimes as `ward-auth` takes them.
+    pub fn refresh_policy(&self) -> ward_auth::people::RefreshPolicy {
+        let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        ward_auth::people::RefreshPolicy {
+            idle_secs: secs(self.refresh_idle_secs),
+            max_secs: secs(self.refresh_max_secs),
+            online_max_secs: secs(self.refresh_online_max_secs),
+        }
+    }
 }
 
 /// One `[[auth.trusted_issuers]]` entry (see `ward_auth::external`).
@@ -346,7 +382,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// The sections environment variables may override (`WARD_SERVER_LISTEN`, ...).
-const SECTIONS: [&str; 4] = ["server", "store", "tls", "audit"];
+const SECTIONS: [&str; 5] = ["server", "store", "tls", "audit", "auth"];
 
 impl Config {
     /// Loads `file` (default `DIR/ward.toml`) and the environment overrides.
@@ -411,6 +447,13 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "server connection and token limits must be at least 1".into(),
+            ));
+        }
+        let a = &self.auth;
+        if a.refresh_idle_secs == 0 || a.refresh_max_secs == 0 || a.refresh_online_max_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.refresh_idle_secs, auth.refresh_max_secs and auth.refresh_online_max_secs must be at least 1"
+                    .into(),
             ));
         }
         if !(1..=SEARCH_PARAMS_CEILING).contains(&s.max_search_params)
@@ -550,6 +593,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             audit: AuditSection::default(),
             auth: AuthSection::default(),
+            clock: crate::clock::Clock::default(),
             dir: PathBuf::from("."),
         }
     }

@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// A token request is a few hundred bytes; refuse anything much larger early.
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
-fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
+pub(crate) fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = (
         status,
@@ -41,7 +41,7 @@ fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
 
 /// A 429 (rate limit) or 503 (too many secret checks running) with `Retry-After`. Only the
 /// first refusal of a window is audited: a flood must not become a flood of audit records.
-fn try_later(status: StatusCode, retry_after_secs: u64, audited: bool) -> Response {
+pub(crate) fn try_later(status: StatusCode, retry_after_secs: u64, audited: bool) -> Response {
     let mut resp = (
         status,
         Json(json!({
@@ -65,7 +65,7 @@ fn try_later(status: StatusCode, retry_after_secs: u64, audited: bool) -> Respon
     resp
 }
 
-fn limited(decision: Decision) -> Option<Response> {
+pub(crate) fn limited(decision: Decision) -> Option<Response> {
     match decision {
         Decision::Allow => None,
         Decision::Limited { retry_after, first } => Some(try_later(
@@ -77,7 +77,7 @@ fn limited(decision: Decision) -> Option<Response> {
 }
 
 /// Whether a 503 for busy secret checks should be audited: at most one a second per process.
-fn first_busy_this_second() -> bool {
+pub(crate) fn first_busy_this_second() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
     static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -117,6 +117,14 @@ pub async fn token(
             return oauth_error(&OAuthError::InvalidRequest("malformed request body"), basic_used);
         }
     };
+    // The grants of people (authorization code, refresh token) have their own form.
+    if matches!(
+        ward_oauth::people::grant_type_of(&bytes).as_deref(),
+        Some("authorization_code" | "refresh_token")
+    ) {
+        let peer_ip = peer.map(|axum::Extension(ClientAddr(addr))| ip_key(addr.ip()));
+        return crate::oauth_people::user_token(&st, &audit, basic, &bytes, basic_used, peer_ip).await;
+    }
     let req = match ward_oauth::parse_form(basic, &bytes) {
         Ok(r) => r,
         Err(e) => return oauth_error(&e, basic_used),
@@ -131,7 +139,7 @@ pub async fn token(
     {
         return resp;
     }
-    match ward_auth::client_credentials(&st.store, &st.tokens, &st.secrets, req).await {
+    match ward_auth::client_credentials(&st.store, &st.tokens, &st.secrets, &st.assertions, req).await {
         Ok(issued) => {
             audit.set_actor(&client_id, None, &issued.scope);
             let mut resp = Json(json!({
@@ -159,27 +167,19 @@ pub async fn jwks(State(st): State<AppState>) -> Response {
     Json(st.tokens.jwks().clone()).into_response()
 }
 
-/// RFC 8414 authorization server metadata: only what is implemented.
-fn server_metadata(st: &AppState) -> serde_json::Value {
-    let base = &st.config.server.public_url;
-    json!({
-        "issuer": st.tokens.issuer(),
-        "token_endpoint": format!("{base}/oauth2/token"),
-        "jwks_uri": format!("{base}/oauth2/jwks"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": ["system/*.cruds", "system/*.read", "system/*.write"],
-        "response_types_supported": [],
-    })
+/// The token endpoint's URL: what `private_key_jwt` assertions must name as `aud`.
+pub fn token_url(config: &crate::Config) -> String {
+    format!("{}/oauth2/token", config.server.public_url.trim_end_matches('/'))
 }
 
 pub async fn openid_configuration(State(st): State<AppState>) -> Response {
-    Json(server_metadata(&st)).into_response()
+    Json(crate::discovery::server_metadata(&st.config, st.tokens.issuer())).into_response()
 }
 
 pub async fn smart_configuration(State(st): State<AppState>) -> Response {
-    let mut doc = server_metadata(&st);
-    crate::set_field(&mut doc, "capabilities", json!(["client-confidential-symmetric"]));
-    crate::set_field(&mut doc, "code_challenge_methods_supported", json!([]));
-    Json(doc).into_response()
+    Json(crate::discovery::smart_configuration(
+        &st.config,
+        st.tokens.issuer(),
+    ))
+    .into_response()
 }

@@ -9,17 +9,32 @@ use ward_server::Config;
 use ward_store::{ClientRecord, Store};
 use zeroize::Zeroizing;
 
+#[derive(Default)]
 pub struct NewClient {
     pub name: String,
     pub scopes: String,
+    /// Exact redirect URIs for the authorization-code flow.
+    pub redirect_uris: Vec<String>,
+    /// A JWK Set file (public keys) for `private_key_jwt`; no secret is made.
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Or an https URL of the client's JWK Set.
+    pub jwks_url: Option<String>,
+    /// A public client (no secret; PKCE required).
+    pub public: bool,
 }
 
 #[derive(Serialize)]
 pub struct CreatedClient {
     pub client_id: String,
+    /// Empty (and left out of JSON) for a client without a secret (public, or JWKS).
+    #[serde(skip_serializing_if = "secret_is_empty")]
     pub client_secret: Zeroizing<String>,
     pub name: String,
     pub scopes: String,
+    pub redirect_uris: Vec<String>,
+    pub public: bool,
+    /// `client_secret`, `private_key_jwt` or `none`.
+    pub token_endpoint_auth_method: &'static str,
 }
 
 #[derive(Serialize)]
@@ -29,6 +44,10 @@ pub struct ClientSummary {
     pub scopes: String,
     pub disabled: bool,
     pub created_at: String,
+}
+
+fn secret_is_empty(s: &Zeroizing<String>) -> bool {
+    s.is_empty()
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -48,11 +67,42 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
     if scopes.is_empty() {
         bail!("--scopes must name at least one scope");
     }
+    for uri in &new.redirect_uris {
+        ward_auth::registration::check_redirect_uri(uri)
+            .map_err(|e| anyhow::anyhow!("--redirect-uri: {e}"))?;
+    }
+    let jwks = match &new.jwks_file {
+        Some(path) => {
+            let meta = std::fs::metadata(path).context("--jwks")?;
+            if meta.len() > ward_auth::client_keys::MAX_JWKS_BYTES as u64 {
+                bail!("--jwks: the JWK Set is larger than 64 KiB");
+            }
+            let text = std::fs::read_to_string(path).context("--jwks")?;
+            ward_auth::client_keys::parse_jwks(&text).context("--jwks")?;
+            Some(text)
+        }
+        None => None,
+    };
+    if let Some(url) = &new.jwks_url {
+        ward_auth::registration::check_jwks_url(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let asymmetric = jwks.is_some() || new.jwks_url.is_some();
+    if new.public && asymmetric {
+        bail!("a public client has no keys: use --public or --jwks/--jwks-url, not both");
+    }
+    if new.public && new.redirect_uris.is_empty() {
+        bail!("a public client needs at least one --redirect-uri");
+    }
     let store = open_store(config).await?;
     // Ids are fresh UUIDs, never reused (AC-1).
     let client_id = uuid::Uuid::new_v4().to_string();
-    let secret = ward_auth::secret::generate_secret();
-    let secret_hash = ward_auth::secret::hash_secret(&store, &client_id, &secret);
+    let (secret, secret_hash) = if new.public || asymmetric {
+        (Zeroizing::new(String::new()), String::new())
+    } else {
+        let secret = ward_auth::secret::generate_secret();
+        let hash = ward_auth::secret::hash_secret(&store, &client_id, &secret);
+        (secret, hash)
+    };
     let record = ClientRecord {
         client_id: client_id.clone(),
         name: name.to_owned(),
@@ -60,15 +110,29 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
         scopes: scopes.to_string(),
         disabled: false,
         created_at: time::OffsetDateTime::now_utc(),
+        redirect_uris: new.redirect_uris.clone(),
+        public: new.public,
+        jwks,
+        jwks_url: new.jwks_url.clone(),
     };
     store.insert_client(&record).await.context("storing the client")?;
     store.close().await;
     crate::audit_cli::record_admin(config, "client-create", Some(("Client", &client_id))).await?;
+    let token_endpoint_auth_method = if record.public {
+        "none"
+    } else if asymmetric {
+        "private_key_jwt"
+    } else {
+        "client_secret"
+    };
     Ok(CreatedClient {
         client_id,
         client_secret: secret,
         name: record.name,
         scopes: record.scopes,
+        redirect_uris: record.redirect_uris,
+        public: record.public,
+        token_endpoint_auth_method,
     })
 }
 

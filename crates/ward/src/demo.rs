@@ -43,6 +43,7 @@ pub async fn prepare(opts: &DemoOptions) -> anyhow::Result<(Config, DemoClient)>
             NewClient {
                 name: "demo".into(),
                 scopes: "system/*.cruds".into(),
+                ..Default::default()
             },
         )
         .await?;

@@ -91,6 +91,7 @@ async fn populate(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitOutput> 
         NewClient {
             name: "admin".into(),
             scopes: ADMIN_SCOPES.into(),
+            ..Default::default()
         },
     )
     .await?;

@@ -7,4 +7,6 @@ pub mod clients;
 pub mod demo;
 mod files;
 pub mod init;
+pub mod keys_cli;
+pub mod launch;
 pub mod users;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ward::{audit_cli, clients, demo, init, users};
+use ward::{audit_cli, clients, demo, init, keys_cli, launch, users};
 
 mod malloc;
 use ward_server::Config;
@@ -82,6 +82,47 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// EHR launch contexts for SMART apps
+    Launch {
+        #[command(subcommand)]
+        command: LaunchCommand,
+    },
+    /// Manage token-signing keys
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LaunchCommand {
+    /// Create a single-use launch value for a user and patient (prints it once)
+    Create {
+        #[command(flatten)]
+        at: Location,
+        /// User id or username
+        #[arg(long)]
+        user: String,
+        /// Patient id in context
+        #[arg(long)]
+        patient: String,
+        /// Encounter id in context
+        #[arg(long)]
+        encounter: Option<String>,
+        /// Only this client may use the launch
+        #[arg(long)]
+        client: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new ES256 access-token signing key: new tokens use it after a restart, tokens
+    /// signed with the older keys verify until they expire, the JWKS lists all
+    RotateSigning {
+        #[command(flatten)]
+        at: Location,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +171,18 @@ enum ClientCommand {
         /// Space-separated SMART scopes, e.g. "system/Patient.rs system/Observation.cruds"
         #[arg(long)]
         scopes: String,
+        /// Redirect URI for the authorization-code flow (repeatable; https, or http to loopback)
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// JWK Set file with the client's public keys (private_key_jwt; no secret is made)
+        #[arg(long, conflicts_with = "jwks_url")]
+        jwks: Option<PathBuf>,
+        /// https URL of the client's JWK Set (private_key_jwt; no secret is made)
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// A public client: no secret, PKCE required
+        #[arg(long)]
+        public: bool,
     },
     /// List clients (never their secrets)
     List {
@@ -272,17 +325,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let text = demo::instructions(&config, &client, &dir);
             serve(config, Some(text)).await?;
         }
+        Command::Keys {
+            command: KeysCommand::RotateSigning { at },
+        } => {
+            let kid = keys_cli::rotate_signing(&at.load()?).await?;
+            if at.json {
+                print_json(&serde_json::json!({ "kid": kid }))?;
+            } else {
+                println!("new signing key kid: {kid}\nRestart the servers to sign with it.");
+            }
+        }
         Command::Client { command } => match command {
-            ClientCommand::Create { at, name, scopes } => {
-                let created = clients::create(&at.load()?, clients::NewClient { name, scopes }).await?;
+            ClientCommand::Create {
+                at,
+                name,
+                scopes,
+                redirect_uris,
+                jwks,
+                jwks_url,
+                public,
+            } => {
+                let new = clients::NewClient {
+                    name,
+                    scopes,
+                    redirect_uris,
+                    jwks_file: jwks,
+                    jwks_url,
+                    public,
+                };
+                let created = clients::create(&at.load()?, new).await?;
                 if at.json {
                     print_json(&created)?;
-                } else {
+                } else if !created.client_secret.is_empty() {
+                    let secret = &created.client_secret;
                     println!(
                         "client_id:     {}\nclient_secret: {}\nscopes:        {}\n\nThe secret is shown only now; store it safely.",
                         created.client_id,
-                        created.client_secret.as_str(),
+                        secret.as_str(),
                         created.scopes
+                    );
+                } else {
+                    println!(
+                        "client_id:     {}\nauth method:   {}\nscopes:        {}",
+                        created.client_id, created.token_endpoint_auth_method, created.scopes
                     );
                 }
             }
@@ -311,6 +396,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::User { command } => user(command).await?,
         Command::Audit { command } => audit(command).await?,
+        Command::Launch {
+            command:
+                LaunchCommand::Create {
+                    at,
+                    user,
+                    patient,
+                    encounter,
+                    client,
+                },
+        } => {
+            let created = launch::create(
+                &at.load()?,
+                launch::NewLaunch {
+                    user,
+                    patient,
+                    encounter,
+                    client_id: client,
+                },
+            )
+            .await?;
+            if at.json {
+                print_json(&created)?;
+            } else {
+                println!(
+                    "launch:     {}\nexpires in: {} s (single use)",
+                    created.launch, created.expires_in
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -81,6 +81,7 @@ async fn scopes_at_the_token_endpoint(backend: Backend) {
         ward::clients::NewClient {
             name: "typo".into(),
             scopes: "system/*.rs offline-access".into(),
+            ..Default::default()
         },
     )
     .await;

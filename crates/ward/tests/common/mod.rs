@@ -93,6 +93,7 @@ impl TestServer {
             ward::clients::NewClient {
                 name: "test".into(),
                 scopes: scopes.into(),
+                ..Default::default()
             },
         )
         .await
