@@ -15,6 +15,7 @@ pub mod client;
 pub mod load;
 pub mod procfs;
 mod report;
+pub mod token_workloads;
 pub mod ward_proc;
 pub mod workloads;
 
@@ -155,6 +156,25 @@ async fn run_async(opts: &Options, cpus: usize) -> anyhow::Result<Report> {
         .await
         .context("loading demo data")?;
     let load_secs = t.elapsed().as_secs_f64();
+    // A private_key_jwt client for the token scenario, registered as an operator would.
+    let jwt_key = token_workloads::TokenJwt::new_key()?;
+    let jwks_file = tmp.path().join("bench-jwks.json");
+    std::fs::write(&jwks_file, token_workloads::TokenJwt::jwks(&jwt_key).to_string())?;
+    let jwt_client = {
+        let config = ward_server::Config::load(Some(&dir), None)?;
+        ward::clients::create(
+            &config,
+            ward::clients::NewClient {
+                name: "bench-jwt".into(),
+                scopes: "system/Patient.rs".into(),
+                jwks_file: Some(jwks_file),
+                ..Default::default()
+            },
+        )
+        .await
+        .context("registering the private_key_jwt client")?
+        .client_id
+    };
 
     let tls = client::tls_config(&init.ca_cert)?;
     progress("starting ward serve");
@@ -254,6 +274,34 @@ async fn run_async(opts: &Options, cpus: usize) -> anyhow::Result<Report> {
             "GET /fhir/Patient/{id}, random loaded id",
             true,
             Arc::new(read),
+            &drive(addr),
+        )
+        .await?,
+    );
+
+    scenarios.push(
+        ctx.scenario(
+            "ward token secret",
+            "POST /oauth2/token, client_credentials with client_secret_basic",
+            true,
+            Arc::new(token_workloads::TokenSecret::new(
+                &init.admin_client_id,
+                &init.admin_client_secret,
+            )?),
+            &drive(addr),
+        )
+        .await?,
+    );
+    scenarios.push(
+        ctx.scenario(
+            "ward token private_key_jwt",
+            "POST /oauth2/token, client_credentials with an ES384 client assertion (fresh jti, signed by the load generator)",
+            true,
+            Arc::new(token_workloads::TokenJwt::new(
+                jwt_key,
+                &jwt_client,
+                &format!("https://{addr}/oauth2/token"),
+            )),
             &drive(addr),
         )
         .await?,

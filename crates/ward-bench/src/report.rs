@@ -347,7 +347,7 @@ impl Report {
             "Closed loop: each connection sends its next request when the previous answer has arrived; latency is measured from send to the last body byte. TLS 1.3 (aws-lc-rs), HTTP/1.1 keep-alive, loopback.".into(),
         );
         notes.push(format!(
-            "Ward runs as `ward serve` in a subprocess with its default configuration (all safeguards on, request log to a file, WARD_LOG={}); demo data loaded before start with ward::demo::load_synthetic. Creates add patients during the create scenario.",
+            "Ward runs as `ward serve` in a subprocess with its default configuration (all safeguards on, request log to a file, WARD_LOG={}) except the token endpoint's rate limits and concurrent-check cap, raised so the token scenarios measure the endpoint itself; demo data loaded before start with ward::demo::load_synthetic. Creates add patients during the create scenario.",
             std::env::var("WARD_LOG").unwrap_or_else(|_| "info (default)".into())
         ));
         if !i.opts.smoke {

@@ -81,6 +81,11 @@ impl WardProcess {
             // The deployment's own address, whatever the caller's environment says.
             .env_remove("WARD_SERVER_LISTEN")
             .env_remove("WARD_SERVER_PUBLIC_URL")
+            // The token scenarios measure the endpoint, not its per-client and per-IP limits.
+            .env("WARD_SERVER_TOKEN_REQUESTS_PER_MINUTE_PER_IP", "100000000")
+            .env("WARD_SERVER_TOKEN_REQUESTS_PER_MINUTE_PER_CLIENT", "100000000")
+            .env("WARD_SERVER_TOKEN_BURST", "1000000")
+            .env("WARD_SERVER_TOKEN_MAX_CONCURRENT_CHECKS", "256")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -83,10 +83,18 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     check_data_permissions(&config)?;
     let keys = config.keys_dir();
     let kek = ward_crypto::keyfiles::load_kek(&keys)?;
-    // Key directories made before id_tokens existed get their RS256 key now.
-    ward_crypto::keyfiles::ensure_id_token_key(&keys)?;
     let signing = ward_crypto::keyfiles::load_signing_keys(&keys)?;
-    let id_token_key = ward_crypto::keyfiles::load_id_token_key(&keys)?;
+    // Key directories made before id_tokens existed get their RS256 key now; one that cannot
+    // be written (mounted read-only) serves without id_tokens rather than not at all.
+    let id_token_key = match ward_crypto::keyfiles::ensure_id_token_key(&keys)
+        .and_then(|_| ward_crypto::keyfiles::load_id_token_key(&keys))
+    {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!(error = %e, "no RS256 id_token key: id_tokens cannot be signed");
+            None
+        }
+    };
     let tls = crate::tls::server_config(&config.path(&config.tls.cert), &config.path(&config.tls.key))?;
     let store_options = ward_store::StoreOptions {
         statement_timeout: Some(crate::app::STATEMENT_TIMEOUT),
@@ -95,7 +103,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     drop(kek);
     let tokens = ward_auth::TokenService::with_keys(
         &signing,
-        Some(id_token_key),
+        id_token_key,
         &config.server.public_url,
         &config.fhir_base(),
         Duration::from_secs(config.server.token_lifetime_secs),

@@ -44,6 +44,23 @@ pub struct ClientSummary {
     pub scopes: String,
     pub disabled: bool,
     pub created_at: String,
+    pub redirect_uris: Vec<String>,
+    pub public: bool,
+    /// `client_secret`, `private_key_jwt` or `none`.
+    pub token_endpoint_auth_method: &'static str,
+    /// The registered JWK Set URL, if any (an inline JWK Set is not printed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+}
+
+fn auth_method(c: &ClientRecord) -> &'static str {
+    if c.public {
+        "none"
+    } else if c.jwks.is_some() || c.jwks_url.is_some() {
+        "private_key_jwt"
+    } else {
+        "client_secret"
+    }
 }
 
 fn secret_is_empty(s: &Zeroizing<String>) -> bool {
@@ -118,13 +135,7 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
     store.insert_client(&record).await.context("storing the client")?;
     store.close().await;
     crate::audit_cli::record_admin(config, "client-create", Some(("Client", &client_id))).await?;
-    let token_endpoint_auth_method = if record.public {
-        "none"
-    } else if asymmetric {
-        "private_key_jwt"
-    } else {
-        "client_secret"
-    };
+    let token_endpoint_auth_method = auth_method(&record);
     Ok(CreatedClient {
         client_id,
         client_secret: secret,
@@ -143,6 +154,10 @@ pub async fn list(config: &Config) -> anyhow::Result<Vec<ClientSummary>> {
     Ok(clients
         .into_iter()
         .map(|c| ClientSummary {
+            token_endpoint_auth_method: auth_method(&c),
+            redirect_uris: c.redirect_uris,
+            public: c.public,
+            jwks_url: c.jwks_url,
             client_id: c.client_id,
             name: c.name,
             scopes: c.scopes,

@@ -402,7 +402,7 @@ async fn disabled_client_loses_access(backend: Backend) {
     let t = s.token_for(&id, &secret, None).await;
     assert_eq!(s.get("Patient/_history", &t).send().await.unwrap().status(), 200);
     ward::clients::disable(&s.config, &id).await.unwrap();
-    // the status cache lives at most a few seconds
+    // revocations reach the server within a second (poll)
     let mut status = 200;
     for _ in 0..40 {
         status = s

@@ -24,6 +24,8 @@ fn benchmark_smoke_run_gets_correct_responses() {
             "baseline",
             "baseline+audit",
             "ward read",
+            "ward token secret",
+            "ward token private_key_jwt",
             "ward search",
             "ward create"
         ]

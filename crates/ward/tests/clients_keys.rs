@@ -463,6 +463,17 @@ async fn registration_is_validated() {
     .unwrap();
     let out = create(&["--jwks", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = serde_json::from_slice(&p.ward(&["client", "list", "--json"]).stdout).unwrap();
+    let methods: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["token_endpoint_auth_method"].as_str().unwrap())
+        .collect();
+    for m in ["none", "private_key_jwt", "client_secret"] {
+        assert!(methods.contains(&m), "{methods:?}");
+    }
+    assert!(!String::from_utf8_lossy(&p.ward(&["client", "list", "--json"]).stdout).contains("\"kty\""));
 }
 
 fn ward_ok(p: &Proc, args: &[&str]) -> Value {
