@@ -28,6 +28,12 @@ pub struct Config {
     pub tls: TlsSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// The clock sessions and logins are judged by. Not configurable (serde skips it): only
+    /// in-process tests move it forward (see `clock.rs`).
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
     /// The directory everything relative is resolved against (the config file's directory).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -224,6 +230,36 @@ impl std::fmt::Debug for AuditSection {
     }
 }
 
+/// People signing in (SPEC AC-1, AC-5, AC-6): sessions, the login form, MFA for scopes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// A browser session unused this long ends (automatic logoff).
+    pub session_idle_secs: u64,
+    /// A browser session ends this long after sign-in, used or not.
+    pub session_max_secs: u64,
+    /// Scopes that need a second factor whoever asks for them: a requested scope needs MFA
+    /// when it equals one of these, or when one of these ends in `*` and is its prefix
+    /// (`user/*` covers `user/Patient.rs`).
+    pub privileged_scopes: Vec<String>,
+    /// Login form posts per minute from one IP address (one /64 for IPv6), after a burst of
+    /// `login_burst`; beyond it 429.
+    pub login_requests_per_minute_per_ip: u32,
+    pub login_burst: u32,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            session_idle_secs: 15 * 60,
+            session_max_secs: 12 * 3600,
+            privileged_scopes: Vec::new(),
+            login_requests_per_minute_per_ip: 30,
+            login_burst: 10,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
@@ -249,13 +285,14 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store)
             .field("tls", &self.tls)
             .field("audit", &self.audit)
+            .field("auth", &self.auth)
             .field("dir", &self.dir)
             .finish()
     }
 }
 
 /// The sections environment variables may override (`WARD_SERVER_LISTEN`, ...).
-const SECTIONS: [&str; 4] = ["server", "store", "tls", "audit"];
+const SECTIONS: [&str; 5] = ["server", "store", "tls", "audit", "auth"];
 
 impl Config {
     /// Loads `file` (default `DIR/ward.toml`) and the environment overrides.
@@ -320,6 +357,18 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "server connection and token limits must be at least 1".into(),
+            ));
+        }
+        let a = &self.auth;
+        if a.session_idle_secs == 0
+            || a.session_max_secs < a.session_idle_secs
+            || a.login_requests_per_minute_per_ip == 0
+            || a.login_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "auth.session_idle_secs must be at least 1 and at most auth.session_max_secs; \
+                 login limits at least 1"
+                    .into(),
             ));
         }
         if !(1..=SEARCH_PARAMS_CEILING).contains(&s.max_search_params)
@@ -441,6 +490,8 @@ impl Default for Config {
             store: StoreSection::default(),
             tls: TlsSection::default(),
             audit: AuditSection::default(),
+            auth: AuthSection::default(),
+            clock: crate::clock::Clock::default(),
             dir: PathBuf::from("."),
         }
     }

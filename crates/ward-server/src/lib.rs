@@ -14,12 +14,15 @@
     )
 )]
 
+mod accounts;
 pub mod app;
 pub mod audit;
 mod audit_api;
 pub mod auth;
+mod authorize;
 mod bundle;
 pub mod capability;
+pub mod clock;
 pub mod config;
 mod conn;
 pub mod error;
@@ -27,11 +30,14 @@ mod fhir;
 pub mod framing;
 pub mod middleware;
 mod oauth;
+mod pages;
 pub mod ratelimit;
 pub mod request_id;
 mod response;
 mod search;
 pub mod serve;
+mod session;
+mod signin;
 pub mod state;
 pub mod tls;
 

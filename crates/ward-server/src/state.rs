@@ -35,6 +35,10 @@ pub struct Inner {
     pub token_ip_limits: Buckets<std::net::IpAddr>,
     /// Keyed by (client id, IP group of the peer).
     pub token_client_limits: Buckets<(String, Option<std::net::IpAddr>)>,
+    /// Login form posts per IP group (SPEC AC-1: a limit apart from the per-account lockout).
+    pub login_ip_limits: Buckets<std::net::IpAddr>,
+    /// The time sessions and sign-ins are judged by (`Config::clock`).
+    pub clock: crate::clock::Clock,
 }
 
 impl std::ops::Deref for AppState {
@@ -72,7 +76,13 @@ impl AppState {
         let secrets = ward_auth::SecretVerifier::new(s.token_max_concurrent_checks);
         let token_ip_limits = Buckets::new(s.token_requests_per_minute_per_ip, s.token_burst);
         let token_client_limits = Buckets::new(s.token_requests_per_minute_per_client, s.token_burst);
+        let login_ip_limits = Buckets::new(
+            config.auth.login_requests_per_minute_per_ip,
+            config.auth.login_burst,
+        );
         AppState(Arc::new(Inner {
+            login_ip_limits,
+            clock: config.clock.clone(),
             secrets,
             token_ip_limits,
             token_client_limits,

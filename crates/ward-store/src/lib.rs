@@ -20,6 +20,7 @@ mod history;
 mod index;
 mod keys;
 mod search;
+mod sessions;
 pub mod testing;
 mod tx;
 
@@ -38,6 +39,7 @@ use zeroize::Zeroizing;
 pub use error::StoreError;
 pub use history::{HistoryPage, HistoryQuery, HistoryVersion};
 pub use search::SearchPage;
+pub use sessions::SessionRecord;
 use tx::WriteFail;
 pub use tx::{TxError, TxOp, TxOutcome};
 pub use ward_fhir::search::MAX_PREFIX_CHARS;
@@ -99,6 +101,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "search",
         include_str!("../migrations/sqlite/0002_search.sql"),
         include_str!("../migrations/postgres/0002_search.sql"),
+    ),
+    (
+        6,
+        "sessions",
+        include_str!("../migrations/sqlite/0006_sessions.sql"),
+        include_str!("../migrations/postgres/0006_sessions.sql"),
     ),
 ];
 
