@@ -80,7 +80,7 @@ const MAX_ARGON2_BLOCKS: usize = 64 * 1024;
 /// Checks `secret` against an argon2 PHC string in `memory`, which is reused from check to
 /// check: a fresh 19 MiB allocation per check, freed on whichever thread ran it, left the
 /// allocator holding hundreds of MiB under a flood.
-fn argon2_matches(phc: &str, secret: &[u8], memory: &mut Vec<Block>) -> bool {
+pub(crate) fn argon2_matches(phc: &str, secret: &[u8], memory: &mut Vec<Block>) -> bool {
     let Ok(hash) = PasswordHash::new(phc) else {
         return false;
     };

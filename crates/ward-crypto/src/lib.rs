@@ -30,5 +30,5 @@ pub use envelope::{Aad, Envelope, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use kek::Kek;
 pub use rand::{random_bytes, random_token};
-pub use secret::{DataKey, SecretBytes};
+pub use secret::{DataKey, SecretBytes, SecretString};
 pub use signing::SigningKey;

@@ -39,6 +39,40 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
+/// A secret text (a one-time password, a TOTP secret or URI, a recovery code): zeroized on
+/// drop, `Debug` prints `***`. Serializes as its text, for the one place it is shown.
+#[derive(Clone, Default, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(text: String) -> Self {
+        SecretString(text)
+    }
+
+    /// The secret text. Do not log or copy it into non-zeroizing storage.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(text: String) -> Self {
+        SecretString(text)
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl serde::Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 /// A 256-bit data key (AES-256-GCM data encryption key or HMAC blind-index key).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DataKey(SecretBytes);

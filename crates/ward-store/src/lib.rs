@@ -23,6 +23,7 @@ mod search;
 mod sessions;
 pub mod testing;
 mod tx;
+mod users;
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub use search::SearchPage;
 pub use sessions::SessionRecord;
 use tx::WriteFail;
 pub use tx::{TxError, TxOp, TxOutcome};
+pub use users::UserRecord;
 pub use ward_fhir::search::MAX_PREFIX_CHARS;
 
 /// The single tenant used for now.
@@ -101,6 +103,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "search",
         include_str!("../migrations/sqlite/0002_search.sql"),
         include_str!("../migrations/postgres/0002_search.sql"),
+    ),
+    (
+        3,
+        "users",
+        include_str!("../migrations/sqlite/0003_users.sql"),
+        include_str!("../migrations/postgres/0003_users.sql"),
     ),
     (
         6,
@@ -1360,12 +1368,17 @@ impl Store {
     /// HMAC-SHA-256 under the index key, in its own domain, bound to the client id so a row's
     /// hash is worth nothing for another client.
     pub fn client_secret_tag(&self, client_id: &str, secret: &[u8]) -> [u8; 32] {
-        let id_len = u64::try_from(client_id.len()).unwrap_or(u64::MAX);
-        let mut msg = zeroize::Zeroizing::new(Vec::with_capacity(8 + client_id.len() + secret.len()));
+        self.bound_tag("client-secret-v1", client_id, secret)
+    }
+
+    /// HMAC-SHA-256 under the index key in domain `label` of (length of `id`, `id`, `secret`).
+    fn bound_tag(&self, label: &str, id: &str, secret: &[u8]) -> [u8; 32] {
+        let id_len = u64::try_from(id.len()).unwrap_or(u64::MAX);
+        let mut msg = zeroize::Zeroizing::new(Vec::with_capacity(8 + id.len() + secret.len()));
         msg.extend_from_slice(&id_len.to_be_bytes());
-        msg.extend_from_slice(client_id.as_bytes());
+        msg.extend_from_slice(id.as_bytes());
         msg.extend_from_slice(secret);
-        self.inner.indexer.mac("client-secret-v1", &msg)
+        self.inner.indexer.mac(label, &msg)
     }
 
     /// Replaces a client's stored secret hash if it is still `old` (a migration after a
