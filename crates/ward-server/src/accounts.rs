@@ -2,9 +2,8 @@
 //! codes (ward-auth `codes`), in the shapes the pages use. One place to adapt when those
 //! interfaces change.
 
-#![allow(dead_code, reason = "stubs until the users and codes interfaces are merged")]
-
 use time::OffsetDateTime;
+use ward_auth::users::{self, LoginFailure, PasswordError, RefusalReason, SecondFactor, UserError, UserIdentity};
 use ward_store::{ClientRecord, Store};
 
 pub use crate::authorize::LaunchContext;
@@ -38,9 +37,13 @@ impl Person {
 /// Why a step failed, as much as the page may say.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    /// Wrong credentials, locked, disabled, unknown: one answer for all.
+    /// Wrong credentials, locked, disabled, unknown: one answer for all. `audit` says which,
+    /// for the audit trail only; `user_id` when the account is known.
     #[error("refused")]
-    Refused,
+    Refused {
+        audit: &'static str,
+        user_id: Option<String>,
+    },
     /// A new password the rules refuse; the text is shown to the person.
     #[error("{0}")]
     Unacceptable(String),
@@ -74,49 +77,117 @@ pub fn redirect_uris(_client: &ClientRecord) -> Vec<String> {
     Vec::new()
 }
 
-pub async fn login(
-    _store: &Store,
-    _username: &str,
-    _password: &str,
-    _now: OffsetDateTime,
-) -> Result<Person, AccountError> {
-    Err(AccountError::Refused)
+impl From<UserIdentity> for Person {
+    fn from(u: UserIdentity) -> Person {
+        Person {
+            user_id: u.user_id,
+            username: u.username,
+            role: u.role.as_str().to_owned(),
+            fhir_user: u.fhir_user,
+            must_change_password: u.must_change_password,
+            mfa_enrolled: u.mfa_enrolled,
+            mfa_required: u.mfa_required,
+        }
+    }
 }
 
-pub async fn get(_store: &Store, _user_id: &str) -> Result<Option<Person>, AccountError> {
-    Ok(None)
+fn refused(failure: LoginFailure, what: &'static str) -> AccountError {
+    match failure {
+        LoginFailure::Refused(r) => {
+            let audit = match (what, r.reason, r.locked_until.is_some()) {
+                (_, _, true) => "lockout",
+                (_, RefusalReason::Locked, _) => "locked",
+                (_, RefusalReason::Disabled, _) => "disabled-user",
+                (_, RefusalReason::UnknownUser, _) => "unknown-user",
+                ("login", _, _) => "wrong-password",
+                _ => "wrong-code",
+            };
+            AccountError::Refused {
+                audit,
+                user_id: r.user_id,
+            }
+        }
+        LoginFailure::Unavailable(e) => {
+            tracing::error!(error = %e, "user store failed");
+            AccountError::Internal
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> AccountError {
+    tracing::error!(error = %e, "user store failed");
+    AccountError::Internal
+}
+
+pub async fn login(store: &Store, username: &str, password: &str, now: OffsetDateTime) -> Result<Person, AccountError> {
+    users::login_password_detailed(store, username, password, now)
+        .await
+        .map(Person::from)
+        .map_err(|f| refused(f, "login"))
+}
+
+pub async fn get(store: &Store, user_id: &str) -> Result<Option<Person>, AccountError> {
+    users::get_user(store, user_id)
+        .await
+        .map(|u| u.map(Person::from))
+        .map_err(internal)
 }
 
 pub async fn change_password(
-    _store: &Store,
-    _user_id: &str,
-    _current: &str,
-    _new: &str,
+    store: &Store,
+    user_id: &str,
+    current: &str,
+    new: &str,
+    now: OffsetDateTime,
 ) -> Result<(), AccountError> {
-    Err(AccountError::Internal)
+    match users::change_password_at(store, user_id, current, new, now).await {
+        Ok(()) => Ok(()),
+        Err(PasswordError::Rule(rule)) => Err(AccountError::Unacceptable(rule.to_string())),
+        Err(PasswordError::Refused) => Err(AccountError::Refused {
+            audit: "wrong-password",
+            user_id: Some(user_id.to_owned()),
+        }),
+        Err(PasswordError::Unavailable(e)) => Err(internal(e)),
+    }
 }
 
-pub async fn start_enrollment(_store: &Store, _user_id: &str) -> Result<Enrollment, AccountError> {
-    Err(AccountError::Internal)
+pub async fn start_enrollment(store: &Store, user_id: &str) -> Result<Enrollment, AccountError> {
+    let e = users::start_totp_enrollment(store, user_id).await.map_err(internal)?;
+    Ok(Enrollment {
+        secret_base32: zeroize::Zeroizing::new(e.secret_base32.expose().to_owned()),
+        qr_svg: e.qr_svg,
+    })
 }
 
 pub async fn finish_enrollment(
-    _store: &Store,
-    _user_id: &str,
-    _code: &str,
-    _now: OffsetDateTime,
+    store: &Store,
+    user_id: &str,
+    code: &str,
+    now: OffsetDateTime,
 ) -> Result<Vec<zeroize::Zeroizing<String>>, AccountError> {
-    Err(AccountError::Refused)
+    match users::finish_totp_enrollment(store, user_id, code, now).await {
+        Ok(codes) => Ok(codes
+            .iter()
+            .map(|c| zeroize::Zeroizing::new(c.expose().to_owned()))
+            .collect()),
+        Err(UserError::WrongCode | UserError::NoPendingEnrollment | UserError::AlreadyEnrolled) => {
+            Err(AccountError::Refused {
+                audit: "wrong-code",
+                user_id: Some(user_id.to_owned()),
+            })
+        }
+        Err(e) => Err(internal(e)),
+    }
 }
 
 /// A TOTP or recovery code; the `amr` value it adds.
-pub async fn second_factor(
-    _store: &Store,
-    _user_id: &str,
-    _code: &str,
-    _now: OffsetDateTime,
-) -> Result<&'static str, AccountError> {
-    Err(AccountError::Refused)
+pub async fn second_factor(store: &Store, user_id: &str, code: &str, now: OffsetDateTime) -> Result<&'static str, AccountError> {
+    users::verify_second_factor_detailed(store, user_id, code, now)
+        .await
+        .map(|f| match f {
+            SecondFactor::Totp | SecondFactor::RecoveryCode => "otp",
+        })
+        .map_err(|f| refused(f, "mfa"))
 }
 
 pub async fn take_launch(
@@ -125,9 +196,10 @@ pub async fn take_launch(
     _client_id: &str,
     _now: OffsetDateTime,
 ) -> Result<LaunchContext, AccountError> {
-    Err(AccountError::Refused)
+    Err(AccountError::Refused { audit: "unknown-launch", user_id: None })
 }
 
+#[allow(clippy::unused_async, reason = "until the codes interface is merged")]
 pub async fn issue_code(_store: &Store, _grant: Grant, _now: OffsetDateTime) -> Result<String, AccountError> {
     Err(AccountError::Internal)
 }

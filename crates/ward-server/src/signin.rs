@@ -571,17 +571,40 @@ pub async fn login_post(
             audit.set_actor(&pending.client_id, Some(&person.user_id), &pending.scope);
             with_outcome(back_to_continue(&session), "login")
         }
-        Err(AccountError::Refused | AccountError::Unacceptable(_)) => with_outcome(
-            login_page(
+        Err(AccountError::Refused { audit: why, user_id }) => {
+            if let Some(uid) = &user_id {
+                audit.set_user(uid);
+            }
+            let page = login_page(
                 &csrf,
                 &pending,
                 Some(LOGIN_REFUSED),
                 origin.as_deref(),
                 StatusCode::UNAUTHORIZED,
-            ),
-            "login-refused",
-        ),
+            );
+            with_outcome(page, login_outcome(why))
+        }
+        Err(AccountError::Unacceptable(_)) => internal(),
         Err(AccountError::Internal) => internal(),
+    }
+}
+
+/// The audit outcome code of a refused sign-in (never shown to the person).
+fn login_outcome(why: &str) -> &'static str {
+    match why {
+        "lockout" => "login-lockout",
+        "locked" => "login-locked",
+        "disabled-user" => "login-disabled-user",
+        "unknown-user" => "login-unknown-user",
+        _ => "login-wrong-password",
+    }
+}
+
+fn mfa_outcome(why: &str) -> &'static str {
+    match why {
+        "lockout" => "mfa-lockout",
+        "locked" => "mfa-locked",
+        _ => "mfa-refused",
     }
 }
 
@@ -628,13 +651,13 @@ pub async fn password_post(
             "password-refused",
         );
     }
-    match accounts::change_password(&st.store, &person.user_id, current, new).await {
+    match accounts::change_password(&st.store, &person.user_id, current, new, st.clock.now()).await {
         Ok(()) => with_outcome(back_to_continue(&p.session), "password-changed"),
         Err(AccountError::Unacceptable(msg)) => with_outcome(
             password_page(&csrf, Some(&msg), origin.as_deref(), StatusCode::BAD_REQUEST),
             "password-refused",
         ),
-        Err(AccountError::Refused) => with_outcome(
+        Err(AccountError::Refused { .. }) => with_outcome(
             password_page(
                 &csrf,
                 Some("The current password is not correct."),
@@ -681,8 +704,7 @@ pub async fn totp_post(
             }
             with_outcome(back_to_continue(&p.session), "mfa-verified")
         }
-        Err(AccountError::Internal) => internal(),
-        Err(_) => {
+        Err(AccountError::Refused { audit: why, .. }) => {
             let csrf = p.session.csrf(&st);
             let msg = Some("The code was not accepted. Wait for a new code and try again.");
             with_outcome(
@@ -692,9 +714,10 @@ pub async fn totp_post(
                     p.pending.redirect_origin().as_deref(),
                     StatusCode::UNAUTHORIZED,
                 ),
-                "mfa-refused",
+                mfa_outcome(why),
             )
         }
+        Err(_) => internal(),
     }
 }
 
