@@ -21,6 +21,7 @@
     )
 )]
 
+pub mod codes;
 pub mod grant;
 pub mod password;
 pub mod scope;
@@ -29,10 +30,11 @@ pub mod token;
 pub mod totp;
 pub mod users;
 
+pub use codes::{CodeGrant, LaunchContext, issue_code, take_launch};
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
 pub use scope::{Context, Interaction, ScopeSet};
 pub use secret::{SecretVerifier, Verdict};
-pub use token::{Claims, IssuedToken, TokenError, TokenService};
+pub use token::{Claims, IssuedToken, TokenError, TokenService, UserClaims};
 pub use users::{
     LoginError, PasswordError, Role, SecondFactor, TotpEnrollment, UserError, UserIdentity, change_password,
     finish_totp_enrollment, get_user, login_password, start_totp_enrollment, verify_second_factor,

@@ -143,6 +143,17 @@ impl ScopeSet {
         }
     }
 
+    /// Whether the non-clinical scope `name` (`openid`, `offline_access`, ...) is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.other.iter().any(|o| o == name)
+    }
+
+    /// Whether every scope of `self` is also in `wider` (with no more permissions): what a
+    /// refresh may ask for.
+    pub fn is_within(&self, wider: &ScopeSet) -> bool {
+        self.intersect(wider) == *self
+    }
+
     /// True when no scope at all is present.
     pub fn is_empty(&self) -> bool {
         self.clinical.is_empty() && self.other.is_empty()

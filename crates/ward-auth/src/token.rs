@@ -18,10 +18,12 @@ const LEEWAY_SECS: u64 = 30;
 pub const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
 pub const MIN_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
-/// The claims Ward puts in, and requires of, an access token.
+/// The claims Ward puts in, and requires of, an access token. The optional ones are those of
+/// a user's token (authorization code or refresh grant) and are left out when absent.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub iss: String,
+    /// The client id for a client's own token, the user id for a user's.
     pub sub: String,
     pub aud: String,
     pub exp: u64,
@@ -30,6 +32,38 @@ pub struct Claims {
     pub jti: String,
     pub scope: String,
     pub client_id: String,
+    // --- A user's token only (issue 10); left out when absent. ---
+    /// `Practitioner/ID` or `Patient/ID`.
+    #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    /// Launch context: the patient (and encounter) in context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<String>,
+    /// The token family (one code exchange and its refresh tokens): revoking it revokes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+    /// When the user authenticated (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// How (RFC 8176 values: `pwd`, `otp`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+}
+
+/// The user's claims of an access token ([`TokenService::issue_with`]); see [`Claims`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserClaims {
+    pub fhir_user: Option<String>,
+    pub patient: Option<String>,
+    pub encounter: Option<String>,
+    pub fam: Option<String>,
+    pub auth_time: Option<i64>,
+    pub amr: Option<Vec<String>>,
+    pub acr: Option<String>,
 }
 
 /// Why a token was refused. Shown to clients only as a generic `invalid_token`.
@@ -130,6 +164,17 @@ impl TokenService {
 
     /// Signs an access token for `sub` acting through `client_id` with `scope`.
     pub fn issue(&self, sub: &str, client_id: &str, scope: &str) -> Result<IssuedToken, TokenError> {
+        self.issue_with(sub, client_id, scope, UserClaims::default())
+    }
+
+    /// [`TokenService::issue`] with a user's claims.
+    pub fn issue_with(
+        &self,
+        sub: &str,
+        client_id: &str,
+        scope: &str,
+        user: UserClaims,
+    ) -> Result<IssuedToken, TokenError> {
         let now = now_secs();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -141,6 +186,13 @@ impl TokenService {
             jti: ward_crypto::random_token(16),
             scope: scope.to_owned(),
             client_id: client_id.to_owned(),
+            fhir_user: user.fhir_user,
+            patient: user.patient,
+            encounter: user.encounter,
+            fam: user.fam,
+            auth_time: user.auth_time,
+            amr: user.amr,
+            acr: user.acr,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());

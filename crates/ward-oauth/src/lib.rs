@@ -26,6 +26,8 @@
 use base64::Engine;
 use zeroize::Zeroizing;
 
+pub mod people;
+
 /// RFC 6749 §5.2 errors. The description is safe to show: it never says whether a client
 /// exists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +40,12 @@ pub enum OAuthError {
     InvalidScope,
     #[error("the grant type is not supported")]
     UnsupportedGrantType,
+    /// A code, refresh token or launch that is unknown, expired, used, revoked, or not this
+    /// client's; the description never says which.
+    #[error("the grant is invalid, expired, or revoked")]
+    InvalidGrant,
+    #[error("the client is not allowed to use this grant")]
+    UnauthorizedClient,
     #[error("the authorization server encountered an error")]
     ServerError,
     /// Too many client authentications are running; the client should retry shortly.
@@ -53,6 +61,8 @@ impl OAuthError {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidScope => "invalid_scope",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidGrant => "invalid_grant",
+            OAuthError::UnauthorizedClient => "unauthorized_client",
             OAuthError::ServerError => "server_error",
             OAuthError::TemporarilyUnavailable => "temporarily_unavailable",
         }

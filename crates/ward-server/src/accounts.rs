@@ -190,16 +190,40 @@ pub async fn second_factor(store: &Store, user_id: &str, code: &str, now: Offset
         .map_err(|f| refused(f, "mfa"))
 }
 
-pub async fn take_launch(
-    _store: &Store,
-    _launch: &str,
-    _client_id: &str,
-    _now: OffsetDateTime,
-) -> Result<LaunchContext, AccountError> {
-    Err(AccountError::Refused { audit: "unknown-launch", user_id: None })
+/// Takes an EHR launch (single use) for `client_id`.
+pub async fn take_launch(store: &Store, launch: &str, client_id: &str, now: OffsetDateTime) -> Result<LaunchContext, AccountError> {
+    match ward_auth::take_launch(store, launch, client_id, now).await {
+        Ok(ctx) => Ok(LaunchContext {
+            user_id: Some(ctx.user_id),
+            patient: Some(ctx.patient),
+            encounter: ctx.encounter,
+        }),
+        Err(ward_auth::OAuthError::ServerError) => Err(AccountError::Internal),
+        Err(_) => Err(AccountError::Refused {
+            audit: "invalid-launch",
+            user_id: None,
+        }),
+    }
 }
 
-#[allow(clippy::unused_async, reason = "until the codes interface is merged")]
-pub async fn issue_code(_store: &Store, _grant: Grant, _now: OffsetDateTime) -> Result<String, AccountError> {
-    Err(AccountError::Internal)
+pub async fn issue_code(store: &Store, g: Grant, now: OffsetDateTime) -> Result<String, AccountError> {
+    let grant = ward_auth::CodeGrant {
+        client_id: g.client_id,
+        user_id: g.user_id,
+        redirect_uri: g.redirect_uri,
+        scope: g.scope,
+        code_challenge: g.code_challenge,
+        nonce: g.nonce,
+        patient: g.patient,
+        encounter: g.encounter,
+        auth_time: g.auth_time,
+        amr: g.amr,
+        acr: g.acr,
+        need_patient_banner: g.need_patient_banner,
+        smart_style_url: g.smart_style_url,
+    };
+    ward_auth::issue_code(store, grant, now).await.map_err(|e| {
+        tracing::error!(error = e.code(), "code not issued");
+        AccountError::Internal
+    })
 }

@@ -90,8 +90,6 @@ pub struct LaunchContext {
     pub user_id: Option<String>,
     pub patient: Option<String>,
     pub encounter: Option<String>,
-    pub need_patient_banner: bool,
-    pub smart_style_url: Option<String>,
 }
 
 /// A checked authorization request, kept in the session while the person signs in.
@@ -171,13 +169,6 @@ pub fn origin_of(uri: &str) -> Option<String> {
 
 fn control_free(s: &str) -> bool {
     !s.chars().any(char::is_control)
-}
-
-/// A PKCE S256 challenge: the base64url SHA-256 of a verifier, 43 characters.
-fn is_s256_challenge(c: &str) -> bool {
-    c.len() == 43
-        && c.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The requested scopes this branch understands and the client may have. A token the
@@ -303,7 +294,7 @@ pub async fn check(st: &AppState, p: &Params, now: OffsetDateTime) -> Result<Pen
     }
     let code_challenge = p
         .get("code_challenge")
-        .filter(|c| is_s256_challenge(c))
+        .filter(|c| ward_auth::codes::is_s256_challenge(c))
         .ok_or_else(|| {
             fail(
                 &err,
@@ -448,12 +439,5 @@ mod tests {
             origin_of("com.example.app:/cb").as_deref(),
             Some("com.example.app:")
         );
-    }
-
-    #[test]
-    fn only_s256_challenges() {
-        assert!(is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
-        assert!(!is_s256_challenge("short"));
-        assert!(!is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"));
     }
 }

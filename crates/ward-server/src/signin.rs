@@ -876,8 +876,9 @@ pub async fn consent_post(
         auth_time: session.rec.auth_time.unwrap_or_default(),
         amr: session.rec.amr.clone(),
         acr: session.rec.acr.clone(),
-        need_patient_banner: launch.need_patient_banner,
-        smart_style_url: launch.smart_style_url.clone(),
+        // Inside an EHR the EHR shows the patient; a standalone app must.
+        need_patient_banner: pending.launch.is_none(),
+        smart_style_url: None,
     };
     audit.set_actor(&pending.client_id, Some(&user_id), &pending.scope);
     if let Some(p) = &grant.patient {

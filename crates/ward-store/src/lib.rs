@@ -16,6 +16,7 @@
 //!   the hash and fails with [`StoreError::Integrity`] (and an error log line) on mismatch.
 
 mod error;
+mod grants;
 mod history;
 mod index;
 mod keys;
@@ -38,6 +39,7 @@ use ward_crypto::{Aad, BlindIndexer, Envelope, Kek};
 use zeroize::Zeroizing;
 
 pub use error::StoreError;
+pub use grants::{CodeRow, FamilyRow, LaunchRow, RefreshRow, Take};
 pub use history::{HistoryPage, HistoryQuery, HistoryVersion};
 pub use search::SearchPage;
 pub use sessions::SessionRecord;
@@ -109,6 +111,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "users",
         include_str!("../migrations/sqlite/0003_users.sql"),
         include_str!("../migrations/postgres/0003_users.sql"),
+    ),
+    (
+        5,
+        "people tokens",
+        include_str!("../migrations/sqlite/0005_people_tokens.sql"),
+        include_str!("../migrations/postgres/0005_people_tokens.sql"),
     ),
     (
         6,

@@ -7,3 +7,4 @@ pub mod clients;
 pub mod demo;
 mod files;
 pub mod init;
+pub mod launch;

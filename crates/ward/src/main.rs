@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ward::{audit_cli, clients, demo, init};
+use ward::{audit_cli, clients, demo, init, launch};
 
 mod malloc;
 use ward_server::Config;
@@ -75,6 +75,32 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// EHR launch contexts for SMART apps
+    Launch {
+        #[command(subcommand)]
+        command: LaunchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LaunchCommand {
+    /// Create a single-use launch value for a user and patient (prints it once)
+    Create {
+        #[command(flatten)]
+        at: Location,
+        /// User id or username
+        #[arg(long)]
+        user: String,
+        /// Patient id in context
+        #[arg(long)]
+        patient: String,
+        /// Encounter id in context
+        #[arg(long)]
+        encounter: Option<String>,
+        /// Only this client may use the launch
+        #[arg(long)]
+        client: Option<String>,
     },
 }
 
@@ -264,6 +290,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Audit { command } => audit(command).await?,
+        Command::Launch {
+            command:
+                LaunchCommand::Create {
+                    at,
+                    user,
+                    patient,
+                    encounter,
+                    client,
+                },
+        } => {
+            let created = launch::create(
+                &at.load()?,
+                launch::NewLaunch {
+                    user,
+                    patient,
+                    encounter,
+                    client_id: client,
+                },
+            )
+            .await?;
+            if at.json {
+                print_json(&created)?;
+            } else {
+                println!(
+                    "launch:     {}\nexpires in: {} s (single use)",
+                    created.launch, created.expires_in
+                );
+            }
+        }
     }
     Ok(())
 }
