@@ -106,8 +106,9 @@ pub struct Pending {
     pub launch: Option<LaunchContext>,
     /// `prompt=none`: answer at once, never show a page.
     pub prompt_none: bool,
-    /// `prompt=login`: the person must sign in again, whatever their session.
-    pub prompt_login: bool,
+    /// The person must sign in (again) for this request, whatever their session
+    /// (`prompt=login`, or a sign-in older than `max_age`); cleared by the sign-in.
+    pub reauth: bool,
     /// `max_age` in seconds: an older sign-in must be repeated.
     pub max_age: Option<i64>,
     /// `acr_values` asked for a second factor.
@@ -136,11 +137,11 @@ impl Pending {
         self.scopes().any(|s| s == scope)
     }
 
-    /// The earliest sign-in time this request accepts (`prompt=login`, `max_age`).
-    pub fn fresh_auth_after(&self) -> Option<i64> {
-        let by_login = self.prompt_login.then_some(self.received);
-        let by_age = self.max_age.map(|a| self.received.saturating_sub(a));
-        by_login.max(by_age)
+    /// Whether a sign-in at `auth_time` (Unix seconds) is too old for `max_age` at `now`
+    /// (`max_age=0`: any sign-in is).
+    pub fn too_old(&self, auth_time: i64, now: i64) -> bool {
+        self.max_age
+            .is_some_and(|a| a == 0 || now.saturating_sub(auth_time) > a)
     }
 
     /// The origin of the redirect URI, as a CSP source (for `form-action`), when it is a
@@ -381,7 +382,7 @@ pub async fn check(st: &AppState, p: &Params, now: OffsetDateTime) -> Result<Pen
         nonce,
         launch,
         prompt_none,
-        prompt_login: prompts.contains(&"login"),
+        reauth: prompts.contains(&"login"),
         max_age,
         mfa_asked,
         received: now.unix_timestamp(),

@@ -145,7 +145,12 @@ async fn authorize(st: &AppState, audit: &AuditContext, headers: &HeaderMap, raw
 }
 
 /// Stores `pending` in the session and shows what comes next.
-async fn proceed(st: &AppState, audit: &AuditContext, mut session: Session, pending: Pending) -> Response {
+async fn proceed(st: &AppState, audit: &AuditContext, mut session: Session, mut pending: Pending) -> Response {
+    if let Some(t) = session.rec.auth_time
+        && pending.too_old(t, pending.received)
+    {
+        pending.reauth = true;
+    }
     audit.set_actor(&pending.client_id, session.rec.user_id.as_deref(), &pending.scope);
     match serde_json::to_string(&pending) {
         Ok(json) => session.rec.pending = Some(json),
@@ -220,12 +225,7 @@ async fn next_step(
             Err(_) => return internal(),
         },
     };
-    let fresh_enough = |auth_time: Option<i64>| match (auth_time, pending.fresh_auth_after()) {
-        (None, _) => false,
-        (Some(_), None) => true,
-        (Some(t), Some(after)) => t >= after,
-    };
-    let Some(person) = person.filter(|_| fresh_enough(session.rec.auth_time)) else {
+    let Some(person) = person.filter(|_| !pending.reauth) else {
         if pending.prompt_none {
             return to_client(&pending.error("login_required", "the user must sign in"));
         }
@@ -564,6 +564,12 @@ pub async fn login_post(
             session.rec.auth_time = Some(now.unix_timestamp());
             session.rec.amr = vec!["pwd".into()];
             session.rec.acr = Some(ACR_PASSWORD.into());
+            let mut pending = pending;
+            pending.reauth = false;
+            match serde_json::to_string(&pending) {
+                Ok(json) => session.rec.pending = Some(json),
+                Err(_) => return internal(),
+            }
             if let Err(e) = session.rotate(&st).await {
                 tracing::error!(error = %e, "session not rotated");
                 return internal();
