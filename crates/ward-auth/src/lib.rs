@@ -24,6 +24,7 @@
 pub mod codes;
 pub mod grant;
 pub mod password;
+pub mod revocation;
 pub mod scope;
 pub mod secret;
 pub mod token;
@@ -32,6 +33,7 @@ pub mod users;
 
 pub use codes::{CodeGrant, LaunchContext, issue_code, take_launch};
 pub use grant::{ClientCredentialsRequest, OAuthError, client_credentials, is_plausible_client_id};
+pub use revocation::RevocationList;
 pub use scope::{Context, Interaction, ScopeSet};
 pub use secret::{SecretVerifier, Verdict};
 pub use token::{Claims, IssuedToken, TokenError, TokenService, UserClaims};

@@ -249,6 +249,10 @@ mod tests {
             scopes: "system/*.read".into(),
             disabled: false,
             created_at: time::OffsetDateTime::now_utc(),
+            redirect_uris: Vec::new(),
+            public: false,
+            jwks: None,
+            jwks_url: None,
         }
     }
 

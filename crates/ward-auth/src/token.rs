@@ -1,8 +1,10 @@
-//! ES256 access tokens: issuing and strict verification (SPEC AC-2).
+//! ES256 access tokens: issuing and strict verification (SPEC AC-2), and RS256 id_tokens.
 //!
 //! Verification pins the algorithm to ES256, requires a known `kid`, and checks `iss`,
 //! `aud`, `exp`, `nbf` and `iat` with a small clock skew; `alg: none`, HMAC algorithms and
-//! foreign keys therefore never verify.
+//! foreign keys therefore never verify. Several ES256 keys may be loaded (signing-key
+//! rotation): the newest signs, all verify, the JWKS lists all of them and the RS256 id_token
+//! key.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use ward_crypto::SigningKey;
+use ward_crypto::{RsaSigningKey, SigningKey};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;
@@ -96,9 +98,13 @@ pub struct IssuedToken {
 
 /// Issues and verifies this server's access tokens.
 pub struct TokenService {
+    /// The `kid` of the newest ES256 key, which signs.
     kid: String,
     encoding: EncodingKey,
+    /// Every ES256 key by `kid`, the older ones only verifying.
     decoding: HashMap<String, DecodingKey>,
+    /// The RS256 key of id_tokens, if the key directory has one.
+    id_token_key: Option<RsaSigningKey>,
     jwks: serde_json::Value,
     issuer: String,
     audience: String,
@@ -123,30 +129,77 @@ impl std::fmt::Debug for TokenService {
 }
 
 impl TokenService {
-    /// `lifetime` is clamped to the 5-15 minute range of SPEC AC-2.
+    /// One ES256 key and no id_token key. `lifetime` is clamped to the 5-15 minute range of
+    /// SPEC AC-2.
     pub fn new(
         signing: &SigningKey,
         issuer: &str,
         audience: &str,
         lifetime: Duration,
     ) -> Result<Self, TokenError> {
-        let jwk = signing.public_jwk();
-        let coord = |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-        let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
-            return Err(TokenError::Signing);
-        };
-        let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|_| TokenError::Signing)?;
-        let kid = signing.kid();
+        TokenService::with_keys(std::slice::from_ref(signing), None, issuer, audience, lifetime)
+    }
+
+    /// `signing` oldest first: the last one signs, all verify. `id_token_key` signs id_tokens
+    /// ([`TokenService::sign_id_token`]).
+    pub fn with_keys(
+        signing: &[SigningKey],
+        id_token_key: Option<RsaSigningKey>,
+        issuer: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> Result<Self, TokenError> {
+        let newest = signing.last().ok_or(TokenError::Signing)?;
+        let mut decoding = HashMap::new();
+        let mut keys = Vec::new();
+        for key in signing {
+            let jwk = key.public_jwk();
+            let coord = |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+            let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
+                return Err(TokenError::Signing);
+            };
+            let dec = DecodingKey::from_ec_components(&x, &y).map_err(|_| TokenError::Signing)?;
+            if decoding.insert(key.kid(), dec).is_none() {
+                keys.push(jwk);
+            }
+        }
+        // Newest first in the JWKS.
+        keys.reverse();
+        if let Some(rsa) = &id_token_key {
+            keys.push(rsa.public_jwk());
+        }
         Ok(TokenService {
-            encoding: EncodingKey::from_ec_der(signing.pkcs8_der()),
-            decoding: HashMap::from([(kid.clone(), decoding)]),
-            jwks: serde_json::json!({ "keys": [jwk] }),
-            kid,
+            encoding: EncodingKey::from_ec_der(newest.pkcs8_der()),
+            decoding,
+            id_token_key,
+            jwks: serde_json::json!({ "keys": keys }),
+            kid: newest.kid(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             lifetime: lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME),
             verified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The `kid` new access tokens carry.
+    pub fn signing_kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs `claims` (an OIDC id_token's payload, made by the caller) as an RS256 JWT with the
+    /// id_token key's `kid`. [`TokenError::Signing`] without such a key.
+    pub fn sign_id_token(&self, claims: &serde_json::Value) -> Result<String, TokenError> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let key = self.id_token_key.as_ref().ok_or(TokenError::Signing)?;
+        let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": key.kid() });
+        let header = serde_json::to_vec(&header).map_err(|_| TokenError::Signing)?;
+        let payload = serde_json::to_vec(claims).map_err(|_| TokenError::Signing)?;
+        let mut jwt = format!("{}.{}", B64.encode(header), B64.encode(payload));
+        let sig = key.sign(jwt.as_bytes()).map_err(|_| TokenError::Signing)?;
+        jwt.push('.');
+        jwt.push_str(&B64.encode(sig));
+        Ok(jwt)
     }
 
     /// The public JWK Set served at `/oauth2/jwks`.

@@ -13,10 +13,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
-use crate::{AuditKey, AuditMacKey, Error, Kek, Result, SigningKey};
+use crate::{AuditKey, AuditMacKey, Error, Kek, Result, RsaSigningKey, SigningKey};
 
 pub const KEK_FILE: &str = "kek.key";
 pub const SIGNING_KEY_FILE: &str = "jwt-es256.p8";
+/// Keys added by `ward keys rotate-signing`: `jwt-es256-NNNN.p8`, numbered from 0001; the
+/// highest number signs, the others (and `jwt-es256.p8`) only verify.
+const ROTATED_PREFIX: &str = "jwt-es256-";
+const ROTATED_SUFFIX: &str = ".p8";
+/// The RS256 key that signs OpenID Connect id_tokens (PKCS#8 DER).
+pub const ID_TOKEN_KEY_FILE: &str = "jwt-rs256.p8";
 pub const AUDIT_KEY_FILE: &str = "audit-ed25519.p8";
 pub const AUDIT_MAC_KEY_FILE: &str = "audit-mac.key";
 const DIR_LABEL: &str = "key directory";
@@ -48,7 +54,13 @@ pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io(DIR_LABEL, &e)),
     }
-    for name in [KEK_FILE, SIGNING_KEY_FILE, AUDIT_KEY_FILE, AUDIT_MAC_KEY_FILE] {
+    for name in [
+        KEK_FILE,
+        SIGNING_KEY_FILE,
+        ID_TOKEN_KEY_FILE,
+        AUDIT_KEY_FILE,
+        AUDIT_MAC_KEY_FILE,
+    ] {
         if fs::symlink_metadata(keys_dir.join(name)).is_ok() {
             return Err(Error::AlreadyExists { name: name.into() });
         }
@@ -58,6 +70,8 @@ pub fn create_key_dir(keys_dir: &Path) -> Result<()> {
 
     let signing = SigningKey::generate()?;
     write_new(keys_dir, SIGNING_KEY_FILE, signing.pkcs8_der())?;
+    let id_token = RsaSigningKey::generate()?;
+    write_new(keys_dir, ID_TOKEN_KEY_FILE, id_token.pkcs8_der())?;
 
     let audit = AuditKey::generate()?;
     write_new(keys_dir, AUDIT_KEY_FILE, audit.pkcs8_der())?;
@@ -98,6 +112,83 @@ pub fn ensure_audit_mac_key(keys_dir: &Path) -> Result<bool> {
         let _ = dir.sync_all();
     }
     Ok(true)
+}
+
+/// Creates `jwt-rs256.p8` (mode 0600) in an existing key directory if it is missing (for key
+/// directories made before id_tokens existed). Returns whether a key was created.
+pub fn ensure_id_token_key(keys_dir: &Path) -> Result<bool> {
+    check_permissions(keys_dir)?;
+    if fs::symlink_metadata(keys_dir.join(ID_TOKEN_KEY_FILE)).is_ok() {
+        return Ok(false);
+    }
+    let key = RsaSigningKey::generate()?;
+    write_new(keys_dir, ID_TOKEN_KEY_FILE, key.pkcs8_der())?;
+    sync_dir(keys_dir);
+    Ok(true)
+}
+
+/// Adds a new ES256 signing key (`jwt-es256-NNNN.p8`, mode 0600, the next number): new tokens
+/// are signed with it, the older keys keep verifying. Returns the new key.
+pub fn rotate_signing_key(keys_dir: &Path) -> Result<SigningKey> {
+    check_permissions(keys_dir)?;
+    let next = rotated_numbers(keys_dir)?
+        .last()
+        .map_or(1, |n| n.saturating_add(1));
+    if next > 9999 {
+        return Err(Error::Malformed("too many rotated signing keys"));
+    }
+    let key = SigningKey::generate()?;
+    write_new(keys_dir, &rotated_name(next), key.pkcs8_der())?;
+    sync_dir(keys_dir);
+    Ok(key)
+}
+
+fn rotated_name(n: u32) -> String {
+    format!("{ROTATED_PREFIX}{n:04}{ROTATED_SUFFIX}")
+}
+
+/// The numbers of the rotated signing keys present, ascending.
+fn rotated_numbers(keys_dir: &Path) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(keys_dir).map_err(|e| Error::io(DIR_LABEL, &e))? {
+        let entry = entry.map_err(|e| Error::io(DIR_LABEL, &e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix(ROTATED_PREFIX)
+            .and_then(|r| r.strip_suffix(ROTATED_SUFFIX))
+            .filter(|d| d.len() == 4 && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u32>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Every ES256 signing key, oldest first (`jwt-es256.p8`, then the rotated ones by number):
+/// the last one signs.
+pub fn load_signing_keys(keys_dir: &Path) -> Result<Vec<SigningKey>> {
+    let mut keys = vec![load_signing_key(keys_dir)?];
+    for n in rotated_numbers(keys_dir)? {
+        let name = rotated_name(n);
+        let der = read_secret(keys_dir, &name)?;
+        keys.push(SigningKey::from_pkcs8_der(&der)?);
+    }
+    Ok(keys)
+}
+
+/// Loads the RS256 id_token key (PKCS#8 DER) after checking permissions.
+pub fn load_id_token_key(keys_dir: &Path) -> Result<RsaSigningKey> {
+    check_permissions(keys_dir)?;
+    let der = read_secret(keys_dir, ID_TOKEN_KEY_FILE)?;
+    RsaSigningKey::from_pkcs8_der(&der)
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Writes `len` random bytes as base64 text to a new file `name`.

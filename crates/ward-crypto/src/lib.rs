@@ -4,7 +4,8 @@
 //!   associated data ([`Aad`]) binds tenant, type, id and version so ciphertexts cannot be swapped.
 //! * [`Kek`]: the key-encryption key that wraps data keys with AES key wrap (EN-2).
 //! * [`BlindIndexer`]: keyed HMAC blind indexes for identifying search values (EN-4).
-//! * [`SigningKey`]: the ES256 key that signs access tokens.
+//! * [`SigningKey`]: the ES256 keys that sign access tokens; [`RsaSigningKey`]: the RS256 key
+//!   that signs OpenID Connect id_tokens.
 //! * [`AuditKey`]: the Ed25519 key that signs audit checkpoints, and [`AuditMacKey`], the key
 //!   that authenticates every audit record (both kept apart from the data keys).
 //! * [`keyfiles`]: the local key-file provider with strict file permissions.
@@ -19,6 +20,7 @@ mod error;
 mod kek;
 pub mod keyfiles;
 mod rand;
+mod rsa_signing;
 mod secret;
 mod signing;
 
@@ -30,5 +32,6 @@ pub use envelope::{Aad, Envelope, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use kek::Kek;
 pub use rand::{random_bytes, random_token};
+pub use rsa_signing::RsaSigningKey;
 pub use secret::{DataKey, SecretBytes, SecretString};
 pub use signing::SigningKey;

@@ -3,7 +3,9 @@
 //! interfaces change.
 
 use time::OffsetDateTime;
-use ward_auth::users::{self, LoginFailure, PasswordError, RefusalReason, SecondFactor, UserError, UserIdentity};
+use ward_auth::users::{
+    self, LoginFailure, PasswordError, RefusalReason, SecondFactor, UserError, UserIdentity,
+};
 use ward_store::{ClientRecord, Store};
 
 pub use crate::authorize::LaunchContext;
@@ -73,8 +75,9 @@ pub struct Grant {
     pub smart_style_url: Option<String>,
 }
 
-pub fn redirect_uris(_client: &ClientRecord) -> Vec<String> {
-    Vec::new()
+/// The redirect URIs the client registered; an authorization request must name one exactly.
+pub fn redirect_uris(client: &ClientRecord) -> &[String] {
+    &client.redirect_uris
 }
 
 impl From<UserIdentity> for Person {
@@ -119,7 +122,12 @@ fn internal(e: impl std::fmt::Display) -> AccountError {
     AccountError::Internal
 }
 
-pub async fn login(store: &Store, username: &str, password: &str, now: OffsetDateTime) -> Result<Person, AccountError> {
+pub async fn login(
+    store: &Store,
+    username: &str,
+    password: &str,
+    now: OffsetDateTime,
+) -> Result<Person, AccountError> {
     users::login_password_detailed(store, username, password, now)
         .await
         .map(Person::from)
@@ -152,7 +160,9 @@ pub async fn change_password(
 }
 
 pub async fn start_enrollment(store: &Store, user_id: &str) -> Result<Enrollment, AccountError> {
-    let e = users::start_totp_enrollment(store, user_id).await.map_err(internal)?;
+    let e = users::start_totp_enrollment(store, user_id)
+        .await
+        .map_err(internal)?;
     Ok(Enrollment {
         secret_base32: zeroize::Zeroizing::new(e.secret_base32.expose().to_owned()),
         qr_svg: e.qr_svg,
@@ -181,7 +191,12 @@ pub async fn finish_enrollment(
 }
 
 /// A TOTP or recovery code; the `amr` value it adds.
-pub async fn second_factor(store: &Store, user_id: &str, code: &str, now: OffsetDateTime) -> Result<&'static str, AccountError> {
+pub async fn second_factor(
+    store: &Store,
+    user_id: &str,
+    code: &str,
+    now: OffsetDateTime,
+) -> Result<&'static str, AccountError> {
     users::verify_second_factor_detailed(store, user_id, code, now)
         .await
         .map(|f| match f {
@@ -191,7 +206,12 @@ pub async fn second_factor(store: &Store, user_id: &str, code: &str, now: Offset
 }
 
 /// Takes an EHR launch (single use) for `client_id`.
-pub async fn take_launch(store: &Store, launch: &str, client_id: &str, now: OffsetDateTime) -> Result<LaunchContext, AccountError> {
+pub async fn take_launch(
+    store: &Store,
+    launch: &str,
+    client_id: &str,
+    now: OffsetDateTime,
+) -> Result<LaunchContext, AccountError> {
     match ward_auth::take_launch(store, launch, client_id, now).await {
         Ok(ctx) => Ok(LaunchContext {
             user_id: Some(ctx.user_id),

@@ -14,7 +14,7 @@ use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A caller whose access token verified and whose client is active.
+/// A caller whose access token verified and was not revoked.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub claims: Claims,
@@ -41,8 +41,10 @@ impl FromRequestParts<AppState> for Authenticated {
             tracing::info!(reason = %e, "access token refused");
             ApiError::unauthorized(true)
         })?;
-        if !state.client_active(&claims.client_id).await {
-            tracing::info!("access token of an inactive client refused");
+        // A disabled client or user, a revoked family or token id (on any node, within a
+        // second: see `ward_auth::revocation`).
+        if state.revocations.is_revoked(&claims) {
+            tracing::info!("revoked access token refused");
             return Err(ApiError::unauthorized(true));
         }
         audit.set_actor(&claims.client_id, None, &claims.scope);

@@ -83,15 +83,19 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     check_data_permissions(&config)?;
     let keys = config.keys_dir();
     let kek = ward_crypto::keyfiles::load_kek(&keys)?;
-    let signing = ward_crypto::keyfiles::load_signing_key(&keys)?;
+    // Key directories made before id_tokens existed get their RS256 key now.
+    ward_crypto::keyfiles::ensure_id_token_key(&keys)?;
+    let signing = ward_crypto::keyfiles::load_signing_keys(&keys)?;
+    let id_token_key = ward_crypto::keyfiles::load_id_token_key(&keys)?;
     let tls = crate::tls::server_config(&config.path(&config.tls.cert), &config.path(&config.tls.key))?;
     let store_options = ward_store::StoreOptions {
         statement_timeout: Some(crate::app::STATEMENT_TIMEOUT),
     };
     let store = ward_store::Store::open_with(&config.store_url(), &kek, &store_options).await?;
     drop(kek);
-    let tokens = ward_auth::TokenService::new(
+    let tokens = ward_auth::TokenService::with_keys(
         &signing,
+        Some(id_token_key),
         &config.server.public_url,
         &config.fhir_base(),
         Duration::from_secs(config.server.token_lifetime_secs),
@@ -115,6 +119,9 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     let local_addr = listener.local_addr().map_err(StartError::Listen)?;
     let state = AppState::new(config, store, tokens, audit, audit_store);
     let (stop, stop_rx) = watch::channel(false);
+    // The revocation list is complete before the first request is served.
+    state.revocations.refresh(&state.store).await?;
+    tokio::spawn(state.clone().watch_revocations(stop_rx.clone()));
     let task = tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(tls),

@@ -145,7 +145,12 @@ async fn authorize(st: &AppState, audit: &AuditContext, headers: &HeaderMap, raw
 }
 
 /// Stores `pending` in the session and shows what comes next.
-async fn proceed(st: &AppState, audit: &AuditContext, mut session: Session, mut pending: Pending) -> Response {
+async fn proceed(
+    st: &AppState,
+    audit: &AuditContext,
+    mut session: Session,
+    mut pending: Pending,
+) -> Response {
     if let Some(t) = session.rec.auth_time
         && pending.too_old(t, pending.received)
     {

@@ -1,9 +1,7 @@
 //! Shared application state: configuration, store, token service and validator, built once
 //! at start-up and passed to every handler (no globals).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use ward_auth::TokenService;
 use ward_fhir::json::Limits;
@@ -29,7 +27,9 @@ pub struct Inner {
     pub limits: Limits,
     /// The serialized CapabilityStatement, built once.
     pub capability: axum::body::Bytes,
-    client_status: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Revoked subjects (disabled clients and users), families and token ids, refreshed from
+    /// the store by [`AppState::watch_revocations`].
+    pub revocations: ward_auth::RevocationList,
     /// Token endpoint: bounded client-secret checks and per-IP / per-client rate limits.
     pub secrets: ward_auth::SecretVerifier,
     pub token_ip_limits: Buckets<std::net::IpAddr>,
@@ -47,10 +47,6 @@ impl std::ops::Deref for AppState {
         &self.0
     }
 }
-
-/// How long a client's enabled/disabled status is trusted before it is read again, so a
-/// `ward client disable` takes effect on running servers within this delay.
-const CLIENT_STATUS_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
     pub fn new(
@@ -95,34 +91,38 @@ impl AppState {
             tokens,
             validator: Validator::new(),
             limits,
-            client_status: Mutex::new(HashMap::new()),
+            revocations: ward_auth::RevocationList::new(),
         }))
     }
 
-    /// Whether `client_id` exists and is enabled, cached briefly. A store error counts as
-    /// "not active": fail closed.
-    pub async fn client_active(&self, client_id: &str) -> bool {
-        if let Some(&(active, at)) = self.lock_status().get(client_id)
-            && at.elapsed() < CLIENT_STATUS_TTL
-        {
-            return active;
-        }
-        let active = match self.store.get_client(client_id).await {
-            Ok(c) => c.is_some_and(|c| !c.disabled),
-            Err(e) => {
-                tracing::error!(error = %e, "client status lookup failed");
-                return false;
+    /// Polls the store for new revocations every [`ward_auth::revocation::POLL_EVERY`] until
+    /// `stop` turns true. A failed poll is logged; past `STALE_AFTER` without success the
+    /// list refuses every token.
+    pub async fn watch_revocations(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(ward_auth::revocation::POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
             }
-        };
-        let mut cache = self.lock_status();
-        if cache.len() > 10_000 {
-            cache.clear();
+            if *stop.borrow() {
+                return;
+            }
+            match self.revocations.refresh(&self.store).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(count = n, "revocations received");
+                    }
+                    failing = false;
+                }
+                Err(e) if !failing => {
+                    tracing::error!(error = %e, "revocation poll failed");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
         }
-        cache.insert(client_id.to_owned(), (active, Instant::now()));
-        active
-    }
-
-    fn lock_status(&self) -> std::sync::MutexGuard<'_, HashMap<String, (bool, Instant)>> {
-        self.client_status.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

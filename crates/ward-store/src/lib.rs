@@ -20,6 +20,8 @@ mod grants;
 mod history;
 mod index;
 mod keys;
+mod replay;
+mod revocation;
 mod search;
 mod sessions;
 pub mod testing;
@@ -41,6 +43,7 @@ use zeroize::Zeroizing;
 pub use error::StoreError;
 pub use grants::{CodeRow, FamilyRow, LaunchRow, RefreshRow, Take};
 pub use history::{HistoryPage, HistoryQuery, HistoryVersion};
+pub use revocation::{Revocation, RevokedKind};
 pub use search::SearchPage;
 pub use sessions::SessionRecord;
 use tx::WriteFail;
@@ -111,6 +114,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "users",
         include_str!("../migrations/sqlite/0003_users.sql"),
         include_str!("../migrations/postgres/0003_users.sql"),
+    ),
+    (
+        4,
+        "clients_revocation",
+        include_str!("../migrations/sqlite/0004_clients_revocation.sql"),
+        include_str!("../migrations/postgres/0004_clients_revocation.sql"),
     ),
     (
         5,
@@ -234,10 +243,19 @@ fn parse_stored(json: &[u8]) -> Result<Value, StoreError> {
 pub struct ClientRecord {
     pub client_id: String,
     pub name: String,
+    /// Empty for a client without a secret (public, or authenticating with `private_key_jwt`).
     pub secret_hash: String,
     pub scopes: String,
     pub disabled: bool,
     pub created_at: OffsetDateTime,
+    /// Registered redirect URIs (exact match at authorize), validated at registration.
+    pub redirect_uris: Vec<String>,
+    /// A public client: no secret, PKCE required, no `client_credentials`.
+    pub public: bool,
+    /// The client's public JWK Set (JSON text) for `private_key_jwt`.
+    pub jwks: Option<String>,
+    /// Or the https URL Ward fetches that JWK Set from.
+    pub jwks_url: Option<String>,
 }
 
 impl fmt::Debug for ClientRecord {
@@ -249,6 +267,10 @@ impl fmt::Debug for ClientRecord {
             .field("scopes", &self.scopes)
             .field("disabled", &self.disabled)
             .field("created_at", &self.created_at)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("public", &self.public)
+            .field("jwks", &self.jwks.as_ref().map(|_| "<jwks>"))
+            .field("jwks_url", &self.jwks_url)
             .finish()
     }
 }
@@ -1333,8 +1355,8 @@ impl Store {
     /// Registers a client; [`StoreError::Duplicate`] if the client id is taken.
     pub async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
         let res = sqlx::query(
-            "INSERT INTO oauth_client (client_id, name, secret_hash, scopes, disabled, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO oauth_client (client_id, name, secret_hash, scopes, disabled, created_at, \
+             redirect_uris, is_public, jwks, jwks_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(c.client_id.clone())
         .bind(c.name.clone())
@@ -1342,6 +1364,13 @@ impl Store {
         .bind(c.scopes.clone())
         .bind(i64::from(c.disabled))
         .bind(format_instant(c.created_at))
+        .bind(
+            serde_json::to_string(&c.redirect_uris)
+                .map_err(|_| StoreError::Corrupt("redirect uris".into()))?,
+        )
+        .bind(i64::from(c.public))
+        .bind(c.jwks.clone())
+        .bind(c.jwks_url.clone())
         .execute(&self.inner.writer)
         .await;
         match res {
@@ -1353,7 +1382,8 @@ impl Store {
 
     pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT client_id, name, secret_hash, scopes, disabled, created_at FROM oauth_client \
+            "SELECT client_id, name, secret_hash, scopes, disabled, created_at, redirect_uris, \
+             is_public, jwks, jwks_url FROM oauth_client \
              WHERE client_id = $1",
         )
         .bind(client_id)
@@ -1364,7 +1394,8 @@ impl Store {
 
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT client_id, name, secret_hash, scopes, disabled, created_at FROM oauth_client \
+            "SELECT client_id, name, secret_hash, scopes, disabled, created_at, redirect_uris, \
+             is_public, jwks, jwks_url FROM oauth_client \
              ORDER BY client_id",
         )
         .fetch_all(&self.inner.reader)
@@ -1407,13 +1438,18 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Disables a client; false if there is no such client.
+    /// Disables a client and revokes it as a subject, so every node refuses its tokens
+    /// within a second; false if there is no such client.
     pub async fn disable_client(&self, client_id: &str) -> Result<bool, StoreError> {
         let res = sqlx::query("UPDATE oauth_client SET disabled = 1 WHERE client_id = $1")
             .bind(client_id)
             .execute(&self.inner.writer)
             .await?;
-        Ok(res.rows_affected() > 0)
+        if res.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.revoke(RevokedKind::Subject, client_id).await?;
+        Ok(true)
     }
 }
 
@@ -1428,6 +1464,11 @@ fn client_from_row(r: &AnyRow) -> Result<ClientRecord, StoreError> {
         scopes: r.try_get("scopes")?,
         disabled: r.try_get::<i64, _>("disabled")? != 0,
         created_at,
+        redirect_uris: serde_json::from_str(&r.try_get::<String, _>("redirect_uris")?)
+            .map_err(|_| StoreError::Corrupt("client redirect_uris".into()))?,
+        public: r.try_get::<i64, _>("is_public")? != 0,
+        jwks: r.try_get("jwks")?,
+        jwks_url: r.try_get("jwks_url")?,
     })
 }
 

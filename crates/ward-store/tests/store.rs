@@ -950,6 +950,10 @@ async fn oauth_clients(h: &H) {
         scopes: "system/Patient.read".into(),
         disabled: false,
         created_at: now,
+        redirect_uris: Vec::new(),
+        public: false,
+        jwks: None,
+        jwks_url: None,
     };
     assert!(!format!("{c:?}").contains("argon2"));
     s.insert_client(&c).await.unwrap();

@@ -60,6 +60,10 @@ pub async fn create(config: &Config, new: NewClient) -> anyhow::Result<CreatedCl
         scopes: scopes.to_string(),
         disabled: false,
         created_at: time::OffsetDateTime::now_utc(),
+        redirect_uris: Vec::new(),
+        public: false,
+        jwks: None,
+        jwks_url: None,
     };
     store.insert_client(&record).await.context("storing the client")?;
     store.close().await;

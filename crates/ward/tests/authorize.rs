@@ -2,9 +2,9 @@
 //! checks, CSRF, the session cookie, idle and absolute expiry by the injected clock, logout,
 //! fixation, lockout, step-up, privileged scopes, the patient context, EHR launches.
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,16 +20,25 @@ const APP_SCOPES: &str =
 
 /// Registers a public app with `REDIRECT` as its redirect URI.
 async fn app(s: &TestServer) -> String {
-    let c = ward::clients::create(
-        &s.config,
-        ward::clients::NewClient {
+    let store = ward::clients::open_store(&s.config).await.unwrap();
+    let client_id = uuid::Uuid::new_v4().to_string();
+    store
+        .insert_client(&ward_store::ClientRecord {
+            client_id: client_id.clone(),
             name: "Chart <App>".into(),
+            secret_hash: String::new(),
             scopes: APP_SCOPES.into(),
-        },
-    )
-    .await
-    .unwrap();
-    c.client_id
+            disabled: false,
+            created_at: time::OffsetDateTime::now_utc(),
+            redirect_uris: vec![REDIRECT.into()],
+            public: true,
+            jwks: None,
+            jwks_url: None,
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    client_id
 }
 
 /// Creates a user with a known password (no forced change); returns the user id.
@@ -122,8 +131,12 @@ fn assert_shown_not_redirected(page: &Page) {
 /// Signs in with `PASSWORD` from the login page; returns the next page.
 async fn sign_in(web: &mut Web, login: &Page, username: &str) -> Page {
     assert!(login.has_form("/oauth2/login"), "{}", login.body);
-    web.submit(login, "/oauth2/login", &[("username", username), ("password", PASSWORD)])
-        .await
+    web.submit(
+        login,
+        "/oauth2/login",
+        &[("username", username), ("password", PASSWORD)],
+    )
+    .await
 }
 
 /// The TOTP code the server's clock expects for `secret_b32`.
@@ -157,10 +170,14 @@ async fn authorize_request_checks(backend: Backend) {
         "https://app.example/cbx",
         "http://app.example/cb",
     ] {
-        let p = web.get(&authorize_url(&s, &client_id, &[("redirect_uri", bad)])).await;
+        let p = web
+            .get(&authorize_url(&s, &client_id, &[("redirect_uri", bad)]))
+            .await;
         assert_shown_not_redirected(&p);
     }
-    let p = web.get(&authorize_url(&s, &client_id, &[("redirect_uri", "")])).await;
+    let p = web
+        .get(&authorize_url(&s, &client_id, &[("redirect_uri", "")]))
+        .await;
     assert_shown_not_redirected(&p);
     // A repeated parameter could mean two different clients or redirect URIs.
     let dup = format!(
@@ -201,12 +218,18 @@ async fn authorize_request_checks(backend: Backend) {
     let csp = p.csp();
     assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"), "{csp}");
     assert!(csp.contains("form-action 'self' https://app.example;"), "{csp}");
-    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("script"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("script"),
+        "{csp}"
+    );
     assert_eq!(p.headers["x-frame-options"], "DENY");
     assert_eq!(p.headers["cache-control"], "no-store");
     let cookie = p.set_cookie().expect("session cookie");
     let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
-    assert!(attrs[0].starts_with("__Host-ward_session=") && attrs[0].len() > 40, "{cookie}");
+    assert!(
+        attrs[0].starts_with("__Host-ward_session=") && attrs[0].len() > 40,
+        "{cookie}"
+    );
     for a in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(attrs.contains(&a), "{cookie} lacks {a}");
     }
@@ -214,8 +237,9 @@ async fn authorize_request_checks(backend: Backend) {
 
     // authorize-post: the same request as a form.
     let mut other = Web::new(&s);
-    let form: Vec<(String, String)> =
-        form_urlencoded::parse(authorize_query(&s, &client_id, &[]).as_bytes()).into_owned().collect();
+    let form: Vec<(String, String)> = form_urlencoded::parse(authorize_query(&s, &client_id, &[]).as_bytes())
+        .into_owned()
+        .collect();
     let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let p = other.post("/oauth2/authorize", &fields).await;
     assert_eq!(p.status, 200, "{}", p.body);
@@ -240,13 +264,19 @@ async fn csrf_and_session_fixation(backend: Backend) {
     let p = web.post("/oauth2/login", &creds).await;
     assert_eq!(p.status, 403, "{}", p.body);
     let p = web
-        .post("/oauth2/login", &[("csrf", "AAAA"), ("username", "carla"), ("password", PASSWORD)])
+        .post(
+            "/oauth2/login",
+            &[("csrf", "AAAA"), ("username", "carla"), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!(p.status, 403);
     let mut attacker = Web::new(&s);
     let theirs = attacker.get(&authorize_url(&s, &client_id, &[])).await.csrf();
     let p = web
-        .post("/oauth2/login", &[("csrf", &theirs), ("username", "carla"), ("password", PASSWORD)])
+        .post(
+            "/oauth2/login",
+            &[("csrf", &theirs), ("username", "carla"), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!(p.status, 403);
     assert_eq!(web.cookie.as_deref(), Some(before.as_str()));
@@ -265,13 +295,17 @@ async fn csrf_and_session_fixation(backend: Backend) {
     // Consent without its token is refused; with it, a code comes back with the state.
     let p = web.post("/oauth2/consent", &[("decision", "approve")]).await;
     assert_eq!(p.status, 403);
-    let p = web.submit(&consent, "/oauth2/consent", &[("decision", "approve")]).await;
+    let p = web
+        .submit(&consent, "/oauth2/consent", &[("decision", "approve")])
+        .await;
     assert_eq!(p.status, 303, "{}", p.body);
     let params = redirect_params(&p);
     assert_eq!(param(&params, "state"), Some("st-&-1"));
     assert!(param(&params, "code").is_some_and(|c| c.len() >= 32));
     // The request is answered: approving again gives nothing.
-    let p = web.submit(&consent, "/oauth2/consent", &[("decision", "approve")]).await;
+    let p = web
+        .submit(&consent, "/oauth2/consent", &[("decision", "approve")])
+        .await;
     assert_eq!(p.status, 401);
     s.stop().await;
 }
@@ -305,7 +339,11 @@ async fn sessions_expire_and_end_at_logout(backend: Backend) {
         assert_eq!(web.get("/oauth2/authorize/continue").await.status, 200);
     }
     clock.advance(40);
-    assert_eq!(web.get("/oauth2/authorize/continue").await.status, 401, "absolute lifetime");
+    assert_eq!(
+        web.get("/oauth2/authorize/continue").await.status,
+        401,
+        "absolute lifetime"
+    );
 
     // Logout: needs the CSRF token, then the session is gone and the cookie cleared.
     let mut web = Web::new(&s);
@@ -344,11 +382,19 @@ async fn login_lockout_is_generic_and_audited(backend: Backend) {
     }
     // Locked: even the right password gets the same answer; so does an unknown user.
     let p = web
-        .submit(&login, "/oauth2/login", &[("username", "lena"), ("password", PASSWORD)])
+        .submit(
+            &login,
+            "/oauth2/login",
+            &[("username", "lena"), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!((p.status, message(&p)), (401, generic.clone()));
     let p = web
-        .submit(&login, "/oauth2/login", &[("username", "nobody"), ("password", PASSWORD)])
+        .submit(
+            &login,
+            "/oauth2/login",
+            &[("username", "nobody"), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!((p.status, message(&p)), (401, generic.clone()));
     // The per-IP limit of the form, apart from the account lock.
@@ -360,14 +406,27 @@ async fn login_lockout_is_generic_and_audited(backend: Backend) {
 
     // Each failure is in the audit trail, with why (which the person never saw).
     let t = s.admin_token().await;
-    let bundle: Value = s.get("AuditEvent?action=login", &t).send().await.unwrap().json().await.unwrap();
+    let bundle: Value = s
+        .get("AuditEvent?action=login", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let descs: Vec<String> = bundle["entry"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["resource"]["outcomeDesc"].as_str().unwrap_or("").to_owned())
         .collect();
-    for code in ["login-wrong-password", "login-lockout", "login-locked", "login-unknown-user", "rate-limited"] {
+    for code in [
+        "login-wrong-password",
+        "login-lockout",
+        "login-locked",
+        "login-unknown-user",
+        "rate-limited",
+    ] {
         assert!(descs.iter().any(|d| d.contains(code)), "{code} not in {descs:?}");
     }
     s.stop().await;
@@ -384,7 +443,9 @@ async fn step_up_and_privileged_scopes(backend: Backend) {
     let mut web = Web::new(&s);
 
     // Without a privileged scope a password is enough.
-    let login = web.get(&authorize_url(&s, &client_id, &[("scope", "openid fhirUser")])).await;
+    let login = web
+        .get(&authorize_url(&s, &client_id, &[("scope", "openid fhirUser")]))
+        .await;
     let p = sign_in(&mut web, &login, "pia").await;
     assert!(p.has_form("/oauth2/consent"), "{}", p.body);
 
@@ -397,30 +458,46 @@ async fn step_up_and_privileged_scopes(backend: Backend) {
     assert_eq!(wrong.status, 401);
     let secret_now = enrollment_secret(&wrong);
     assert_ne!(secret, secret_now);
-    let codes = web.submit(&wrong, "/oauth2/enroll", &[("code", &totp(&s, &secret_now))]).await;
+    let codes = web
+        .submit(&wrong, "/oauth2/enroll", &[("code", &totp(&s, &secret_now))])
+        .await;
     assert_eq!(codes.status, 200, "{}", codes.body);
     assert_eq!(codes.body.matches("<li>").count(), 10, "ten recovery codes");
     let p = web.get("/oauth2/authorize/continue").await;
     assert!(p.has_form("/oauth2/consent"), "{}", p.body);
 
     // prompt=login: sign in again, and (enrolled) the second factor again.
-    let p = web.get(&authorize_url(&s, &client_id, &[("prompt", "login")])).await;
+    let p = web
+        .get(&authorize_url(&s, &client_id, &[("prompt", "login")]))
+        .await;
     assert!(p.has_form("/oauth2/login"), "{}", p.body);
     let p = sign_in(&mut web, &p, "pia").await;
     assert!(p.has_form("/oauth2/totp"), "{}", p.body);
     // The step used at enrollment is never accepted twice: the next one.
     clock.advance(31);
-    let p = web.submit(&p, "/oauth2/totp", &[("code", &totp(&s, &secret_now))]).await;
+    let p = web
+        .submit(&p, "/oauth2/totp", &[("code", &totp(&s, &secret_now))])
+        .await;
     assert!(p.has_form("/oauth2/consent"), "{}", p.body);
 
     // max_age: a sign-in older than that is repeated; a recent one is not.
-    let p = web.get(&authorize_url(&s, &client_id, &[("max_age", "3600")])).await;
+    let p = web
+        .get(&authorize_url(&s, &client_id, &[("max_age", "3600")]))
+        .await;
     assert!(p.has_form("/oauth2/consent"), "{}", p.body);
     clock.advance(120);
-    let p = web.get(&authorize_url(&s, &client_id, &[("max_age", "60")])).await;
+    let p = web
+        .get(&authorize_url(&s, &client_id, &[("max_age", "60")]))
+        .await;
     assert!(p.has_form("/oauth2/login"), "{}", p.body);
     // prompt=none cannot show that page.
-    let p = web.get(&authorize_url(&s, &client_id, &[("max_age", "60"), ("prompt", "none")])).await;
+    let p = web
+        .get(&authorize_url(
+            &s,
+            &client_id,
+            &[("max_age", "60"), ("prompt", "none")],
+        ))
+        .await;
     assert_client_error(&p, "login_required");
     s.stop().await;
 }
@@ -449,7 +526,9 @@ async fn patient_context(backend: Backend) {
     let login = web.get(&authorize_url(&s, &client_id, &scope)).await;
     let p = sign_in(&mut web, &login, "carl").await;
     assert!(p.has_form("/oauth2/patient"), "{}", p.body);
-    let bad = web.submit(&p, "/oauth2/patient", &[("patient", "no-such-patient")]).await;
+    let bad = web
+        .submit(&p, "/oauth2/patient", &[("patient", "no-such-patient")])
+        .await;
     assert_eq!(bad.status, 400);
     let p = web.submit(&bad, "/oauth2/patient", &[("patient", &pid)]).await;
     assert!(p.has_form("/oauth2/consent"), "{}", p.body);
@@ -468,13 +547,18 @@ async fn patient_context(backend: Backend) {
     .await
     .unwrap()
     .launch;
-    let with_launch = [("scope", "launch patient/*.rs openid"), ("launch", launch.as_str())];
+    let with_launch = [
+        ("scope", "launch patient/*.rs openid"),
+        ("launch", launch.as_str()),
+    ];
     let mut web = Web::new(&s);
     let login = web.get(&authorize_url(&s, &client_id, &with_launch)).await;
     assert_eq!(login.status, 200, "{}", login.body);
     let p = sign_in(&mut web, &login, "carl").await;
     assert!(p.has_form("/oauth2/consent"), "{}", p.body);
-    let again = Web::new(&s).get(&authorize_url(&s, &client_id, &with_launch)).await;
+    let again = Web::new(&s)
+        .get(&authorize_url(&s, &client_id, &with_launch))
+        .await;
     assert_client_error(&again, "invalid_request");
     s.stop().await;
 }

@@ -217,6 +217,10 @@ async fn insert_argon2id_client(config: &ward_server::Config, secret: &str) -> S
             scopes: "system/*.read".into(),
             disabled: false,
             created_at: time::OffsetDateTime::now_utc(),
+            redirect_uris: Vec::new(),
+            public: false,
+            jwks: None,
+            jwks_url: None,
         })
         .await
         .unwrap();

@@ -22,9 +22,7 @@ pub struct Page {
 
 impl Page {
     pub fn location(&self) -> Option<String> {
-        self.headers
-            .get(LOCATION)
-            .map(|v| v.to_str().unwrap().to_owned())
+        self.headers.get(LOCATION).map(|v| v.to_str().unwrap().to_owned())
     }
 
     /// The CSRF token of the page's (first) form.
@@ -36,7 +34,10 @@ impl Page {
     }
 
     pub fn csp(&self) -> String {
-        self.headers["content-security-policy"].to_str().unwrap().to_owned()
+        self.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// The raw `Set-Cookie` header of the session, if any.
@@ -81,7 +82,11 @@ impl Web {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.text().await.unwrap();
-        let page = Page { status, headers, body };
+        let page = Page {
+            status,
+            headers,
+            body,
+        };
         if let Some(c) = page.set_cookie() {
             let value = c.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
             self.cookie = (!value.is_empty()).then_some(value);
