@@ -95,12 +95,26 @@ pub(crate) static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 /// Whether `password` matches the PHC string `phc` (constant-time comparison of the
 /// derived hash), on the blocking pool.
 pub async fn verify(phc: String, password: SecretString) -> bool {
+    #[cfg(test)]
+    let _ = VERIFIED.try_with(|v| v.borrow_mut().push(phc_params(&phc)));
     tokio::task::spawn_blocking(move || {
         let mut memory = Vec::new();
         crate::secret::argon2_matches(&phc, password.expose().as_bytes(), &mut memory)
     })
     .await
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+tokio::task_local! {
+    /// The parameters of each hash a test's task verified against: proof of the work done.
+    pub(crate) static VERIFIED: std::cell::RefCell<Vec<String>>;
+}
+
+/// The algorithm, version and parameters of a PHC string (without salt and hash).
+#[cfg(test)]
+pub(crate) fn phc_params(phc: &str) -> String {
+    phc.split('$').take(4).collect::<Vec<_>>().join("$")
 }
 
 /// A one-time password for a new user or a reset: 120 random bits in base64url (20

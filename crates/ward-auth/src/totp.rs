@@ -38,7 +38,7 @@ fn code_at(secret: &[u8], step: i64) -> Option<u32> {
     let offset = usize::from(last & 0x0f);
     let bytes: [u8; 4] = digest.get(offset..offset.checked_add(4)?)?.try_into().ok()?;
     let bin = u32::from_be_bytes(bytes) & 0x7fff_ffff;
-    Some(bin % 10u32.pow(DIGITS))
+    bin.checked_rem(10u32.checked_pow(DIGITS)?)
 }
 
 /// The code of `secret` at step `step`, zero-padded to six digits.

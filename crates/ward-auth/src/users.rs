@@ -703,3 +703,499 @@ pub async fn reset_mfa(store: &Store, username: &str) -> Result<String, UserErro
     let username = normalize_username(username)?;
     store.reset_user_mfa(&username).await?.ok_or(UserError::NotFound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-12-05 12:00:00 UTC);
+    const PW: &str = "correct horse battery";
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = Store::open(&url, &ward_crypto::Kek::generate().unwrap())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    async fn user(store: &Store, name: &str, role: Role) -> CreatedUser {
+        create_user(
+            store,
+            NewUser {
+                username: name.into(),
+                role,
+                fhir_user: None,
+                password: Some(SecretString::new(PW.into())),
+            },
+            T0,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn refusal(r: Result<UserIdentity, LoginFailure>) -> Refusal {
+        match r {
+            Err(LoginFailure::Refused(r)) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Enrolls TOTP at `at`; returns the secret and the recovery codes.
+    async fn enroll(store: &Store, user_id: &str, at: OffsetDateTime) -> (Vec<u8>, Vec<SecretString>) {
+        let e = start_totp_enrollment(store, user_id).await.unwrap();
+        let secret = data_encoding::BASE32_NOPAD
+            .decode(e.secret_base32.expose().as_bytes())
+            .unwrap();
+        assert!(e.otpauth_uri.expose().contains(e.secret_base32.expose()));
+        assert!(e.qr_svg.starts_with("<svg"));
+        let code = totp::code(&secret, totp::step_at(at)).unwrap();
+        let codes = finish_totp_enrollment(store, user_id, code.expose(), at)
+            .await
+            .unwrap();
+        (secret, codes)
+    }
+
+    fn code_at(secret: &[u8], at: OffsetDateTime) -> String {
+        totp::code(secret, totp::step_at(at)).unwrap().expose().to_owned()
+    }
+
+    #[test]
+    fn lockout_backoff_table() {
+        let cases = [
+            (0, None),
+            (4, None),
+            (5, Some(30)),
+            (6, Some(60)),
+            (7, Some(120)),
+            (11, Some(1920)),
+            (12, Some(3600)),
+            (1000, Some(3600)),
+            (i64::MAX, Some(3600)),
+            (i64::MIN, None),
+        ];
+        for (failures, secs) in cases {
+            assert_eq!(
+                lockout_duration(failures),
+                secs.map(Duration::seconds),
+                "{failures}"
+            );
+        }
+    }
+
+    #[test]
+    fn usernames_links_and_roles() {
+        for (input, want) in [
+            ("alice", Some("alice")),
+            ("  Alice.Smith ", Some("alice.smith")),
+            ("dr_who-2", Some("dr_who-2")),
+            ("", None),
+            ("-alice", None),
+            (".alice", None),
+            ("al ice", None),
+            ("alíce", None),
+            ("аlice", None), // Cyrillic а
+            ("a/b", None),
+        ] {
+            assert_eq!(normalize_username(input).ok().as_deref(), want, "{input:?}");
+        }
+        assert!(normalize_username(&"a".repeat(64)).is_ok());
+        assert!(normalize_username(&"a".repeat(65)).is_err());
+        for (input, ok) in [
+            ("Practitioner/abc-1.2", true),
+            ("Patient/123", true),
+            ("Patient/", false),
+            ("Patient", false),
+            ("Organization/1", false),
+            ("patient/1", false),
+            ("Patient/1/_history/2", false),
+            ("Patient/a b", false),
+            ("https://x/Patient/1", false),
+        ] {
+            assert_eq!(parse_fhir_user(input).is_ok(), ok, "{input:?}");
+        }
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+            assert_eq!(role.mfa_required(), matches!(role, Role::Admin | Role::Auditor));
+        }
+        assert_eq!(Role::FrontDesk.to_string(), "front-desk");
+        assert!("Admin".parse::<Role>().is_err());
+        assert!("frontdesk".parse::<Role>().is_err());
+    }
+
+    #[tokio::test]
+    async fn create_user_rules() {
+        let (_d, s) = store().await;
+        let made = create_user(
+            &s,
+            NewUser {
+                username: "Nora".into(),
+                role: Role::Nurse,
+                fhir_user: Some("Practitioner/n1".into()),
+                password: None,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+        assert_eq!(made.username, "nora");
+        assert!(made.must_change_password);
+        let otp = made.one_time_password.clone().unwrap();
+        assert_eq!(uuid::Uuid::parse_str(&made.user_id).unwrap().get_version_num(), 4);
+        // The one-time password signs in, and says it must be changed.
+        let id = login_password(&s, "NORA", otp.expose(), T0).await.unwrap();
+        assert!(id.must_change_password);
+        assert_eq!(id.fhir_user.as_deref(), Some("Practitioner/n1"));
+        // One username per person, whatever the case.
+        let dup = create_user(
+            &s,
+            NewUser {
+                username: "nORA".into(),
+                role: Role::Nurse,
+                fhir_user: None,
+                password: None,
+            },
+            T0,
+        )
+        .await;
+        assert!(matches!(dup, Err(UserError::Duplicate)), "{dup:?}");
+        let bad = |role, link: Option<&str>, pw: Option<&str>| NewUser {
+            username: "x1".into(),
+            role,
+            fhir_user: link.map(str::to_owned),
+            password: pw.map(|p| SecretString::new(p.into())),
+        };
+        for (new, want) in [
+            (bad(Role::Patient, None, None), "RoleLinkMismatch"),
+            (
+                bad(Role::Patient, Some("Practitioner/1"), None),
+                "RoleLinkMismatch",
+            ),
+            (bad(Role::Clinician, Some("Patient/1"), None), "RoleLinkMismatch"),
+            (bad(Role::Clinician, Some("Group/1"), None), "InvalidFhirUser"),
+            (bad(Role::Clinician, None, Some("short")), "Password(TooShort)"),
+            (
+                bad(Role::Clinician, None, Some("qwertyuiop123")),
+                "Password(Common)",
+            ),
+        ] {
+            let got = create_user(&s, new, T0).await.unwrap_err();
+            assert_eq!(format!("{got:?}"), want);
+        }
+        let p = create_user(&s, bad(Role::Patient, Some("Patient/p1"), None), T0)
+            .await
+            .unwrap();
+        assert_eq!(p.fhir_user.as_deref(), Some("Patient/p1"));
+    }
+
+    #[tokio::test]
+    async fn unknown_user_and_wrong_password_look_and_cost_the_same() {
+        let (_d, s) = store().await;
+        let u = user(&s, "alice", Role::Clinician).await;
+        let real = s.get_user(&u.user_id).await.unwrap().unwrap().password_hash;
+        for (name, pw, reason) in [
+            ("alice", "wrong password!!", RefusalReason::WrongPassword),
+            ("nobody", PW, RefusalReason::UnknownUser),
+            ("not a valid name!", PW, RefusalReason::UnknownUser),
+        ] {
+            let (answer, verified) = password::VERIFIED
+                .scope(std::cell::RefCell::new(Vec::new()), async {
+                    let detailed = login_password_detailed(&s, name, pw, T0).await;
+                    assert_eq!(refusal(detailed).reason, reason);
+                    let plain = login_password(&s, name, pw, T0).await;
+                    (plain, password::VERIFIED.with(|v| v.borrow().clone()))
+                })
+                .await;
+            let err = answer.unwrap_err();
+            assert!(matches!(err, LoginError::Refused));
+            assert_eq!(err.to_string(), "invalid credentials");
+            // One argon2id check per attempt, with the parameters of real hashes.
+            assert_eq!(verified, vec![password::phc_params(&real); 2], "{name}");
+        }
+        assert!(login_password(&s, "alice", PW, T0).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn lockout_with_backoff_refuses_even_the_right_password() {
+        let (_d, s) = store().await;
+        let u = user(&s, "bob", Role::Clinician).await;
+        let sec = Duration::seconds;
+        for i in 1..=4 {
+            let r = refusal(login_password_detailed(&s, "bob", "wrong password!!", T0).await);
+            assert_eq!(
+                (r.reason, r.locked_until),
+                (RefusalReason::WrongPassword, None),
+                "{i}"
+            );
+        }
+        let r = refusal(login_password_detailed(&s, "bob", "wrong password!!", T0).await);
+        assert_eq!(r.locked_until, Some(T0 + sec(30)));
+        // During the window: the right password gets the generic refusal.
+        for t in [T0, T0 + sec(29)] {
+            let r = refusal(login_password_detailed(&s, "bob", PW, t).await);
+            assert_eq!(r.reason, RefusalReason::Locked);
+            assert!(matches!(
+                login_password(&s, "bob", PW, t).await,
+                Err(LoginError::Refused)
+            ));
+        }
+        // Attempts in the window do not extend it; after it, one more failure doubles it.
+        let r = refusal(login_password_detailed(&s, "bob", "wrong password!!", T0 + sec(30)).await);
+        assert_eq!(r.locked_until, Some(T0 + sec(90)));
+        assert!(login_password(&s, "bob", PW, T0 + sec(89)).await.is_err());
+        // A change of password is locked out too.
+        assert!(matches!(
+            change_password_at(&s, &u.user_id, PW, "another good passphrase", T0 + sec(89)).await,
+            Err(PasswordError::Refused)
+        ));
+        // After the window the right password works and clears the count.
+        assert!(login_password(&s, "bob", PW, T0 + sec(90)).await.is_ok());
+        let rec = s.get_user(&u.user_id).await.unwrap().unwrap();
+        assert_eq!((rec.failed_logins, rec.locked_until), (0, None));
+        // The counter is per account: bob's failures never locked carol.
+        user(&s, "carol", Role::Nurse).await;
+        assert!(login_password(&s, "carol", PW, T0).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn disabled_users_are_refused_and_hidden() {
+        let (_d, s) = store().await;
+        let u = user(&s, "dave", Role::Clinician).await;
+        assert!(get_user(&s, &u.user_id).await.unwrap().is_some());
+        assert_eq!(disable_user(&s, "Dave").await.unwrap(), u.user_id);
+        let r = refusal(login_password_detailed(&s, "dave", PW, T0).await);
+        assert_eq!(r.reason, RefusalReason::Disabled);
+        assert!(matches!(
+            login_password(&s, "dave", PW, T0).await,
+            Err(LoginError::Refused)
+        ));
+        assert!(get_user(&s, &u.user_id).await.unwrap().is_none());
+        assert!(matches!(
+            disable_user(&s, "nobody").await,
+            Err(UserError::NotFound)
+        ));
+        assert!(matches!(
+            start_totp_enrollment(&s, &u.user_id).await,
+            Err(UserError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn change_password_rules() {
+        let (_d, s) = store().await;
+        let u = user(&s, "erin", Role::Clinician).await;
+        let err = change_password(&s, &u.user_id, "wrong password!!", "a brand new passphrase")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PasswordError::Refused));
+        for (new, rule) in [
+            ("short", PasswordRule::TooShort),
+            ("1qaz2wsx3edc", PasswordRule::Common),
+            (PW, PasswordRule::SameAsCurrent),
+        ] {
+            let err = change_password(&s, &u.user_id, PW, new).await.unwrap_err();
+            assert!(matches!(err, PasswordError::Rule(r) if r == rule), "{new}");
+        }
+        change_password(&s, &u.user_id, PW, "a brand new passphrase")
+            .await
+            .unwrap();
+        assert!(login_password(&s, "erin", PW, T0).await.is_err());
+        let id = login_password(&s, "erin", "a brand new passphrase", T0)
+            .await
+            .unwrap();
+        assert!(!id.must_change_password);
+        assert!(matches!(
+            change_password(&s, "no-such-id", PW, "a brand new passphrase").await,
+            Err(PasswordError::Refused)
+        ));
+    }
+
+    #[tokio::test]
+    async fn totp_steps_are_accepted_once() {
+        let (_d, s) = store().await;
+        let u = user(&s, "fay", Role::Admin).await;
+        let before = login_password(&s, "fay", PW, T0).await.unwrap();
+        assert!(before.mfa_required && !before.mfa_enrolled);
+        let (secret, _) = enroll(&s, &u.user_id, T0).await;
+        assert!(get_user(&s, &u.user_id).await.unwrap().unwrap().mfa_enrolled);
+        // The code used to enroll is used up.
+        assert!(
+            verify_second_factor(&s, &u.user_id, &code_at(&secret, T0), T0)
+                .await
+                .is_err()
+        );
+        let t1 = T0 + Duration::seconds(60);
+        let c1 = code_at(&secret, t1);
+        assert_eq!(
+            verify_second_factor(&s, &u.user_id, &c1, t1).await.unwrap(),
+            SecondFactor::Totp
+        );
+        // Replay, in the same step and in the next (still within the drift window).
+        for t in [t1, t1 + Duration::seconds(30)] {
+            assert!(matches!(
+                verify_second_factor(&s, &u.user_id, &c1, t).await,
+                Err(LoginError::Refused)
+            ));
+        }
+        // A code from the future step is accepted once; the present one is then stale.
+        let t2 = t1 + Duration::seconds(120);
+        let next = totp::code(&secret, totp::step_at(t2) + 1).unwrap();
+        assert!(
+            verify_second_factor(&s, &u.user_id, next.expose(), t2)
+                .await
+                .is_ok()
+        );
+        assert!(
+            verify_second_factor(&s, &u.user_id, &code_at(&secret, t2), t2)
+                .await
+                .is_err()
+        );
+        // Another user's code does not pass.
+        let v = user(&s, "gus", Role::Auditor).await;
+        let (other, _) = enroll(&s, &v.user_id, T0).await;
+        let t3 = t2 + Duration::seconds(300);
+        assert!(
+            verify_second_factor(&s, &u.user_id, &code_at(&other, t3), t3)
+                .await
+                .is_err()
+        );
+        assert!(
+            verify_second_factor(&s, &u.user_id, &code_at(&secret, t3), t3)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn totp_drift_of_one_step_either_way() {
+        let (_d, s) = store().await;
+        let step = Duration::seconds(30);
+        for (delta, ok) in [(-2, false), (-1, true), (1, true), (2, false)] {
+            let name = format!("drift{}", delta + 2);
+            let u = user(&s, &name, Role::Clinician).await;
+            let (secret, _) = enroll(&s, &u.user_id, T0).await;
+            let now = T0 + step * 10;
+            let c = totp::code(&secret, totp::step_at(now) + delta).unwrap();
+            let got = verify_second_factor(&s, &u.user_id, c.expose(), now).await;
+            assert_eq!(got.is_ok(), ok, "delta {delta}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recovery_codes_are_single_use() {
+        let (_d, s) = store().await;
+        let u = user(&s, "hal", Role::Clinician).await;
+        let (_, codes) = enroll(&s, &u.user_id, T0).await;
+        assert_eq!(codes.len(), 10);
+        let distinct: std::collections::HashSet<&str> = codes.iter().map(|c| c.expose()).collect();
+        assert_eq!(distinct.len(), 10);
+        assert_eq!(codes[0].expose().len(), 19);
+        let c0 = codes[0].expose();
+        assert_eq!(
+            verify_second_factor(&s, &u.user_id, c0, T0).await.unwrap(),
+            SecondFactor::RecoveryCode
+        );
+        assert!(verify_second_factor(&s, &u.user_id, c0, T0).await.is_err());
+        // Typed lowercase, without dashes: the same code.
+        let typed = codes[1].expose().replace('-', " ").to_lowercase();
+        assert!(verify_second_factor(&s, &u.user_id, &typed, T0).await.is_ok());
+        assert!(
+            verify_second_factor(&s, &u.user_id, codes[1].expose(), T0)
+                .await
+                .is_err()
+        );
+        assert_eq!(s.recovery_codes_left(&u.user_id).await.unwrap(), 8);
+        // Bound to the user: hal's code does not pass for ivy.
+        let v = user(&s, "ivy", Role::Clinician).await;
+        enroll(&s, &v.user_id, T0).await;
+        assert!(
+            verify_second_factor(&s, &v.user_id, codes[2].expose(), T0)
+                .await
+                .is_err()
+        );
+        assert!(
+            verify_second_factor(&s, &u.user_id, codes[2].expose(), T0)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn second_factor_failures_lock_and_a_password_does_not_reset_them() {
+        let (_d, s) = store().await;
+        let u = user(&s, "jo", Role::Admin).await;
+        let (secret, codes) = enroll(&s, &u.user_id, T0).await;
+        let t = T0 + Duration::seconds(300);
+        for _ in 0..4 {
+            assert!(verify_second_factor(&s, &u.user_id, "000000", t).await.is_err());
+        }
+        // The right password does not clear the count of an enrolled user.
+        assert!(login_password(&s, "jo", PW, t).await.is_ok());
+        assert!(verify_second_factor(&s, &u.user_id, "999999", t).await.is_err());
+        // Locked: the right code and an unused recovery code are refused, as is the password.
+        assert!(
+            verify_second_factor(&s, &u.user_id, &code_at(&secret, t), t)
+                .await
+                .is_err()
+        );
+        assert!(
+            verify_second_factor(&s, &u.user_id, codes[0].expose(), t)
+                .await
+                .is_err()
+        );
+        assert!(login_password(&s, "jo", PW, t).await.is_err());
+        // After the window a right code passes (the refusals above did not use it up).
+        let later = t + Duration::seconds(31);
+        assert!(
+            verify_second_factor(&s, &u.user_id, codes[0].expose(), later)
+                .await
+                .is_ok()
+        );
+        assert_eq!(s.get_user(&u.user_id).await.unwrap().unwrap().failed_logins, 0);
+    }
+
+    #[tokio::test]
+    async fn enrollment_needs_the_right_code_and_reset_starts_over() {
+        let (_d, s) = store().await;
+        let u = user(&s, "kim", Role::Auditor).await;
+        assert!(matches!(
+            finish_totp_enrollment(&s, &u.user_id, "123456", T0).await,
+            Err(UserError::NoPendingEnrollment)
+        ));
+        let e = start_totp_enrollment(&s, &u.user_id).await.unwrap();
+        let secret = data_encoding::BASE32_NOPAD
+            .decode(e.secret_base32.expose().as_bytes())
+            .unwrap();
+        let wrong = totp::code(&secret, totp::step_at(T0) + 5).unwrap();
+        assert!(matches!(
+            finish_totp_enrollment(&s, &u.user_id, wrong.expose(), T0).await,
+            Err(UserError::WrongCode)
+        ));
+        assert!(!get_user(&s, &u.user_id).await.unwrap().unwrap().mfa_enrolled);
+        let right = code_at(&secret, T0);
+        let codes = finish_totp_enrollment(&s, &u.user_id, &right, T0).await.unwrap();
+        assert!(matches!(
+            start_totp_enrollment(&s, &u.user_id).await,
+            Err(UserError::AlreadyEnrolled)
+        ));
+        assert_eq!(reset_mfa(&s, "kim").await.unwrap(), u.user_id);
+        assert!(!get_user(&s, &u.user_id).await.unwrap().unwrap().mfa_enrolled);
+        // Old factors are gone.
+        assert!(
+            verify_second_factor(&s, &u.user_id, codes[0].expose(), T0)
+                .await
+                .is_err()
+        );
+        let t = T0 + Duration::seconds(90);
+        assert!(
+            verify_second_factor(&s, &u.user_id, &code_at(&secret, t), t)
+                .await
+                .is_err()
+        );
+        let (fresh, _) = enroll(&s, &u.user_id, t).await;
+        assert_ne!(fresh, secret);
+        assert!(matches!(reset_mfa(&s, "nobody").await, Err(UserError::NotFound)));
+    }
+}

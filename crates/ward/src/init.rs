@@ -1,15 +1,17 @@
-//! `ward init`: a new deployment directory with configuration, TLS, keys, an empty store
-//! and one admin service client.
+//! `ward init`: a new deployment directory with configuration, TLS, keys, an empty store,
+//! one admin service client and one admin user (SPEC §1), whose one-time password is shown
+//! once and must be changed at first sign-in (then TOTP enrollment: admins need MFA).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use ward_crypto::SecretString;
 use ward_server::Config;
 use zeroize::Zeroizing;
 
 use crate::clients::{self, NewClient};
-use crate::{certs, files};
+use crate::{certs, files, users};
 
 /// Scopes of the admin service client made at init.
 /// (`AuditEvent` must be named: a wildcard never opens the audit trail.)
@@ -29,7 +31,12 @@ pub struct InitOutput {
     pub ca_cert: String,
     pub admin_client_id: String,
     pub admin_client_secret: Zeroizing<String>,
+    pub admin_username: String,
+    pub admin_password: SecretString,
 }
+
+/// Username of the admin user made at init.
+pub const ADMIN_USERNAME: &str = "admin";
 
 pub async fn init(opts: &InitOptions) -> anyhow::Result<InitOutput> {
     let dir = &opts.dir;
@@ -87,6 +94,19 @@ async fn populate(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitOutput> 
         },
     )
     .await?;
+    let user = users::create(
+        &config,
+        users::CreateOptions {
+            username: ADMIN_USERNAME.into(),
+            role: "admin".into(),
+            fhir_user: None,
+            password: None,
+        },
+    )
+    .await?;
+    let admin_password = user
+        .one_time_password
+        .context("the admin user got no one-time password")?;
     let dir = std::fs::canonicalize(dir)?;
     Ok(InitOutput {
         fhir_base: config.fhir_base(),
@@ -94,5 +114,7 @@ async fn populate(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitOutput> 
         dir: dir.display().to_string(),
         admin_client_id: admin.client_id,
         admin_client_secret: admin.client_secret,
+        admin_username: user.username,
+        admin_password,
     })
 }

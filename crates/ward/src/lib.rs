@@ -8,3 +8,4 @@ pub mod demo;
 mod files;
 pub mod init;
 pub mod launch;
+pub mod users;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ward::{audit_cli, clients, demo, init, launch};
+use ward::{audit_cli, clients, demo, init, launch, users};
 
 mod malloc;
 use ward_server::Config;
@@ -42,7 +42,8 @@ impl Location {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a deployment directory: config, local CA and certificate, keys, store, admin client
+    /// Create a deployment directory: config, local CA and certificate, keys, store, admin
+    /// client and admin user
     Init {
         #[arg(long)]
         dir: PathBuf,
@@ -70,6 +71,11 @@ enum Command {
     Client {
         #[command(subcommand)]
         command: ClientCommand,
+    },
+    /// Manage users (people who sign in)
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// Verify, export and review the audit trail
     Audit {
@@ -164,6 +170,44 @@ enum ClientCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; without --password-stdin prints a one-time password, to be changed at
+    /// first sign-in
+    Create {
+        #[command(flatten)]
+        at: Location,
+        #[arg(long)]
+        username: String,
+        /// admin, clinician, nurse, front-desk, billing, researcher, auditor, patient, service
+        #[arg(long)]
+        role: String,
+        /// The user's FHIR resource: Practitioner/ID, or Patient/ID for a patient
+        #[arg(long)]
+        fhir_user: Option<String>,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users (never their passwords or factors)
+    List {
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Disable a user: sign-in and the user's sessions and tokens stop working
+    Disable {
+        #[command(flatten)]
+        at: Location,
+        username: String,
+    },
+    /// Remove a user's TOTP and recovery codes (lost device); the next sign-in enrolls again
+    ResetMfa {
+        #[command(flatten)]
+        at: Location,
+        username: String,
+    },
+}
+
 fn main() -> ExitCode {
     init_logging();
     // No core dumps while keys and ePHI are in memory (EN-5).
@@ -232,12 +276,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&out)?;
             } else {
                 println!(
-                    "Initialized {}\nFHIR base:           {}\nCA certificate:      {}\nadmin client_id:     {}\nadmin client_secret: {}\n\nThe secret is shown only now; store it safely.",
+                    "Initialized {}\nFHIR base:           {}\nCA certificate:      {}\nadmin client_id:     {}\nadmin client_secret: {}\nadmin username:      {}\nadmin password:      {}\n\nThe secret and the password are shown only now; store them safely.\nThe admin password is for one sign-in: it must then be changed, and TOTP enrolled.",
                     out.dir,
                     out.fhir_base,
                     out.ca_cert,
                     out.admin_client_id,
-                    out.admin_client_secret.as_str()
+                    out.admin_client_secret.as_str(),
+                    out.admin_username,
+                    out.admin_password.expose()
                 );
             }
         }
@@ -289,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::User { command } => user(command).await?,
         Command::Audit { command } => audit(command).await?,
         Command::Launch {
             command:
@@ -317,6 +364,90 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "launch:     {}\nexpires in: {} s (single use)",
                     created.launch, created.expires_in
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create {
+            at,
+            username,
+            role,
+            fhir_user,
+            password_stdin,
+        } => {
+            let config = at.load()?;
+            let password = if password_stdin {
+                Some(users::read_password_stdin()?)
+            } else {
+                None
+            };
+            let created = users::create(
+                &config,
+                users::CreateOptions {
+                    username,
+                    role,
+                    fhir_user,
+                    password,
+                },
+            )
+            .await?;
+            if at.json {
+                print_json(&created)?;
+            } else {
+                println!(
+                    "user_id:  {}\nusername: {}\nrole:     {}",
+                    created.user_id, created.username, created.role
+                );
+                if let Some(f) = &created.fhir_user {
+                    println!("fhirUser: {f}");
+                }
+                if let Some(p) = &created.one_time_password {
+                    println!(
+                        "one-time password: {}\n\nThe password is shown only now; it must be changed at first sign-in.",
+                        p.expose()
+                    );
+                }
+            }
+        }
+        UserCommand::List { at } => {
+            let list = users::list(&at.load()?).await?;
+            if at.json {
+                print_json(&list)?;
+            } else {
+                for u in list {
+                    let state = if u.disabled { "disabled" } else { "active" };
+                    let mfa = if u.mfa_enrolled { "totp" } else { "no-mfa" };
+                    println!(
+                        "{}  {:8}  {}  {}  {}  {}  ({})",
+                        u.user_id,
+                        state,
+                        u.username,
+                        u.role,
+                        u.fhir_user.as_deref().unwrap_or("-"),
+                        mfa,
+                        u.created_at
+                    );
+                }
+            }
+        }
+        UserCommand::Disable { at, username } => {
+            let user_id = users::disable(&at.load()?, &username).await?;
+            if at.json {
+                print_json(&serde_json::json!({ "user_id": user_id, "disabled": true }))?;
+            } else {
+                println!("user {user_id} disabled");
+            }
+        }
+        UserCommand::ResetMfa { at, username } => {
+            let user_id = users::reset_mfa(&at.load()?, &username).await?;
+            if at.json {
+                print_json(&serde_json::json!({ "user_id": user_id, "mfa_reset": true }))?;
+            } else {
+                println!("user {user_id}: TOTP and recovery codes removed");
             }
         }
     }

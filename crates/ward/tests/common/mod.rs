@@ -210,10 +210,15 @@ pub fn distinctive_patient(tag: &str) -> Value {
 /// Every byte the store holds at rest: the SQLite database, WAL and SHM files, or every
 /// PostgreSQL table as text (with the table names), for plaintext scans.
 pub async fn store_dump(s: &TestServer) -> (Vec<u8>, Vec<String>) {
-    match s.backend {
+    store_dump_at(s.backend, &s.dir, &s.config).await
+}
+
+/// [`store_dump`] of the deployment in `dir` with configuration `config`.
+pub async fn store_dump_at(backend: Backend, dir: &Path, config: &Config) -> (Vec<u8>, Vec<String>) {
+    match backend {
         Backend::Sqlite => {
             let mut bytes = Vec::new();
-            for entry in std::fs::read_dir(&s.dir).unwrap() {
+            for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();
                 if path.file_name().unwrap().to_string_lossy().starts_with("ward.db") {
                     bytes.extend(std::fs::read(&path).unwrap());
@@ -224,7 +229,7 @@ pub async fn store_dump(s: &TestServer) -> (Vec<u8>, Vec<String>) {
         }
         Backend::Postgres => {
             use sqlx::Row;
-            let pool = sqlx::PgPool::connect(&s.config.store.url).await.unwrap();
+            let pool = sqlx::PgPool::connect(&config.store.url).await.unwrap();
             let tables: Vec<String> =
                 sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
                     .fetch_all(&pool)
