@@ -4,7 +4,7 @@ pub use ward_oauth::{ClientCredentialsRequest, OAuthError};
 use ward_store::Store;
 
 use crate::scope::ScopeSet;
-use crate::secret::{SecretVerifier, Verdict};
+use crate::secret::SecretVerifier;
 use crate::token::{IssuedToken, TokenService};
 
 /// Whether `id` can be a client id at all (Ward issues UUIDs): short, plain ASCII. Anything
@@ -25,29 +25,8 @@ pub async fn client_credentials(
     verifier: &SecretVerifier,
     req: ClientCredentialsRequest,
 ) -> Result<IssuedToken, OAuthError> {
-    // Client ids are UUIDs: anything else is an unknown client, without asking the store
-    // (a NUL byte, say, is an error in PostgreSQL text rather than a miss).
-    let client = if is_plausible_client_id(&req.client_id) {
-        store.get_client(&req.client_id).await.map_err(|e| {
-            tracing::error!(error = %e, "client lookup failed");
-            OAuthError::ServerError
-        })?
-    } else {
-        None
-    };
-    let usable = client.filter(|c| !c.disabled);
-    let hash = usable.as_ref().map(|c| c.secret_hash.as_str());
-    match verifier
-        .verify(store, &req.client_id, req.client_secret, hash)
-        .await
-    {
-        Verdict::Valid => {}
-        Verdict::Invalid => return Err(OAuthError::InvalidClient),
-        Verdict::Busy => return Err(OAuthError::TemporarilyUnavailable),
-    }
-    let Some(client) = usable else {
-        return Err(OAuthError::InvalidClient);
-    };
+    let client =
+        crate::client_auth::authenticate_secret(store, verifier, &req.client_id, req.client_secret).await?;
     let allowed = ScopeSet::parse(&client.scopes).map_err(|_| OAuthError::ServerError)?;
     let granted = match req.scope.as_deref() {
         None | Some("") => allowed,

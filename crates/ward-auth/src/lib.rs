@@ -21,9 +21,11 @@
     )
 )]
 
+pub mod client_auth;
 pub mod codes;
 pub mod grant;
 pub mod password;
+pub mod people;
 pub mod revocation;
 pub mod scope;
 pub mod secret;

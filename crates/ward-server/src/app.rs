@@ -11,7 +11,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
-use crate::{audit, fhir, framing, middleware, oauth, request_id, signin};
+use crate::{audit, fhir, framing, middleware, oauth, oauth_people, request_id, signin};
 
 /// Longest time a request may take end to end.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,6 +29,13 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/jwks", get(oauth::jwks))
         .merge(signin_routes())
+        .route("/oauth2/introspect", post(oauth_people::introspect))
+        .route("/oauth2/revoke", post(oauth_people::revoke))
+        .route(
+            "/oauth2/userinfo",
+            get(oauth_people::userinfo).post(oauth_people::userinfo),
+        )
+        .route("/oauth2/smart-style.json", get(oauth_people::smart_style))
         .route(
             "/.well-known/openid-configuration",
             get(oauth::openid_configuration),

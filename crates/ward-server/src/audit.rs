@@ -229,6 +229,7 @@ fn public(path: &str) -> bool {
             | "/fhir/.well-known/smart-configuration"
             | "/.well-known/openid-configuration"
             | "/oauth2/jwks"
+            | "/oauth2/smart-style.json"
     )
 }
 
@@ -275,6 +276,9 @@ fn action_of(method: &Method, route: &str) -> String {
         // Transaction or batch: the route cannot tell which (the body's Bundle.type does).
         ("POST", "/fhir") => "bundle",
         ("POST", "/oauth2/token") => "token",
+        ("POST", "/oauth2/introspect") => "introspect",
+        ("POST", "/oauth2/revoke") => "revoke",
+        ("GET" | "POST", "/oauth2/userinfo") => "userinfo",
         (_, r)
             if r.starts_with("/oauth2/")
                 || r.starts_with("/.well-known/")

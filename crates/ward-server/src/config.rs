@@ -230,7 +230,8 @@ impl std::fmt::Debug for AuditSection {
     }
 }
 
-/// People signing in (SPEC AC-1, AC-5, AC-6): sessions, the login form, MFA for scopes.
+/// People signing in (SPEC AC-1, AC-5, AC-6): sessions, the login form, MFA for scopes;
+/// refresh tokens.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
@@ -246,6 +247,14 @@ pub struct AuthSection {
     /// `login_burst`; beyond it 429.
     pub login_requests_per_minute_per_ip: u32,
     pub login_burst: u32,
+    /// A refresh token unused this long expires; every refresh hands out a new one (AC-6).
+    pub refresh_idle_secs: u64,
+    /// An `offline_access` refresh-token family ends this long after the code exchange,
+    /// used or not: the user must sign in again.
+    pub refresh_max_secs: u64,
+    /// An `online_access` family ends this long after the code exchange (by default the
+    /// browser session's absolute lifetime; signing out does not end it earlier).
+    pub refresh_online_max_secs: u64,
 }
 
 impl Default for AuthSection {
@@ -256,6 +265,21 @@ impl Default for AuthSection {
             privileged_scopes: Vec::new(),
             login_requests_per_minute_per_ip: 30,
             login_burst: 10,
+            refresh_idle_secs: 24 * 3600,
+            refresh_max_secs: 30 * 24 * 3600,
+            refresh_online_max_secs: 12 * 3600,
+        }
+    }
+}
+
+impl AuthSection {
+    /// The refresh-token lifetimes as `ward-auth` takes them.
+    pub fn refresh_policy(&self) -> ward_auth::people::RefreshPolicy {
+        let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        ward_auth::people::RefreshPolicy {
+            idle_secs: secs(self.refresh_idle_secs),
+            max_secs: secs(self.refresh_max_secs),
+            online_max_secs: secs(self.refresh_online_max_secs),
         }
     }
 }
@@ -368,6 +392,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "auth.session_idle_secs must be at least 1 and at most auth.session_max_secs; \
                  login limits at least 1"
+                    .into(),
+            ));
+        }
+        if a.refresh_idle_secs == 0 || a.refresh_max_secs == 0 || a.refresh_online_max_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.refresh_idle_secs, auth.refresh_max_secs and auth.refresh_online_max_secs must be at least 1"
                     .into(),
             ));
         }

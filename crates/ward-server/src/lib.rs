@@ -30,6 +30,7 @@ mod fhir;
 pub mod framing;
 pub mod middleware;
 mod oauth;
+pub mod oauth_people;
 mod pages;
 pub mod ratelimit;
 pub mod request_id;

@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// A token request is a few hundred bytes; refuse anything much larger early.
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
-fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
+pub(crate) fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = (
         status,
@@ -41,7 +41,7 @@ fn oauth_error(err: &OAuthError, basic_used: bool) -> Response {
 
 /// A 429 (rate limit) or 503 (too many secret checks running) with `Retry-After`. Only the
 /// first refusal of a window is audited: a flood must not become a flood of audit records.
-fn try_later(status: StatusCode, retry_after_secs: u64, audited: bool) -> Response {
+pub(crate) fn try_later(status: StatusCode, retry_after_secs: u64, audited: bool) -> Response {
     let mut resp = (
         status,
         Json(json!({
@@ -65,7 +65,7 @@ fn try_later(status: StatusCode, retry_after_secs: u64, audited: bool) -> Respon
     resp
 }
 
-fn limited(decision: Decision) -> Option<Response> {
+pub(crate) fn limited(decision: Decision) -> Option<Response> {
     match decision {
         Decision::Allow => None,
         Decision::Limited { retry_after, first } => Some(try_later(
@@ -77,7 +77,7 @@ fn limited(decision: Decision) -> Option<Response> {
 }
 
 /// Whether a 503 for busy secret checks should be audited: at most one a second per process.
-fn first_busy_this_second() -> bool {
+pub(crate) fn first_busy_this_second() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
     static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -117,6 +117,14 @@ pub async fn token(
             return oauth_error(&OAuthError::InvalidRequest("malformed request body"), basic_used);
         }
     };
+    // The grants of people (authorization code, refresh token) have their own form.
+    if matches!(
+        ward_oauth::people::grant_type_of(&bytes).as_deref(),
+        Some("authorization_code" | "refresh_token")
+    ) {
+        let peer_ip = peer.map(|axum::Extension(ClientAddr(addr))| ip_key(addr.ip()));
+        return crate::oauth_people::user_token(&st, &audit, basic, &bytes, basic_used, peer_ip).await;
+    }
     let req = match ward_oauth::parse_form(basic, &bytes) {
         Ok(r) => r,
         Err(e) => return oauth_error(&e, basic_used),

@@ -62,9 +62,21 @@ pub async fn create(config: &Config, new: NewLaunch) -> anyhow::Result<CreatedLa
 }
 
 /// The id of an enabled user named by id or username.
-async fn resolve_user(_store: &ward_store::Store, user: &str) -> anyhow::Result<String> {
-    if user.trim().is_empty() {
-        bail!("--user must name a user");
+async fn resolve_user(store: &ward_store::Store, user: &str) -> anyhow::Result<String> {
+    let by_id = if uuid::Uuid::parse_str(user).is_ok() {
+        store.get_user(user).await?
+    } else {
+        None
+    };
+    let record = match by_id {
+        Some(r) => Some(r),
+        None => match ward_auth::users::normalize_username(user) {
+            Ok(name) => store.get_user_by_name(&name).await?,
+            Err(_) => None,
+        },
+    };
+    match record {
+        Some(r) if !r.disabled => Ok(r.user_id),
+        _ => bail!("no enabled user with that id or username"),
     }
-    Ok(user.to_owned())
 }
