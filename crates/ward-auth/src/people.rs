@@ -170,9 +170,12 @@ pub async fn access_token_revoked(_store: &Store, _claims: &Claims) -> Result<bo
     Ok(false)
 }
 
-/// Signs an id_token (RS256).
-fn sign_id_token(_tokens: &TokenService, _claims: &Value) -> Result<String, OAuthError> {
-    Err(OAuthError::ServerError)
+/// Signs an id_token (RS256, wip-clients' key).
+fn sign_id_token(tokens: &TokenService, claims: &Value) -> Result<String, OAuthError> {
+    tokens.sign_id_token(claims).map_err(|e| {
+        tracing::error!(error = %e, "id_token not signed");
+        OAuthError::ServerError
+    })
 }
 
 /// `Practitioner/ID` → `{fhir_base}/Practitioner/ID` (SMART: `fhirUser` is a URL).

@@ -62,26 +62,29 @@ async fn redirect_listener() -> (String, tokio::sync::mpsc::UnboundedReceiver<St
     (format!("http://127.0.0.1:{port}/cb"), rx)
 }
 
-async fn app(s: &TestServer, redirect: &str) -> String {
+/// A confidential app (client secret) whose redirect URI is the loopback listener.
+async fn app(s: &TestServer, redirect: &str) -> (String, String) {
     let store = ward::clients::open_store(&s.config).await.unwrap();
     let client_id = uuid::Uuid::new_v4().to_string();
+    let secret = ward_auth::secret::generate_secret();
+    let secret_hash = ward_auth::secret::hash_secret(&store, &client_id, &secret);
     store
         .insert_client(&ward_store::ClientRecord {
             client_id: client_id.clone(),
             name: "E2E Chart".into(),
-            secret_hash: String::new(),
+            secret_hash,
             scopes: "user/*.rs openid fhirUser".into(),
             disabled: false,
             created_at: time::OffsetDateTime::now_utc(),
             redirect_uris: vec![redirect.into()],
-            public: true,
+            public: false,
             jwks: None,
             jwks_url: None,
         })
         .await
         .unwrap();
     store.close().await;
-    client_id
+    (client_id, secret.to_string())
 }
 
 /// `ward user create` as an operator runs it: the one-time password comes from its output.
@@ -103,7 +106,7 @@ fn ward_user_create(s: &TestServer, username: &str) -> (String, String) {
 async fn sign_in_with_chromium(backend: Backend) {
     let s = TestServer::start_with(backend, |c| c.auth.privileged_scopes = vec!["user/*".into()]).await;
     let (redirect, mut redirected) = redirect_listener().await;
-    let client_id = app(&s, &redirect).await;
+    let (client_id, client_secret) = app(&s, &redirect).await;
     let (user_id, one_time) = ward_user_create(&s, "erin");
 
     let verifier = ward_crypto::random_token(48);
@@ -195,22 +198,23 @@ async fn sign_in_with_chromium(backend: Backend) {
     assert_eq!(get("state").as_deref(), Some("e2e-state"));
     let code = get("code").expect("a code");
 
-    // The app exchanges the code with its PKCE verifier (public client: no secret).
+    // The app exchanges the code with its PKCE verifier and its secret.
     let resp = s
         .client
         .post(format!("{}/oauth2/token", s.url))
+        .basic_auth(&client_id, Some(&client_secret))
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
             ("redirect_uri", redirect.as_str()),
             ("code_verifier", verifier.as_str()),
-            ("client_id", client_id.as_str()),
         ])
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    let status = resp.status();
     let tokens: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap();
     assert!(tokens["id_token"].is_string());
 
@@ -233,7 +237,10 @@ async fn sign_in_with_chromium(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(info["sub"], user_id.as_str());
-    assert_eq!(info["fhirUser"], "Practitioner/e2e-1");
+    assert_eq!(
+        info["fhirUser"],
+        format!("{}/Practitioner/e2e-1", s.fhir).as_str()
+    );
     s.stop().await;
 }
 
