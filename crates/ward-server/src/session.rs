@@ -5,6 +5,8 @@
 //! the first authorization request on (a pre-session, no user), so the login form has a
 //! CSRF binding too; signing in moves it to a new id (no fixation).
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,6 +17,9 @@ use crate::state::AppState;
 pub const COOKIE: &str = "__Host-ward_session";
 /// Characters of a session id (32 random bytes, base64url).
 const ID_CHARS: usize = 43;
+/// Expired sessions are purged at most once per this many seconds (per process).
+const PURGE_EVERY_SECS: i64 = 60;
+static LAST_PURGE: AtomicI64 = AtomicI64::new(0);
 
 /// A live session: its id (the cookie value, a secret), its store key and what it holds.
 pub struct Session {
@@ -86,9 +91,19 @@ impl Session {
         }))
     }
 
-    /// A new pre-session (no user).
+    /// A new pre-session (no user). At most once a minute, sessions past their limits that
+    /// nobody came back to are deleted too, so abandoned ones do not pile up.
     pub async fn create(st: &AppState) -> Result<Session, ward_store::StoreError> {
         let now = st.clock.unix();
+        let window = |t: i64| t.checked_div(PURGE_EVERY_SECS).unwrap_or(0);
+        if window(LAST_PURGE.swap(now, Ordering::Relaxed)) != window(now) {
+            let auth = &st.config.auth;
+            let idle = i64::try_from(auth.session_idle_secs).unwrap_or(i64::MAX);
+            let max = i64::try_from(auth.session_max_secs).unwrap_or(i64::MAX);
+            st.store
+                .purge_sessions(now.saturating_sub(idle), now.saturating_sub(max))
+                .await?;
+        }
         let rec = SessionRecord {
             created_at: now,
             last_seen: now,
