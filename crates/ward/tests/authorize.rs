@@ -449,6 +449,16 @@ async fn step_up_and_privileged_scopes(backend: Backend) {
     let p = sign_in(&mut web, &login, "pia").await;
     assert!(p.has_form("/oauth2/consent"), "{}", p.body);
 
+    // acr_values asking for MFA needs one too (here: enrollment first).
+    let p = web
+        .get(&authorize_url(
+            &s,
+            &client_id,
+            &[("scope", "openid fhirUser"), ("acr_values", "urn:ward:acr:mfa")],
+        ))
+        .await;
+    assert!(p.has_form("/oauth2/enroll"), "{}", p.body);
+
     // A privileged scope needs a second factor: enrollment first.
     let p = web.get(&authorize_url(&s, &client_id, &[])).await;
     assert!(p.has_form("/oauth2/enroll"), "{}", p.body);
