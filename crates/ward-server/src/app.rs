@@ -11,7 +11,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
-use crate::{audit, fhir, framing, middleware, oauth, oauth_people, request_id};
+use crate::{audit, fhir, framing, middleware, oauth, oauth_people, request_id, signin};
 
 /// Longest time a request may take end to end.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/fhir", fhir)
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/jwks", get(oauth::jwks))
+        .merge(signin_routes())
         .route("/oauth2/introspect", post(oauth_people::introspect))
         .route("/oauth2/revoke", post(oauth_people::revoke))
         .route(
@@ -62,6 +63,39 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(state, audit::layer));
     outer(audited)
+}
+
+/// `/oauth2/authorize` and the sign-in pages, each with its audit action.
+fn signin_routes() -> Router<AppState> {
+    use audit::declare;
+    Router::new()
+        .route(
+            "/oauth2/authorize",
+            declare(
+                "authorize",
+                get(signin::authorize_get).post(signin::authorize_post),
+            ),
+        )
+        .route(
+            "/oauth2/authorize/continue",
+            declare("authorize", get(signin::continue_get)),
+        )
+        .route("/oauth2/login", declare("login", post(signin::login_post)))
+        .route(
+            "/oauth2/password",
+            declare("password-change", post(signin::password_post)),
+        )
+        .route("/oauth2/totp", declare("mfa-verify", post(signin::totp_post)))
+        .route("/oauth2/enroll", declare("mfa-enroll", post(signin::enroll_post)))
+        .route(
+            "/oauth2/patient",
+            declare("patient-select", post(signin::patient_post)),
+        )
+        .route("/oauth2/consent", declare("consent", post(signin::consent_post)))
+        .route(
+            "/oauth2/logout",
+            declare("logout", get(signin::logout_get).post(signin::logout_post)),
+        )
 }
 
 /// The innermost steps around the handlers: the request timeout and the panic guard, so a

@@ -82,6 +82,11 @@ impl AuditContext {
         });
     }
 
+    /// The signed-in person of a page request without a client (logout).
+    pub fn set_user(&self, user_id: &str) {
+        self.with(|d| d.actor.user_id = Some(user_id.to_owned()));
+    }
+
     /// An actor that only claimed an identity (a failed token request). Client ids are
     /// UUIDs; anything else is recorded as `(malformed)` rather than as attacker-chosen text
     /// (a NUL byte, say, would make the whole audit batch fail on PostgreSQL).
@@ -226,6 +231,22 @@ fn public(path: &str) -> bool {
             | "/oauth2/jwks"
             | "/oauth2/smart-style.json"
     )
+}
+
+/// Gives `route` its audit action explicitly, instead of the one [`action_of`] infers from
+/// the route template. The sign-in pages declare theirs with their routes (`app.rs`).
+pub fn declare<S: Clone + Send + Sync + 'static>(
+    action: &'static str,
+    route: axum::routing::MethodRouter<S>,
+) -> axum::routing::MethodRouter<S> {
+    route.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| async move {
+            if let Some(ctx) = req.extensions().get::<AuditContext>() {
+                ctx.set_action(action);
+            }
+            next.run(req).await
+        },
+    ))
 }
 
 /// Methods are client-chosen tokens of any length: only this many characters are kept.

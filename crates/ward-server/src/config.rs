@@ -237,6 +237,18 @@ impl std::fmt::Debug for AuditSection {
 pub struct AuthSection {
     /// External identity providers whose access tokens Ward accepts (SPEC AC-3).
     pub trusted_issuers: Vec<TrustedIssuerConfig>,
+    /// A browser session unused this long ends (automatic logoff).
+    pub session_idle_secs: u64,
+    /// A browser session ends this long after sign-in, used or not.
+    pub session_max_secs: u64,
+    /// Scopes that need a second factor whoever asks for them: a requested scope needs MFA
+    /// when it equals one of these, or when one of these ends in `*` and is its prefix
+    /// (`user/*` covers `user/Patient.rs`).
+    pub privileged_scopes: Vec<String>,
+    /// Login form posts per minute from one IP address (one /64 for IPv6), after a burst of
+    /// `login_burst`; beyond it 429.
+    pub login_requests_per_minute_per_ip: u32,
+    pub login_burst: u32,
     /// A refresh token unused this long expires; every refresh hands out a new one (AC-6).
     pub refresh_idle_secs: u64,
     /// An `offline_access` refresh-token family ends this long after the code exchange,
@@ -251,6 +263,11 @@ impl Default for AuthSection {
     fn default() -> Self {
         AuthSection {
             trusted_issuers: Vec::new(),
+            session_idle_secs: 15 * 60,
+            session_max_secs: 12 * 3600,
+            privileged_scopes: Vec::new(),
+            login_requests_per_minute_per_ip: 30,
+            login_burst: 10,
             refresh_idle_secs: 24 * 3600,
             refresh_max_secs: 30 * 24 * 3600,
             refresh_online_max_secs: 12 * 3600,
@@ -450,6 +467,17 @@ impl Config {
             ));
         }
         let a = &self.auth;
+        if a.session_idle_secs == 0
+            || a.session_max_secs < a.session_idle_secs
+            || a.login_requests_per_minute_per_ip == 0
+            || a.login_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "auth.session_idle_secs must be at least 1 and at most auth.session_max_secs; \
+                 login limits at least 1"
+                    .into(),
+            ));
+        }
         if a.refresh_idle_secs == 0 || a.refresh_max_secs == 0 || a.refresh_online_max_secs == 0 {
             return Err(ConfigError::Invalid(
                 "auth.refresh_idle_secs, auth.refresh_max_secs and auth.refresh_online_max_secs must be at least 1"

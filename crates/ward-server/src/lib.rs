@@ -14,10 +14,12 @@
     )
 )]
 
+mod accounts;
 pub mod app;
 pub mod audit;
 mod audit_api;
 pub mod auth;
+mod authorize;
 mod bundle;
 pub mod capability;
 pub mod clock;
@@ -31,11 +33,14 @@ mod jwks_fetch;
 pub mod middleware;
 mod oauth;
 pub mod oauth_people;
+mod pages;
 pub mod ratelimit;
 pub mod request_id;
 mod response;
 mod search;
 pub mod serve;
+mod session;
+mod signin;
 pub mod state;
 pub mod tls;
 pub mod trusted_issuers;

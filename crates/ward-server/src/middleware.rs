@@ -24,11 +24,17 @@ pub const SECURITY_HEADERS: [(&str, &str); 6] = [
     ("x-frame-options", "DENY"),
 ];
 
+/// Sets [`SECURITY_HEADERS`]; a sign-in page (marked with `pages::PageCsp`) gets its own
+/// policy instead of the API's, which forbids forms.
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    let page_policy = resp.extensions_mut().remove::<crate::pages::PageCsp>();
     let headers = resp.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    if let Some(policy) = page_policy {
+        headers.insert(axum::http::header::CONTENT_SECURITY_POLICY, policy.0);
     }
     resp
 }

@@ -39,6 +39,8 @@ pub struct Inner {
     pub token_ip_limits: Buckets<std::net::IpAddr>,
     /// Keyed by (client id, IP group of the peer).
     pub token_client_limits: Buckets<(String, Option<std::net::IpAddr>)>,
+    /// Login form posts per IP group (SPEC AC-1: a limit apart from the per-account lockout).
+    pub login_ip_limits: Buckets<std::net::IpAddr>,
     /// The time sessions and sign-ins are judged by (`Config::clock`).
     pub clock: crate::clock::Clock,
 }
@@ -83,7 +85,12 @@ impl AppState {
             }
         };
         let assertions = ward_auth::AssertionVerifier::new(crate::oauth::token_url(&config), remote);
+        let login_ip_limits = Buckets::new(
+            config.auth.login_requests_per_minute_per_ip,
+            config.auth.login_burst,
+        );
         AppState(Arc::new(Inner {
+            login_ip_limits,
             clock: config.clock.clone(),
             secrets,
             assertions,

@@ -23,6 +23,7 @@ mod keys;
 mod replay;
 mod revocation;
 mod search;
+mod sessions;
 pub mod testing;
 mod tx;
 mod users;
@@ -44,6 +45,7 @@ pub use grants::{CodeRow, FamilyRow, LaunchRow, RefreshRow, Take};
 pub use history::{HistoryPage, HistoryQuery, HistoryVersion};
 pub use revocation::{Revocation, RevokedKind};
 pub use search::SearchPage;
+pub use sessions::SessionRecord;
 use tx::WriteFail;
 pub use tx::{TxError, TxOp, TxOutcome};
 pub use users::UserRecord;
@@ -124,6 +126,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "people tokens",
         include_str!("../migrations/sqlite/0005_people_tokens.sql"),
         include_str!("../migrations/postgres/0005_people_tokens.sql"),
+    ),
+    (
+        6,
+        "sessions",
+        include_str!("../migrations/sqlite/0006_sessions.sql"),
+        include_str!("../migrations/postgres/0006_sessions.sql"),
     ),
 ];
 
