@@ -187,6 +187,9 @@ pub struct AuditSection {
     pub checkpoint_every: u64,
     /// ...or this many seconds, whichever comes first.
     pub checkpoint_secs: u64,
+    /// How often intents without a final record are resolved against the store (besides at
+    /// start-up), in seconds.
+    pub reconcile_secs: u64,
 }
 
 impl AuditSection {
@@ -210,6 +213,7 @@ impl Default for AuditSection {
             batch_wait_us: 250,
             checkpoint_every: 10_000,
             checkpoint_secs: 60,
+            reconcile_secs: 60,
         }
     }
 }

@@ -28,12 +28,14 @@ pub mod framing;
 pub mod middleware;
 mod oauth;
 pub mod ratelimit;
+mod reconcile;
 pub mod request_id;
 mod response;
 mod search;
 pub mod serve;
 pub mod state;
 pub mod tls;
+pub mod writes;
 
 pub use config::Config;
 

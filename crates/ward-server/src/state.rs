@@ -35,6 +35,8 @@ pub struct Inner {
     pub token_ip_limits: Buckets<std::net::IpAddr>,
     /// Keyed by (client id, IP group of the peer).
     pub token_client_limits: Buckets<(String, Option<std::net::IpAddr>)>,
+    /// Requests that may change data, each running to its end in a task of its own.
+    pub writes: crate::writes::Writes,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,6 +88,7 @@ impl AppState {
             validator: Validator::new(),
             limits,
             client_status: Mutex::new(HashMap::new()),
+            writes: crate::writes::Writes::default(),
         }))
     }
 

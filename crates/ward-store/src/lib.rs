@@ -39,7 +39,7 @@ pub use error::StoreError;
 pub use history::{HistoryPage, HistoryQuery, HistoryVersion};
 pub use search::SearchPage;
 use tx::WriteFail;
-pub use tx::{TxError, TxOp, TxOutcome};
+pub use tx::{IntentRef, TxError, TxOp, TxOutcome};
 pub use ward_fhir::search::MAX_PREFIX_CHARS;
 
 /// The single tenant used for now.
@@ -99,6 +99,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "search",
         include_str!("../migrations/sqlite/0002_search.sql"),
         include_str!("../migrations/postgres/0002_search.sql"),
+    ),
+    (
+        7,
+        "write_intent",
+        include_str!("../migrations/sqlite/0007_write_intent.sql"),
+        include_str!("../migrations/postgres/0007_write_intent.sql"),
     ),
 ];
 

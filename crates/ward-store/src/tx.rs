@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::Value;
+use sqlx::Row;
 use ward_crypto::sha256;
 
 use crate::{Backend, Put, Store, StoreError, Stored, StoredJson, UPDATE_ATTEMPTS};
@@ -143,6 +144,16 @@ pub enum TxOutcome {
     ReadWithheld { rtype: String, id: String, version: i64 },
 }
 
+/// The audit intent record a write transaction runs under: the node's chain and the intent's
+/// seq. Each version the transaction writes is tagged with it (table `write_intent`, in the
+/// same transaction), so whether an intent's change was stored can be asked later
+/// ([`Store::intent_versions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntentRef {
+    pub node: String,
+    pub seq: i64,
+}
+
 /// Why a transaction was rolled back: the failing operation (`None`: the transaction itself,
 /// e.g. the commit) and the error.
 #[derive(Debug, thiserror::Error)]
@@ -223,10 +234,21 @@ impl Store {
         ops: &[TxOp],
         max_read_bytes: usize,
     ) -> Result<Vec<TxOutcome>, TxError> {
+        self.transaction_under(ops, max_read_bytes, None).await
+    }
+
+    /// [`Store::transaction_within`] under the audit intent `intent`: every version written is
+    /// tagged with it in the same transaction.
+    pub async fn transaction_under(
+        &self,
+        ops: &[TxOp],
+        max_read_bytes: usize,
+        intent: Option<&IntentRef>,
+    ) -> Result<Vec<TxOutcome>, TxError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_transaction(ops, max_read_bytes).await {
+            match self.try_transaction(ops, max_read_bytes, intent).await {
                 Err(TxError {
                     index: Some(i),
                     error: StoreError::VersionConflict { .. },
@@ -246,7 +268,12 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("a transaction returned no outcome".into()))
     }
 
-    async fn try_transaction(&self, ops: &[TxOp], max_read_bytes: usize) -> Result<Vec<TxOutcome>, TxError> {
+    async fn try_transaction(
+        &self,
+        ops: &[TxOp],
+        max_read_bytes: usize,
+        intent: Option<&IntentRef>,
+    ) -> Result<Vec<TxOutcome>, TxError> {
         let mut read_left = max_read_bytes;
         let whole = |error: StoreError| TxError { index: None, error };
         let at = |i: usize| {
@@ -406,8 +433,58 @@ impl Store {
                 }
             }
         }
+        if let Some(intent) = intent {
+            for written in out.iter().filter_map(TxOutcome::written) {
+                // A delete of a deleted resource returns the tombstone another intent wrote:
+                // that row stays as it is.
+                sqlx::query(
+                    "INSERT INTO write_intent (tenant, rtype, id, version, node, intent_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(self.tenant())
+                .bind(written.rtype.as_str())
+                .bind(written.id.as_str())
+                .bind(written.version)
+                .bind(intent.node.as_str())
+                .bind(intent.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| whole(e.into()))?;
+            }
+        }
         tx.commit().await.map_err(|e| whole(e.into()))?;
         Ok(out)
+    }
+
+    /// The versions (type, id, version) written under the audit intent `intent`: empty when
+    /// its change was not stored.
+    pub async fn intent_versions(
+        &self,
+        intent: &IntentRef,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rtype, id, version FROM write_intent WHERE node = $1 AND intent_seq = $2 \
+             AND tenant = $3 ORDER BY rtype, id, version",
+        )
+        .bind(intent.node.as_str())
+        .bind(intent.seq)
+        .bind(self.tenant())
+        .fetch_all(&self.inner.writer)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+}
+
+impl TxOutcome {
+    /// The version this outcome wrote, if it is a write.
+    fn written(&self) -> Option<&Stored> {
+        match self {
+            TxOutcome::Created(s) | TxOutcome::Updated { stored: s, .. } => Some(s),
+            TxOutcome::Deleted(t) => t.as_ref(),
+            TxOutcome::Matched(_) | TxOutcome::Read(_) | TxOutcome::ReadWithheld { .. } => None,
+        }
     }
 }
 

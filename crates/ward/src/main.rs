@@ -290,6 +290,23 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                     report.unsealed
                 );
             }
+            if !at.json {
+                for c in report.chains.iter().filter(|c| c.unresolved_intents.count > 0) {
+                    let seqs: Vec<String> = c.unresolved_intents.first.iter().map(i64::to_string).collect();
+                    println!(
+                        "unresolved: node {} has {} intent record(s) without a final record (seq {}{}); \
+                         that node resolves them when it starts",
+                        c.node,
+                        c.unresolved_intents.count,
+                        seqs.join(", "),
+                        if c.unresolved_intents.count > seqs.len() as u64 {
+                            ", ..."
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
             if !report.ok {
                 anyhow::bail!("the audit trail failed verification");
             }
