@@ -168,6 +168,19 @@ async fn open_chain(store: &AuditStore, node: &str, signer: &AuditSigner) -> Res
         return Ok((head, 0));
     };
     if !signer.signed(&cp) {
+        if cp.key_id != signer.key_id()
+            && store
+                .genesis_checkpoints()
+                .await?
+                .iter()
+                .all(|g| !signer.signed(g))
+        {
+            // Not one chain registered under this key: the keys are another deployment's.
+            return Err(AuditError::OtherKey {
+                found: cp.key_id,
+                ours: signer.key_id(),
+            });
+        }
         return refuse("ends in a checkpoint not signed by this deployment's audit key");
     }
     let reaches = match cp.seq {

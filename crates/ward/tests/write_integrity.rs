@@ -18,6 +18,7 @@ on_both_backends!(
     a_stored_change_is_never_answered_as_failed,
     a_second_node_with_the_same_id_refuses_to_start,
     killed_mid_write_is_reconciled_at_start,
+    another_deployments_keys_are_named_at_start,
 );
 
 async fn pool(url: &str) -> AnyPool {
@@ -386,4 +387,39 @@ async fn a_second_node_with_the_same_id_refuses_to_start(backend: Backend) {
     let t = s.admin_token().await;
     s.create(&t, &distinctive_patient("N1")).await;
     s.stop().await;
+}
+
+/// Before: a store opened with another deployment's `keys/` failed with "cryptographic
+/// failure", and another audit key with "audit chain ... run `ward audit verify`" (which then
+/// reported every checkpoint as badly signed).
+async fn another_deployments_keys_are_named_at_start(backend: Backend) {
+    let other = TestServer::start(backend).await;
+    let other_keys = other.dir.join("keys");
+    let s = TestServer::start(backend).await;
+    let config = s.config.clone();
+    let _files = s.stop_keeping_files().await;
+    let keys = config.keys_dir();
+    let start = async || {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match ward_server::start(config.clone(), Some(listener)).await {
+            Ok(_) => panic!("started with another deployment's keys"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let own_kek = std::fs::read(keys.join("kek.key")).unwrap();
+    std::fs::copy(other_keys.join("kek.key"), keys.join("kek.key")).unwrap();
+    let err = start().await;
+    assert!(
+        err.contains("initialised with another key-encryption key") && err.contains("copy keys/"),
+        "{err}"
+    );
+    std::fs::write(keys.join("kek.key"), own_kek).unwrap();
+    for f in ["audit-ed25519.p8", "audit-mac.key"] {
+        std::fs::copy(other_keys.join(f), keys.join(f)).unwrap();
+    }
+    let err = start().await;
+    assert!(err.contains("signed with another audit key"), "{err}");
+    let err = ward::audit_cli::verify(&config).await.unwrap_err().to_string();
+    assert!(err.contains("another audit key"), "{err:#}");
+    other.stop().await;
 }
