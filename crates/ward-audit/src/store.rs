@@ -317,9 +317,19 @@ impl AuditStore {
                 (writer, reader, direct, checkpointer)
             }
             Backend::Postgres => {
+                // Notices and warnings (the migration table's "already exists", a rollback of an
+                // ended transaction) only fill the log; errors still come back as errors.
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(opts.acquire_timeout)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            sqlx::query("SET client_min_messages = error")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?;
                 migrate(&pool, backend).await?;

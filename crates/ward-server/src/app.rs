@@ -16,9 +16,6 @@ use crate::{audit, fhir, framing, middleware, oauth, request_id};
 
 /// Longest time a request may take end to end.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// PostgreSQL `statement_timeout` of the store's sessions: a little above the request deadline,
-/// so a statement never outlives its timed-out request by more than this margin.
-pub(crate) const STATEMENT_TIMEOUT: Duration = REQUEST_TIMEOUT.saturating_add(Duration::from_secs(5));
 
 pub fn router(state: AppState) -> Router {
     let fhir = fhir::routes().merge(crate::audit_api::routes()).route(

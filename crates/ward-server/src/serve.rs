@@ -94,9 +94,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     let kek = ward_crypto::keyfiles::load_kek(&keys)?;
     let signing = ward_crypto::keyfiles::load_signing_key(&keys)?;
     let tls = crate::tls::server_config(&config.path(&config.tls.cert), &config.path(&config.tls.key))?;
-    let store_options = ward_store::StoreOptions {
-        statement_timeout: Some(crate::app::STATEMENT_TIMEOUT),
-    };
+    let store_options = config.store.options();
     let store = ward_store::Store::open_with(&config.store_url(), &kek, &store_options).await?;
     drop(kek);
     let tokens = ward_auth::TokenService::new(

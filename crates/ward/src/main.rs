@@ -173,8 +173,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns on every handshake of a client that sends an IP address as its server name
+    // (curl, OpenSSL and others do when connecting by IP): client behaviour, not news.
+    if let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
+        filter = filter.add_directive(quiet);
+    }
     // Colour codes only for a terminal: log files and collectors get plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)

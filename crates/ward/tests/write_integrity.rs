@@ -19,6 +19,7 @@ on_both_backends!(
     a_second_node_with_the_same_id_refuses_to_start,
     killed_mid_write_is_reconciled_at_start,
     another_deployments_keys_are_named_at_start,
+    routine_operation_leaves_the_log_quiet,
 );
 
 async fn pool(url: &str) -> AnyPool {
@@ -422,4 +423,52 @@ async fn another_deployments_keys_are_named_at_start(backend: Backend) {
     let err = ward::audit_cli::verify(&config).await.unwrap_err().to_string();
     assert!(err.contains("another audit key"), "{err:#}");
     other.stop().await;
+}
+
+/// Before: every start and CLI command logged the migration table's "already exists,
+/// skipping" notice (PostgreSQL), and every handshake of a client sending an IP address as its
+/// server name a rustls warning.
+async fn routine_operation_leaves_the_log_quiet(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store_url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(ward_store::testing::fresh_postgres_url().await),
+    };
+    let mut p = Proc::init_with(tmp.path(), store_url.as_deref());
+    p.start().await;
+    p.terminate();
+    p.start().await;
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", p.port),
+            "-servername",
+            "127.0.0.1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("TLSv1.3"),
+        "the handshake completed"
+    );
+    let t = p.token().await;
+    let created = p
+        .post_fhir("Patient", &t)
+        .json(&distinctive_patient("Q1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(p.ward(&["client", "list"]).status.success());
+    p.terminate();
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    for noise in [
+        "already exists, skipping",
+        "presented as hostname",
+        "no transaction in progress",
+    ] {
+        assert!(!log.contains(noise), "log has {noise:?}:\n{log}");
+    }
 }
