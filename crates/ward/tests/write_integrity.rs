@@ -20,6 +20,7 @@ on_both_backends!(
     killed_mid_write_is_reconciled_at_start,
     another_deployments_keys_are_named_at_start,
     routine_operation_leaves_the_log_quiet,
+    a_transaction_of_reads_sees_one_state,
 );
 
 async fn pool(url: &str) -> AnyPool {
@@ -471,4 +472,74 @@ async fn routine_operation_leaves_the_log_quiet(backend: Backend) {
     ] {
         assert!(!log.contains(noise), "log has {noise:?}:\n{log}");
     }
+}
+
+/// Before (PostgreSQL): each read of a transaction Bundle saw the state of its own moment, so
+/// a writer committing in between was seen half.
+async fn a_transaction_of_reads_sees_one_state(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let t = s.admin_token().await;
+    let mut ids = Vec::new();
+    for tag in ["RA", "RB"] {
+        let mut p = distinctive_patient(tag);
+        p["identifier"][0]["value"] = json!("0");
+        ids.push(s.create(&t, &p).await["id"].as_str().unwrap().to_owned());
+    }
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let ids = ids.clone();
+            let (client, url, token) = (s.client.clone(), s.fhir.clone(), t.clone());
+            tokio::spawn(async move {
+                for n in 0..30 {
+                    let entry: Vec<Value> = ids
+                        .iter()
+                        .map(|id| {
+                            let mut p = distinctive_patient("RW");
+                            p["id"] = json!(id);
+                            p["identifier"][0]["value"] = json!(format!("{w}-{n}"));
+                            json!({"resource": p, "request": {"method": "PUT", "url": format!("Patient/{id}")}})
+                        })
+                        .collect();
+                    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entry});
+                    let r = client.post(&url).bearer_auth(&token).json(&bundle).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let ids = ids.clone();
+            let (client, url, token) = (s.client.clone(), s.fhir.clone(), t.clone());
+            tokio::spawn(async move {
+                let mut torn = 0;
+                for _ in 0..30 {
+                    let entry: Vec<Value> = (0..6)
+                        .map(|i| json!({"request": {"method": "GET", "url": format!("Patient/{}", ids[i % 2])}}))
+                        .collect();
+                    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entry});
+                    let r: Value = client.post(&url).bearer_auth(&token).json(&bundle).send().await.unwrap().json().await.unwrap();
+                    let seen: BTreeSet<String> = r["entry"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["resource"]["identifier"][0]["value"].as_str().unwrap().to_owned())
+                        .collect();
+                    if seen.len() != 1 {
+                        torn += 1;
+                    }
+                }
+                torn
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut torn = 0;
+    for r in readers {
+        torn += r.await.unwrap();
+    }
+    assert_eq!(torn, 0, "transactions of reads saw two states");
+    s.stop().await;
 }
