@@ -340,7 +340,7 @@ async fn writer_commits_batches_and_checkpoints(fx: Fx) {
         config(),
     )
     .await;
-    assert!(matches!(other, Err(AuditError::Corrupt(_))), "{other:?}");
+    assert!(matches!(other, Err(AuditError::OtherKey { .. })), "{other:?}");
     // The stored `at` is canonical, and a restarted writer continues the chain.
     let (h, join) = start_writer(store.clone(), "n1".into(), pk.try_clone().unwrap(), config())
         .await

@@ -496,7 +496,7 @@ fn postgres_session(opts: &StoreOptions) -> Vec<String> {
 impl Store {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH?mode=rwc` or
     /// `postgres://...`), applies migrations and loads (or creates) the wrapped data and index
-    /// keys, unwrapping them with `kek`. A wrong KEK fails here with [`StoreError::Crypto`].
+    /// keys, unwrapping them with `kek`. A wrong KEK fails here with [`StoreError::OtherKek`].
     pub async fn open(url: &str, kek: &Kek) -> Result<Store, StoreError> {
         Store::open_with(url, kek, &StoreOptions::default()).await
     }
