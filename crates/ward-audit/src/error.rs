@@ -11,6 +11,20 @@ pub enum AuditError {
     /// Stored or exported audit data is malformed or inconsistent.
     #[error("corrupt audit data: {0}")]
     Corrupt(String),
+    /// Another running process holds this node's chain (two nodes with one `audit.node`).
+    #[error(
+        "audit node {0:?} is already running: another Ward process holds its audit chain; every \
+         node needs its own `audit.node` (or leave it unset in a new data directory to have one \
+         assigned)"
+    )]
+    NodeInUse(String),
+    /// No checkpoint of the trail is signed by the audit key given: it is another
+    /// deployment's trail, or these are another deployment's keys.
+    #[error(
+        "this audit trail was signed with another audit key (key id {found}; keys/ holds key id \
+         {ours}): use the keys/ directory of the deployment that wrote it"
+    )]
+    OtherKey { found: String, ours: String },
     /// A node id outside `[A-Za-z0-9.-]{1,48}`.
     #[error("invalid audit node id")]
     InvalidNode,

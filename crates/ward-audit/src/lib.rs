@@ -98,6 +98,8 @@
 mod error;
 mod export;
 mod fhir;
+mod intents;
+mod lease;
 mod record;
 mod store;
 mod verify;
@@ -107,8 +109,12 @@ mod writer;
 pub use error::AuditError;
 pub use export::{EXPORT_FORMAT, export, verify_export};
 pub use fhir::{AuditQuery, disclosures, search, to_audit_event};
+pub use intents::UnresolvedIntents;
+pub use lease::NodeLease;
 pub use record::{Actor, AuditRecord, Outcome, RecordKind, Source, format_instant, valid_node_id};
 pub use store::{AuditStore, Backend, Checkpoint, MIGRATIONS_TABLE, StoreOptions};
 pub use verify::{BadRecord, ChainReport, Damage, VerifyReport, verify};
 pub use via::{patient_sources, records_via};
-pub use writer::{AuditConfig, AuditHandle, AuditSigner, bulk_append, chain_hash, start_writer};
+pub use writer::{
+    AuditConfig, AuditHandle, AuditSigner, bulk_append, chain_hash, start_leased_writer, start_writer,
+};

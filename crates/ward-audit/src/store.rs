@@ -33,14 +33,20 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_keyed.sql"),
         include_str!("../migrations/postgres/0002_keyed.sql"),
     ),
+    (
+        3,
+        "intents",
+        include_str!("../migrations/sqlite/0003_intents.sql"),
+        include_str!("../migrations/postgres/0003_intents.sql"),
+    ),
 ];
 
 /// The migrations table of the audit schema (distinct from the resource store's).
 pub const MIGRATIONS_TABLE: &str = "ward_audit_migrations";
 
 /// Columns of an `audit_record` insert.
-const RECORD_COLUMNS: usize = 14;
-/// Rows per multi-row INSERT into `audit_record` (14 parameters each).
+const RECORD_COLUMNS: usize = 16;
+/// Rows per multi-row INSERT into `audit_record` (16 parameters each).
 const RECORD_ROWS_PER_INSERT: usize = 50;
 /// Rows per multi-row INSERT into `audit_patient` (3 parameters each).
 const PATIENT_ROWS_PER_INSERT: usize = 200;
@@ -90,6 +96,8 @@ pub struct AuditStore {
     direct: Option<Arc<Mutex<rusqlite::Connection>>>,
     /// Keeps the WAL of the direct connection short, off the writer's commit path.
     _checkpointer: Option<Arc<ward_sqlite::Checkpointer>>,
+    /// The SQLite database file, if any.
+    file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for AuditStore {
@@ -120,6 +128,9 @@ pub(crate) struct PreparedRow {
     pub mac: [u8; 32],
     pub patients: Vec<String>,
     pub patients_via: Vec<String>,
+    /// The record's kind (`RecordKind::as_str`) and the intent it resolves: query aids.
+    pub kind: &'static str,
+    pub intent_seq: Option<i64>,
 }
 
 impl PreparedRow {
@@ -222,8 +233,8 @@ fn insert_batch_direct(conn: &mut rusqlite::Connection, rows: &[PreparedRow]) ->
     {
         let mut record = tx.prepare_cached(
             "INSERT INTO audit_record (node, seq, at_ms, action, status, client_id, user_id, \
-             resource_type, resource_id, record, prev_hash, hash, cp_seq, mac) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             resource_type, resource_id, record, prev_hash, hash, cp_seq, mac, kind, intent_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         let mut patient =
             tx.prepare_cached("INSERT INTO audit_patient (node, seq, patient_id) VALUES (?1, ?2, ?3)")?;
@@ -245,6 +256,8 @@ fn insert_batch_direct(conn: &mut rusqlite::Connection, rows: &[PreparedRow]) ->
                 &r.hash[..],
                 r.cp_seq,
                 &r.mac[..],
+                r.kind,
+                r.intent_seq,
             ])?;
             for p in r.distinct_patients() {
                 patient.execute(rusqlite::params![r.node, r.seq, p])?;
@@ -304,9 +317,19 @@ impl AuditStore {
                 (writer, reader, direct, checkpointer)
             }
             Backend::Postgres => {
+                // Notices and warnings (the migration table's "already exists", a rollback of an
+                // ended transaction) only fill the log; errors still come back as errors.
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(opts.acquire_timeout)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            sqlx::query("SET client_min_messages = error")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?;
                 migrate(&pool, backend).await?;
@@ -319,7 +342,13 @@ impl AuditStore {
             reader,
             direct,
             _checkpointer,
+            file: ward_sqlite::file_of_url(url).filter(|_| backend == Backend::Sqlite),
         })
+    }
+
+    /// The SQLite database file (none for PostgreSQL or an in-memory database).
+    pub(crate) fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 
     pub fn backend(&self) -> Backend {
@@ -406,7 +435,7 @@ impl AuditStore {
         for chunk in rows.chunks(RECORD_ROWS_PER_INSERT) {
             let mut sql = String::from(
                 "INSERT INTO audit_record (node, seq, at_ms, action, status, client_id, user_id, \
-                 resource_type, resource_id, record, prev_hash, hash, cp_seq, mac) VALUES ",
+                 resource_type, resource_id, record, prev_hash, hash, cp_seq, mac, kind, intent_seq) VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -438,7 +467,9 @@ impl AuditStore {
                     .bind(r.prev_hash.to_vec())
                     .bind(r.hash.to_vec())
                     .bind(r.cp_seq)
-                    .bind(r.mac.to_vec());
+                    .bind(r.mac.to_vec())
+                    .bind(r.kind)
+                    .bind(r.intent_seq);
             }
             q.execute(&mut *tx).await?;
         }

@@ -123,6 +123,9 @@ pub struct ChainReport {
     /// Records after the last verified checkpoint (not yet sealed by a signature).
     pub unsealed: u64,
     pub first_bad: Option<BadRecord>,
+    /// Intent records no final record names yet (online verification only): writes that
+    /// the node resolves at its next start-up or reconciliation pass.
+    pub unresolved_intents: crate::UnresolvedIntents,
     /// The chains that the verified checkpoints list.
     #[serde(skip)]
     pub(crate) listed: Vec<String>,
@@ -161,6 +164,7 @@ impl VerifyReport {
                         seq: 0,
                         kind: Damage::MissingChain,
                     }),
+                    unresolved_intents: crate::UnresolvedIntents::default(),
                     listed: Vec::new(),
                     node,
                 });
@@ -554,6 +558,7 @@ impl<'k> Walker<'k> {
             verified_through,
             unsealed,
             first_bad,
+            unresolved_intents: crate::UnresolvedIntents::default(),
             listed,
             node: self.node,
         }
@@ -610,7 +615,25 @@ fn decide(a: &Anomaly, following: &[Info], complete: bool) -> Option<(i64, Damag
 pub async fn verify(store: &AuditStore, keys: &AuditSigner) -> Result<VerifyReport, AuditError> {
     let pk = parse_ed25519_public_key(&keys.public_key_bytes())?;
     let mut chains = Vec::new();
-    for node in store.nodes().await? {
+    let nodes = store.nodes().await?;
+    // Not one checkpoint signed by this key: the trail is another deployment's (or these keys
+    // are), which says more than "every chain is badly signed".
+    let mut key_ids = Vec::new();
+    for node in &nodes {
+        for cp in store.checkpoints(node).await? {
+            key_ids.push(cp.key_id);
+        }
+    }
+    let ours = keys.key_id();
+    if !key_ids.is_empty() && !key_ids.contains(&ours) {
+        key_ids.sort();
+        key_ids.dedup();
+        return Err(AuditError::OtherKey {
+            found: key_ids.join(", "),
+            ours,
+        });
+    }
+    for node in nodes {
         let cps = store.checkpoints(&node).await?;
         let mut walker = Walker::new(&node, &cps, Some(keys.mac_key()));
         // Pages are seq ranges: the next ones are read (each on a reader connection of its
@@ -665,7 +688,9 @@ pub async fn verify(store: &AuditStore, keys: &AuditSigner) -> Result<VerifyRepo
                 }
             }
         }
-        chains.push(walker.finish(&cps, &pk));
+        let mut report = walker.finish(&cps, &pk);
+        report.unresolved_intents = store.unresolved_summary(&node).await?;
+        chains.push(report);
     }
     Ok(VerifyReport::from_chains(chains))
 }

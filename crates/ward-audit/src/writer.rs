@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use ward_crypto::{AuditKey, AuditMacKey};
 
+use crate::lease::NodeLease;
 use crate::record::{format_instant, normalize_at, valid_node_id};
 use crate::store::{AuditStore, Checkpoint, Head, PreparedRow};
 use crate::{AuditError, AuditRecord};
@@ -167,6 +168,19 @@ async fn open_chain(store: &AuditStore, node: &str, signer: &AuditSigner) -> Res
         return Ok((head, 0));
     };
     if !signer.signed(&cp) {
+        if cp.key_id != signer.key_id()
+            && store
+                .genesis_checkpoints()
+                .await?
+                .iter()
+                .all(|g| !signer.signed(g))
+        {
+            // Not one chain registered under this key: the keys are another deployment's.
+            return Err(AuditError::OtherKey {
+                found: cp.key_id,
+                ours: signer.key_id(),
+            });
+        }
         return refuse("ends in a checkpoint not signed by this deployment's audit key");
     }
     let reaches = match cp.seq {
@@ -230,6 +244,7 @@ struct Shared {
 pub struct AuditHandle {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for AuditHandle {
@@ -251,6 +266,11 @@ impl AuditHandle {
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// The node id of the chain this handle appends to.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// False after a failed commit, until the next successful one. Records are still attempted
@@ -287,6 +307,28 @@ pub async fn start_writer(
     signer: AuditSigner,
     config: AuditConfig,
 ) -> Result<(AuditHandle, tokio::task::JoinHandle<()>), AuditError> {
+    start(store, node, None, signer, config).await
+}
+
+/// [`start_writer`] for the chain `lease` holds ([`AuditStore::lease_node`]): the writer keeps
+/// the lease until it stops, and stops appending (fail closed) if the lease is lost.
+pub async fn start_leased_writer(
+    store: AuditStore,
+    lease: NodeLease,
+    signer: AuditSigner,
+    config: AuditConfig,
+) -> Result<(AuditHandle, tokio::task::JoinHandle<()>), AuditError> {
+    let node = lease.node().to_owned();
+    start(store, node, Some(lease), signer, config).await
+}
+
+async fn start(
+    store: AuditStore,
+    node: String,
+    lease: Option<NodeLease>,
+    signer: AuditSigner,
+    config: AuditConfig,
+) -> Result<(AuditHandle, tokio::task::JoinHandle<()>), AuditError> {
     let (head, cp_seq) = open_chain(&store, &node, &signer).await?;
     let since_cp = u64::try_from(head.seq - cp_seq).unwrap_or(0);
     let shared = Arc::new(Shared {
@@ -295,9 +337,12 @@ pub async fn start_writer(
         batches: AtomicU64::new(0),
     });
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let handle_node: Arc<str> = Arc::from(node.as_str());
     let writer = Writer {
         store,
         node,
+        lease_lost: lease.as_ref().map(NodeLease::lost_flag),
+        _lease: lease,
         signer,
         config,
         head,
@@ -319,12 +364,22 @@ pub async fn start_writer(
     } else {
         tokio::spawn(writer.run(rx))
     };
-    Ok((AuditHandle { tx, shared }, join))
+    Ok((
+        AuditHandle {
+            tx,
+            shared,
+            node: handle_node,
+        },
+        join,
+    ))
 }
 
 struct Writer {
     store: AuditStore,
     node: String,
+    /// Set when the node's lease was lost: another process may append now.
+    lease_lost: Option<Arc<AtomicBool>>,
+    _lease: Option<NodeLease>,
     signer: AuditSigner,
     config: AuditConfig,
     /// The chain head this writer committed. Never taken from the database: a head someone
@@ -451,6 +506,15 @@ impl Writer {
     }
 
     async fn commit(&mut self, mut batch: Vec<Pending>) {
+        if self
+            .lease_lost
+            .as_ref()
+            .is_some_and(|l| l.load(Ordering::Acquire))
+        {
+            tracing::error!(node = %self.node, "this node no longer holds its audit chain; failing closed");
+            self.fail(batch, None);
+            return;
+        }
         if self.stopped || !self.head_confirmed().await {
             self.fail(batch, None);
             return;
@@ -611,6 +675,8 @@ pub(crate) fn prepare(
         mac: mac.tag(&hash, cp_seq),
         patients: rec.patients.clone(),
         patients_via: rec.patients_via.clone(),
+        kind: rec.kind.as_str(),
+        intent_seq: rec.intent_seq,
     };
     (row, Head { seq: rec.seq, hash })
 }

@@ -340,7 +340,7 @@ async fn writer_commits_batches_and_checkpoints(fx: Fx) {
         config(),
     )
     .await;
-    assert!(matches!(other, Err(AuditError::Corrupt(_))), "{other:?}");
+    assert!(matches!(other, Err(AuditError::OtherKey { .. })), "{other:?}");
     // The stored `at` is canonical, and a restarted writer continues the chain.
     let (h, join) = start_writer(store.clone(), "n1".into(), pk.try_clone().unwrap(), config())
         .await
@@ -598,10 +598,21 @@ async fn tamper_forged_checkpoint(fx: Fx) {
     // Moving the real checkpoint to another hash breaks its signature.
     exec(&mut c, "UPDATE audit_checkpoint SET seq = 39 WHERE seq = 40").await;
     expect_bad(&store, &pk, 39, Damage::BadSignature).await;
-    // The wrong keys fail every checkpoint, the genesis first.
+    // Another deployment's keys sign no checkpoint at all: verification says so, naming both
+    // key ids, instead of reporting every checkpoint as badly signed.
     exec(&mut c, "UPDATE audit_checkpoint SET seq = 40 WHERE seq = 39").await;
     let wrong = AuditSigner::generate().unwrap();
-    expect_bad(&store, &wrong, 0, Damage::BadSignature).await;
+    match verify(&store, &wrong).await {
+        Err(e @ AuditError::OtherKey { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("another audit key") && msg.contains(&wrong.key_id()),
+                "{msg}"
+            );
+            assert!(msg.contains(&pk.key_id()), "{msg}");
+        }
+        other => panic!("expected OtherKey, got {other:?}"),
+    }
     assert!(verify(&store, &pk).await.unwrap().ok);
     store.close().await;
 }
@@ -1207,7 +1218,58 @@ async fn disclosures_and_search(fx: Fx) {
     store.close().await;
 }
 
+/// One running writer per node: a second process asking for the same node's chain is
+/// refused with a message saying so, and gets it once the first lets go.
+async fn node_lease_is_exclusive(fx: Fx) {
+    let store = fx.open().await;
+    let other_process = fx.open().await;
+    let signer = AuditSigner::generate().unwrap();
+    let lease = store.lease_node("n1").await.unwrap();
+    let (h, join) = start_leased_writer(store.clone(), lease, signer.try_clone().unwrap(), config())
+        .await
+        .unwrap();
+    match other_process.lease_node("n1").await {
+        Err(e @ AuditError::NodeInUse(_)) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("already running") && msg.contains("audit.node"),
+                "{msg}"
+            );
+        }
+        other => panic!("a second holder of n1 must be refused: {other:?}"),
+    }
+    // Another node id is free.
+    drop(other_process.lease_node("n2").await.unwrap());
+
+    // Intents without a final record are found; one named by a final record is not.
+    let mut intent = rec(1);
+    intent.kind = RecordKind::Intent;
+    let first = h.record(intent.clone()).await.unwrap();
+    let second = h.record(intent).await.unwrap();
+    let mut done = rec(2);
+    done.intent_seq = Some(first);
+    h.record(done).await.unwrap();
+    let open: Vec<i64> = store
+        .unresolved_intents("n1", 0, 100, true)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(open, vec![second]);
+    assert_eq!(store.final_record_of("n1", first).await.unwrap(), Some(first + 2));
+    let summary = store.unresolved_summary("n1").await.unwrap();
+    assert_eq!((summary.count, summary.first), (1, vec![second]));
+
+    h.shutdown().await;
+    join.await.unwrap();
+    // The writer let go of the lease when it stopped.
+    drop(other_process.lease_node("n1").await.unwrap());
+    store.close().await;
+}
+
 both!(
+    node_lease_is_exclusive,
     writer_commits_batches_and_checkpoints,
     periodic_checkpoints_and_multi_node,
     triggers_refuse_update_and_delete,

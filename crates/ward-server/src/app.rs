@@ -4,20 +4,18 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 use crate::{audit, fhir, framing, middleware, oauth, oauth_people, request_id, signin};
 
 /// Longest time a request may take end to end.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// PostgreSQL `statement_timeout` of the store's sessions: a little above the request deadline,
-/// so a statement never outlives its timed-out request by more than this margin.
-pub(crate) const STATEMENT_TIMEOUT: Duration = REQUEST_TIMEOUT.saturating_add(Duration::from_secs(5));
 
 pub fn router(state: AppState) -> Router {
     let fhir = fhir::routes().merge(crate::audit_api::routes()).route(
@@ -98,15 +96,26 @@ fn signin_routes() -> Router<AppState> {
         )
 }
 
-/// The innermost steps around the handlers: the request timeout and the panic guard, so a
+/// The innermost steps around the handlers: the request deadline and the panic guard, so a
 /// timed-out or panicking request still gets an answer, which the audit layer records.
 pub fn guarded(routes: Router) -> Router {
     routes
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(axum::middleware::from_fn(deadline))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+}
+
+/// 408 after [`REQUEST_TIMEOUT`], except for a request whose write has started (its audit
+/// intent is committed): cutting it off could leave a stored change answered as failed, so it
+/// runs to its end, bounded by the database's own timeouts.
+async fn deadline(req: Request, next: Next) -> Response {
+    let audit = req.extensions().get::<audit::AuditContext>().cloned();
+    let run = next.run(req);
+    tokio::pin!(run);
+    match tokio::time::timeout(REQUEST_TIMEOUT, &mut run).await {
+        Ok(resp) => resp,
+        Err(_) if audit.as_ref().is_some_and(audit::AuditContext::writing) => run.await,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// The outermost steps: request id first, then security headers, then the access log.
@@ -131,7 +140,7 @@ async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> imp
             false
         }
     };
-    let audit_ok = st.audit.healthy();
+    let audit_ok = audit::audit_ready(&st);
     let status = if store_ok && audit_ok {
         StatusCode::OK
     } else {

@@ -9,11 +9,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 use ward_audit::{Actor, AuditRecord, Outcome, RecordKind, Source};
 use ward_fhir::outcome::IssueType;
 
@@ -160,6 +162,20 @@ impl AuditContext {
 
     pub fn set_intent(&self, seq: i64) {
         self.with(|d| d.intent_seq = Some(seq));
+    }
+
+    /// Whether a write of this request has started (its intent record is committed): from
+    /// then on the request runs to its end, past its deadline too (see `app.rs`).
+    pub fn writing(&self) -> bool {
+        self.with(|d| d.intent_seq.is_some())
+    }
+
+    /// The intent a write of this request runs under, for the store to tag its versions with.
+    pub fn intent_ref(&self, node: &str) -> Option<ward_store::IntentRef> {
+        self.with(|d| d.intent_seq).map(|seq| ward_store::IntentRef {
+            node: node.to_owned(),
+            seq,
+        })
     }
 
     /// The record for this request as it stands, with the given kind and outcome.
@@ -348,11 +364,44 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
     };
     parts.extensions.insert(ctx.clone());
     let fail_closed = !public(&path);
+    let may_change = !matches!(parts.method, Method::GET | Method::HEAD);
+    let served = serve_audited(
+        st.clone(),
+        ctx,
+        fail_closed,
+        Request::from_parts(parts, body),
+        next,
+    );
+    if !may_change {
+        return served.await;
+    }
+    // A request that may change data runs in a task of its own: if the client goes away,
+    // hyper drops this future but not the task, so a change once started reaches its final
+    // audit record (AU-2).
+    let task = st
+        .writes
+        .spawn(request_id::carried(served).instrument(tracing::Span::current()));
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(panicked = e.is_panic(), "audited request task failed");
+            ApiError::internal("request failed").into_response()
+        }
+    }
+}
 
-    let resp = if fail_closed && !st.audit.healthy() {
+/// Runs the handler and commits the request's final record before the response may leave.
+async fn serve_audited(
+    st: AppState,
+    ctx: AuditContext,
+    fail_closed: bool,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resp = if fail_closed && !audit_ready(&st) {
         unavailable()
     } else {
-        next.run(Request::from_parts(parts, body)).await
+        next.run(req).await
     };
     if resp.extensions().get::<Unaudited>().is_some() {
         return resp;
@@ -365,11 +414,84 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
             code,
         },
     );
-    match st.audit.record(record).await {
+    let intent = ctx.with(|d| d.intent_seq);
+    let _in_flight = intent.map(|seq| InFlight::new(&st, seq));
+    match st.audit.record(record.clone()).await {
         Ok(_) => resp,
+        // A change that was stored is never reported as failed: its final record is retried
+        // until it is durable, and the answer waits for it (see ARCHITECTURE.md, step 11).
+        Err(e) if resp.status().is_success() && intent.is_some() => {
+            tracing::error!(error = %e, "final audit record of a stored change not committed; retrying");
+            let _held = st.writes.hold();
+            match retry_final_record(&st, record, intent.unwrap_or_default()).await {
+                Ok(()) => resp,
+                Err(e) => {
+                    tracing::error!(error = %e, "final audit record of a stored change left to reconciliation");
+                    outcome_unknown()
+                }
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "audit record not committed");
             if fail_closed { unavailable() } else { resp }
+        }
+    }
+}
+
+/// Whether ePHI may be served: the audit writer commits, and no stored change waits for its
+/// final record (until it is durable, the trail is behind the data).
+pub fn audit_ready(st: &AppState) -> bool {
+    st.audit.healthy() && !st.writes.holding()
+}
+
+/// Marks an intent as worked on by this process while it lives, so reconciliation leaves it
+/// alone.
+struct InFlight {
+    st: AppState,
+    seq: i64,
+}
+
+impl InFlight {
+    fn new(st: &AppState, seq: i64) -> InFlight {
+        st.writes.begin(seq);
+        InFlight { st: st.clone(), seq }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.st.writes.end(self.seq);
+    }
+}
+
+/// Longest pause between two attempts at a final record.
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Commits `record` (the final record of intent `intent_seq`) until it is durable. An
+/// attempt that failed may still have committed (a lost connection during COMMIT), so the
+/// chain is asked first: the intent gets exactly one final record. Gives up only when the
+/// writer is closed (shutdown): reconciliation at the next start resolves the intent.
+async fn retry_final_record(
+    st: &AppState,
+    record: AuditRecord,
+    intent_seq: i64,
+) -> Result<(), ward_audit::AuditError> {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = pause.saturating_mul(2).min(RETRY_MAX_PAUSE);
+        match st.audit_store.final_record_of(st.audit.node(), intent_seq).await {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "audit store unreadable; retrying");
+                continue;
+            }
+        }
+        match st.audit.record(record.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e @ ward_audit::AuditError::Closed) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "final audit record still not committed; retrying"),
         }
     }
 }
@@ -384,8 +506,10 @@ pub async fn record_intent(st: &AppState, ctx: &AuditContext) -> Result<(), ApiE
             code: None,
         },
     );
+    let _recording = st.writes.recording().await;
     match st.audit.record(record).await {
         Ok(seq) => {
+            st.writes.begin(seq);
             ctx.set_intent(seq);
             Ok(())
         }
@@ -402,6 +526,18 @@ fn audit_unavailable() -> ApiError {
         IssueType::Transient,
         "audit trail unavailable; try again later",
     )
+}
+
+/// The answer when a change was stored but its final audit record could not be made durable
+/// before this process stopped: 202, since the change is in (it must not look failed, and a
+/// retry would repeat it), with no resource content, which may not leave unaudited.
+fn outcome_unknown() -> Response {
+    ApiError::new(
+        StatusCode::ACCEPTED,
+        IssueType::Incomplete,
+        "the change was stored; its audit record is completed when the server restarts",
+    )
+    .into_response()
 }
 
 fn unavailable() -> Response {

@@ -388,7 +388,8 @@ async fn transaction(
     record_intent(st, auth, &ops.iter().collect::<Vec<_>>()).await?;
     // Reads hold at most one response's worth of stored bytes; the rest are withheld.
     let mut budget = st.config.server.max_page_bytes;
-    let outcomes = match st.store.transaction_within(&ops, budget).await {
+    let intent = auth.audit.intent_ref(st.audit.node());
+    let outcomes = match st.store.transaction_under(&ops, budget, intent.as_ref()).await {
         Ok(o) => o,
         Err(TxError { index, error }) => {
             let err = entry_error(error);
@@ -486,7 +487,11 @@ async fn run_batch_entry(
         .map_err(entry_error)?,
         _ => st
             .store
-            .transaction(std::slice::from_ref(&op))
+            .transaction_under(
+                std::slice::from_ref(&op),
+                usize::MAX,
+                auth.audit.intent_ref(st.audit.node()).as_ref(),
+            )
             .await
             .map_err(|e| entry_error(e.error))?
             .pop()

@@ -153,6 +153,13 @@ pub struct StoreSection {
     /// Allow a `postgres://` store or audit URL on another host without `sslmode=verify-full`
     /// (refused at start otherwise: the database holds the audit trail and the ciphertexts).
     pub allow_insecure_postgres: bool,
+    /// PostgreSQL: most connections of the store's pool.
+    pub max_connections: u32,
+    /// PostgreSQL: `statement_timeout` of the store's sessions, in seconds (a little above the
+    /// 30 s request deadline by default, so no statement outlives its request by much).
+    pub statement_timeout_secs: u64,
+    /// PostgreSQL: `lock_timeout` of the store's sessions, in seconds.
+    pub lock_timeout_secs: u64,
 }
 
 impl Default for StoreSection {
@@ -160,6 +167,20 @@ impl Default for StoreSection {
         StoreSection {
             url: "sqlite:ward.db".into(),
             allow_insecure_postgres: false,
+            max_connections: 16,
+            statement_timeout_secs: 35,
+            lock_timeout_secs: 30,
+        }
+    }
+}
+
+impl StoreSection {
+    /// How the store opens its connections.
+    pub fn options(&self) -> ward_store::StoreOptions {
+        ward_store::StoreOptions {
+            statement_timeout: Some(Duration::from_secs(self.statement_timeout_secs)),
+            lock_timeout: Some(Duration::from_secs(self.lock_timeout_secs)),
+            max_connections: Some(self.max_connections),
         }
     }
 }
@@ -171,7 +192,8 @@ impl std::fmt::Debug for StoreSection {
         f.debug_struct("StoreSection")
             .field("url", &format_args!("{scheme}:***"))
             .field("allow_insecure_postgres", &self.allow_insecure_postgres)
-            .finish()
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,6 +215,9 @@ pub struct AuditSection {
     pub checkpoint_every: u64,
     /// ...or this many seconds, whichever comes first.
     pub checkpoint_secs: u64,
+    /// How often intents without a final record are resolved against the store (besides at
+    /// start-up), in seconds.
+    pub reconcile_secs: u64,
 }
 
 impl AuditSection {
@@ -216,6 +241,7 @@ impl Default for AuditSection {
             batch_wait_us: 250,
             checkpoint_every: 10_000,
             checkpoint_secs: 60,
+            reconcile_secs: 60,
         }
     }
 }
@@ -450,6 +476,12 @@ impl Config {
             || s.max_pending_response_bytes < s.max_page_bytes
         {
             return Err(ConfigError::Invalid("server limits are too small".into()));
+        }
+        let st = &self.store;
+        if st.max_connections == 0 || st.statement_timeout_secs == 0 || st.lock_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "store.max_connections and the store timeouts must be at least 1".into(),
+            ));
         }
         if s.max_connections == 0
             || s.max_connections_per_ip == 0

@@ -59,6 +59,11 @@ impl<'a> DataAccess<'a> {
         }
     }
 
+    /// The audit intent this request's write runs under (after `record_intent`).
+    fn intent(&self) -> Option<ward_store::IntentRef> {
+        self.authz.audit().intent_ref(self.st.audit.node())
+    }
+
     /// Notes a version that is about to leave (or was changed) in the audit record.
     fn touched(&self, stored: &Stored) {
         let audit = self.authz.audit();
@@ -239,7 +244,7 @@ impl<'a> DataAccess<'a> {
         let outcome = self
             .st
             .store
-            .transaction(std::slice::from_ref(&op))
+            .transaction_under(std::slice::from_ref(&op), usize::MAX, self.intent().as_ref())
             .await
             .map_err(|e| e.error)?;
         let (stored, created) = match outcome.into_iter().next() {
@@ -282,7 +287,11 @@ impl<'a> DataAccess<'a> {
             if_match,
             may_create,
         };
-        let outcome = self.st.store.transaction(std::slice::from_ref(&op)).await;
+        let outcome = self
+            .st
+            .store
+            .transaction_under(std::slice::from_ref(&op), usize::MAX, self.intent().as_ref())
+            .await;
         let (stored, created) = match outcome.map_err(|e| e.error).map(|mut o| o.pop()) {
             Ok(Some(TxOutcome::Updated { stored, created })) => (stored, created),
             Err(StoreError::NotFound | StoreError::Gone { .. }) if !may_create => {
@@ -301,7 +310,21 @@ impl<'a> DataAccess<'a> {
         audit.set_resource(rtype, Some(id), None);
         self.note_current_patients(rtype, id).await?;
         crate::audit::record_intent(self.st, audit).await?;
-        let tombstone = self.st.store.delete(rtype, id, if_match).await?;
+        let op = TxOp::Delete {
+            rtype: rtype.to_owned(),
+            id: id.to_owned(),
+            if_match,
+        };
+        let outcome = self
+            .st
+            .store
+            .transaction_under(std::slice::from_ref(&op), usize::MAX, self.intent().as_ref())
+            .await
+            .map_err(|e| e.error)?;
+        let tombstone = match outcome.into_iter().next() {
+            Some(TxOutcome::Deleted(t)) => t,
+            _ => return Err(ApiError::internal("unexpected outcome of a delete")),
+        };
         if let Some(t) = &tombstone {
             audit.set_resource(rtype, Some(id), Some(t.version));
         }

@@ -35,6 +35,7 @@ mod oauth;
 pub mod oauth_people;
 mod pages;
 pub mod ratelimit;
+mod reconcile;
 pub mod request_id;
 mod response;
 mod search;
@@ -44,6 +45,7 @@ mod signin;
 pub mod state;
 pub mod tls;
 pub mod trusted_issuers;
+pub mod writes;
 
 pub use config::Config;
 

@@ -10,6 +10,7 @@ use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
 
+#[derive(Clone)]
 struct Ids {
     /// The client's well-formed `X-Request-ID`, else `server`.
     echoed: String,
@@ -28,6 +29,18 @@ pub fn current() -> Option<String> {
 /// The server-made id of the request being served: unique whatever the client sent.
 pub fn server_id() -> Option<String> {
     CURRENT.try_with(|i| i.server.clone()).ok()
+}
+
+/// `fut` with the current request's ids, for work spawned off the request's own task (a
+/// write that must run to its end whatever happens to the connection).
+pub fn carried<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+    let ids = CURRENT.try_with(Ids::clone).ok();
+    async move {
+        match ids {
+            Some(ids) => CURRENT.scope(ids, fut).await,
+            None => fut.await,
+        }
+    }
 }
 
 /// A client-chosen id is kept only if it is short and plain, so it cannot smuggle PHI-sized

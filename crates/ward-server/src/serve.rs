@@ -52,6 +52,8 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<()>,
     /// The audit writer (its own thread on SQLite), awaited after it has been told to stop.
     audit_writer: tokio::task::JoinHandle<()>,
+    /// Periodic reconciliation (`reconcile.rs`), stopped before the writer.
+    reconciler: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -59,6 +61,13 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        // Writes whose clients went away still run; each ends with its final record.
+        if !self.state.writes.drain(DRAIN_TIMEOUT).await {
+            tracing::warn!(
+                "shutdown: writes still running after the drain timeout; reconciled at the next start"
+            );
+        }
+        self.reconciler.abort();
         // Every drained request has its record; flush and seal the chain with a checkpoint.
         let (records, batches) = self.state.audit.stats();
         tracing::info!(
@@ -96,9 +105,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         }
     };
     let tls = crate::tls::server_config(&config.path(&config.tls.cert), &config.path(&config.tls.key))?;
-    let store_options = ward_store::StoreOptions {
-        statement_timeout: Some(crate::app::STATEMENT_TIMEOUT),
-    };
+    let store_options = config.store.options();
     let store = ward_store::Store::open_with(&config.store_url(), &kek, &store_options).await?;
     drop(kek);
     let tokens = ward_auth::TokenService::with_keys(
@@ -111,13 +118,11 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     let trusted_issuers = crate::trusted_issuers::build(&config).await?;
     let audit_store = ward_audit::AuditStore::open(&config.audit_url()).await?;
     let signer = ward_audit::AuditSigner::load_for_writer(&keys, &audit_store).await?;
-    let (audit, audit_writer) = ward_audit::start_writer(
-        audit_store.clone(),
-        config.audit.node.clone(),
-        signer,
-        config.audit.writer_config(),
-    )
-    .await?;
+    // One process per chain: a second node with this id refuses to start here.
+    let lease = audit_store.lease_node(&config.audit.node).await?;
+    let (audit, audit_writer) =
+        ward_audit::start_leased_writer(audit_store.clone(), lease, signer, config.audit.writer_config())
+            .await?;
     crate::audit::record_admin(&audit, "config-load", None).await?;
     let listener = match listener {
         Some(l) => l,
@@ -126,7 +131,14 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
             .map_err(StartError::Listen)?,
     };
     let local_addr = listener.local_addr().map_err(StartError::Listen)?;
+    let reconcile_every = Duration::from_secs(config.audit.reconcile_secs);
     let state = AppState::new(config, store, tokens, trusted_issuers, audit, audit_store);
+    let watermark = crate::reconcile::at_startup(&state).await;
+    let reconciler = tokio::spawn(crate::reconcile::periodically(
+        state.clone(),
+        watermark,
+        reconcile_every,
+    ));
     let (stop, stop_rx) = watch::channel(false);
     // The revocation list is complete before the first request is served.
     state.revocations.refresh(&state.store).await?;
@@ -144,6 +156,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         stop,
         task,
         audit_writer,
+        reconciler,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct Inner {
     pub login_ip_limits: Buckets<std::net::IpAddr>,
     /// The time sessions and sign-ins are judged by (`Config::clock`).
     pub clock: crate::clock::Clock,
+    /// Requests that may change data, each running to its end in a task of its own.
+    pub writes: crate::writes::Writes,
 }
 
 impl std::ops::Deref for AppState {
@@ -107,6 +109,7 @@ impl AppState {
             validator: Validator::new(),
             limits,
             revocations: ward_auth::RevocationList::new(),
+            writes: crate::writes::Writes::default(),
         }))
     }
 

@@ -40,6 +40,12 @@ pub enum StoreError {
     Io(#[source] std::io::Error),
     #[error("corrupt store data: {0}")]
     Corrupt(String),
+    /// The data keys in the database do not unwrap under the key-encryption key given.
+    #[error(
+        "this database was initialised with another key-encryption key: copy keys/ from the \
+         deployment that created it (keys/kek.key does not unwrap its data keys)"
+    )]
+    OtherKek,
     /// A write of a type Ward makes itself (`AuditEvent`): never stored.
     #[error("resources of this type are not written to the resource store")]
     NotWritable,

@@ -62,7 +62,12 @@ pub(crate) async fn load_or_create(
     let mut data = Vec::new();
     let mut index: Option<(u32, DataKey)> = None;
     for k in &keys {
-        let key = kek.unwrap(&k.wrapped)?;
+        // The only cause in practice: another deployment's keys/ (the wrapped keys were
+        // made under the KEK of the `ward init` that created this database).
+        let key = kek.unwrap(&k.wrapped).map_err(|e| match e {
+            ward_crypto::Error::Unwrap => StoreError::OtherKek,
+            other => other.into(),
+        })?;
         match k.purpose.as_str() {
             PURPOSE_DATA => data.push((k.epoch, key)),
             PURPOSE_INDEX if index.as_ref().is_none_or(|(e, _)| k.epoch > *e) => {

@@ -47,7 +47,7 @@ pub use revocation::{Revocation, RevokedKind};
 pub use search::SearchPage;
 pub use sessions::SessionRecord;
 use tx::WriteFail;
-pub use tx::{TxError, TxOp, TxOutcome};
+pub use tx::{IntentRef, TxError, TxOp, TxOutcome};
 pub use users::UserRecord;
 pub use ward_fhir::search::MAX_PREFIX_CHARS;
 
@@ -71,6 +71,12 @@ pub struct StoreOptions {
     /// request that started it by much (migrations run on a connection of their own, without
     /// it). `None`: the server's default. SQLite has no equivalent.
     pub statement_timeout: Option<Duration>,
+    /// PostgreSQL: `lock_timeout` of every pooled session (a wait for a row or advisory lock
+    /// ends with an error after it). `None`: the server's default.
+    pub lock_timeout: Option<Duration>,
+    /// PostgreSQL: most pooled connections (`None`: 16). SQLite has one writer and a small
+    /// fixed set of readers.
+    pub max_connections: Option<u32>,
 }
 
 /// How often a PostgreSQL (14+) session running a statement checks that its client is still
@@ -132,6 +138,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "sessions",
         include_str!("../migrations/sqlite/0006_sessions.sql"),
         include_str!("../migrations/postgres/0006_sessions.sql"),
+    ),
+    (
+        7,
+        "write_intent",
+        include_str!("../migrations/sqlite/0007_write_intent.sql"),
+        include_str!("../migrations/postgres/0007_write_intent.sql"),
     ),
 ];
 
@@ -510,9 +522,14 @@ pub fn postgres_transport(url: &str) -> Result<PostgresTransport, StoreError> {
 
 /// The statements that set up each pooled PostgreSQL session (generated from numbers only).
 fn postgres_session(opts: &StoreOptions) -> Vec<String> {
-    let mut out = Vec::new();
+    // Warnings such as "there is no transaction in progress" (a rollback after the server
+    // already ended the transaction) only fill the log: errors still reach Ward as errors.
+    let mut out = vec!["SET client_min_messages = error".to_owned()];
     if let Some(t) = opts.statement_timeout {
         out.push(format!("SET statement_timeout = {}", t.as_millis().max(1)));
+    }
+    if let Some(t) = opts.lock_timeout {
+        out.push(format!("SET lock_timeout = {}", t.as_millis().max(1)));
     }
     // PostgreSQL 13 and older do not know the setting; the WHERE keeps them from reading it.
     out.push(format!(
@@ -525,7 +542,7 @@ fn postgres_session(opts: &StoreOptions) -> Vec<String> {
 impl Store {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH?mode=rwc` or
     /// `postgres://...`), applies migrations and loads (or creates) the wrapped data and index
-    /// keys, unwrapping them with `kek`. A wrong KEK fails here with [`StoreError::Crypto`].
+    /// keys, unwrapping them with `kek`. A wrong KEK fails here with [`StoreError::OtherKek`].
     pub async fn open(url: &str, kek: &Kek) -> Result<Store, StoreError> {
         Store::open_with(url, kek, &StoreOptions::default()).await
     }
@@ -578,12 +595,24 @@ impl Store {
             }
             Backend::Postgres => {
                 // A migration may take longer than any request: its own connection, no timeout.
-                let plain = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+                // Quiet: the migrations table's "already exists, skipping" notice on every start.
+                let plain = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            sqlx::query("SET client_min_messages = warning")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?;
                 migrator(backend).run(&plain).await?;
                 plain.close().await;
                 let session = postgres_session(opts);
                 let pool = AnyPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(opts.max_connections.unwrap_or(16).max(1))
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(move |conn, _meta| {
                         let session = session.clone();

@@ -1008,21 +1008,27 @@ mod tests {
         let url = crate::testing::fresh_postgres_url().await;
         let opts = crate::StoreOptions {
             statement_timeout: Some(std::time::Duration::from_secs(35)),
+            lock_timeout: Some(std::time::Duration::from_secs(7)),
+            max_connections: Some(5),
         };
         let store = crate::Store::open_with(&url, &ward_crypto::Kek::generate().unwrap(), &opts)
             .await
             .unwrap();
         let pool = &store.inner.reader;
+        assert_eq!(pool.options().get_max_connections(), 5);
         for _ in 0..3 {
             let row = sqlx::query(
                 "SELECT current_setting('statement_timeout') AS t, \
-                 current_setting('client_connection_check_interval') AS c",
+                 current_setting('client_connection_check_interval') AS c, \
+                 current_setting('lock_timeout') AS l, current_setting('client_min_messages') AS m",
             )
             .fetch_one(pool)
             .await
             .unwrap();
             assert_eq!(row.try_get::<String, _>("t").unwrap(), "35s");
             assert_eq!(row.try_get::<String, _>("c").unwrap(), "1s");
+            assert_eq!(row.try_get::<String, _>("l").unwrap(), "7s");
+            assert_eq!(row.try_get::<String, _>("m").unwrap(), "error");
         }
         let running = || async {
             sqlx::query("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(31)%'")

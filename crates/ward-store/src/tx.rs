@@ -6,13 +6,17 @@
 //! resource, in the caller's transaction).
 //!
 //! Order of work inside the transaction:
-//! 1. PostgreSQL only: locks taken in a fixed order so concurrent transactions queue instead of
-//!    deadlocking: a transaction-scoped advisory lock per resource type that has a conditional
-//!    create, then the current rows of every resource that is updated or deleted, sorted.
+//! 1. PostgreSQL only: a transaction of reads only runs at REPEATABLE READ (one snapshot).
+//!    Locks are taken in a fixed order so concurrent transactions queue instead of
+//!    deadlocking: a transaction-scoped advisory lock per distinct conditional-create criteria
+//!    (type and search values, keyed by the blind-index key), then the current rows of every
+//!    resource that is updated or deleted, sorted.
 //! 2. Conditional creates (`if_none_exist`) are evaluated on the transaction's connection
 //!    before any of its writes (so against the state before the transaction, never its own
-//!    writes). The advisory lock serializes conditional creates of one type across
-//!    transactions and nodes; on SQLite the single writer connection does the same.
+//!    writes). The advisory lock serializes conditional creates with the same criteria across
+//!    transactions and nodes (creates with other criteria run in parallel; the same condition
+//!    spelled differently, e.g. other letter case, gets another lock); on SQLite the single
+//!    writer connection serializes all writes.
 //! 3. The operations, in the given order. A failing operation rolls everything back.
 
 use std::borrow::Cow;
@@ -20,7 +24,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::Value;
-use ward_crypto::sha256;
+use sqlx::Row;
 
 use crate::{Backend, Put, Store, StoreError, Stored, StoredJson, UPDATE_ATTEMPTS};
 
@@ -143,6 +147,16 @@ pub enum TxOutcome {
     ReadWithheld { rtype: String, id: String, version: i64 },
 }
 
+/// The audit intent record a write transaction runs under: the node's chain and the intent's
+/// seq. Each version the transaction writes is tagged with it (table `write_intent`, in the
+/// same transaction), so whether an intent's change was stored can be asked later
+/// ([`Store::intent_versions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntentRef {
+    pub node: String,
+    pub seq: i64,
+}
+
 /// Why a transaction was rolled back: the failing operation (`None`: the transaction itself,
 /// e.g. the commit) and the error.
 #[derive(Debug, thiserror::Error)]
@@ -181,10 +195,26 @@ impl From<ward_crypto::Error> for WriteFail {
     }
 }
 
-/// Key of the PostgreSQL advisory lock that serializes conditional creates of one type.
-fn conditional_lock_key(tenant: &str, rtype: &str) -> i64 {
-    let h = sha256(format!("ward:if-none-exist:{tenant}\0{rtype}").as_bytes());
-    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+impl Store {
+    /// Key of the PostgreSQL advisory lock that serializes conditional creates with the same
+    /// criteria (of one type): two such creates produce one resource, while creates with other
+    /// criteria do not wait for each other. Keyed by the blind-index key, so the number seen in
+    /// `pg_locks` says nothing about the (identifying) search values.
+    pub(crate) fn conditional_lock_key(&self, rtype: &str, criteria: &[(String, String)]) -> i64 {
+        let mut pairs: Vec<&(String, String)> = criteria.iter().collect();
+        pairs.sort();
+        pairs.dedup();
+        let mut msg = Vec::new();
+        for part in [self.tenant(), rtype]
+            .into_iter()
+            .chain(pairs.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
+        {
+            msg.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            msg.extend_from_slice(part.as_bytes());
+        }
+        let h = self.inner.indexer.mac("if-none-exist-lock-v1", &msg);
+        i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+    }
 }
 
 /// Replaces every `reference` string that is a key of `map` (anywhere in `v`).
@@ -223,10 +253,21 @@ impl Store {
         ops: &[TxOp],
         max_read_bytes: usize,
     ) -> Result<Vec<TxOutcome>, TxError> {
+        self.transaction_under(ops, max_read_bytes, None).await
+    }
+
+    /// [`Store::transaction_within`] under the audit intent `intent`: every version written is
+    /// tagged with it in the same transaction.
+    pub async fn transaction_under(
+        &self,
+        ops: &[TxOp],
+        max_read_bytes: usize,
+        intent: Option<&IntentRef>,
+    ) -> Result<Vec<TxOutcome>, TxError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_transaction(ops, max_read_bytes).await {
+            match self.try_transaction(ops, max_read_bytes, intent).await {
                 Err(TxError {
                     index: Some(i),
                     error: StoreError::VersionConflict { .. },
@@ -246,7 +287,12 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("a transaction returned no outcome".into()))
     }
 
-    async fn try_transaction(&self, ops: &[TxOp], max_read_bytes: usize) -> Result<Vec<TxOutcome>, TxError> {
+    async fn try_transaction(
+        &self,
+        ops: &[TxOp],
+        max_read_bytes: usize,
+        intent: Option<&IntentRef>,
+    ) -> Result<Vec<TxOutcome>, TxError> {
         let mut read_left = max_read_bytes;
         let whole = |error: StoreError| TxError { index: None, error };
         let at = |i: usize| {
@@ -267,23 +313,35 @@ impl Store {
         }
         let mut tx = self.inner.writer.begin().await.map_err(|e| whole(e.into()))?;
 
+        // Reads only: one snapshot for all of them (READ COMMITTED would give each statement
+        // its own, so a writer committing between two reads would be half seen). A transaction
+        // that writes keeps READ COMMITTED: its row locks and retries handle races, where
+        // REPEATABLE READ would fail them with serialization errors. SQLite: the transaction's
+        // first read fixes its snapshot.
+        if self.inner.backend == Backend::Postgres && ops.iter().all(|op| matches!(op, TxOp::Read { .. })) {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| whole(e.into()))?;
+        }
+
         if self.inner.backend == Backend::Postgres {
-            let mut types: Vec<&str> = ops
+            let mut keys: Vec<i64> = ops
                 .iter()
                 .filter_map(|op| match op {
                     TxOp::Create {
                         rtype,
-                        if_none_exist: Some(_),
+                        if_none_exist: Some(criteria),
                         ..
-                    } => Some(rtype.as_str()),
+                    } => Some(self.conditional_lock_key(rtype, criteria)),
                     _ => None,
                 })
                 .collect();
-            types.sort_unstable();
-            types.dedup();
-            for rtype in types {
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
                 sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
-                    .bind(conditional_lock_key(self.tenant(), rtype))
+                    .bind(key)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| whole(e.into()))?;
@@ -406,8 +464,58 @@ impl Store {
                 }
             }
         }
+        if let Some(intent) = intent {
+            for written in out.iter().filter_map(TxOutcome::written) {
+                // A delete of a deleted resource returns the tombstone another intent wrote:
+                // that row stays as it is.
+                sqlx::query(
+                    "INSERT INTO write_intent (tenant, rtype, id, version, node, intent_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(self.tenant())
+                .bind(written.rtype.as_str())
+                .bind(written.id.as_str())
+                .bind(written.version)
+                .bind(intent.node.as_str())
+                .bind(intent.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| whole(e.into()))?;
+            }
+        }
         tx.commit().await.map_err(|e| whole(e.into()))?;
         Ok(out)
+    }
+
+    /// The versions (type, id, version) written under the audit intent `intent`: empty when
+    /// its change was not stored.
+    pub async fn intent_versions(
+        &self,
+        intent: &IntentRef,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rtype, id, version FROM write_intent WHERE node = $1 AND intent_seq = $2 \
+             AND tenant = $3 ORDER BY rtype, id, version",
+        )
+        .bind(intent.node.as_str())
+        .bind(intent.seq)
+        .bind(self.tenant())
+        .fetch_all(&self.inner.writer)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+}
+
+impl TxOutcome {
+    /// The version this outcome wrote, if it is a write.
+    fn written(&self) -> Option<&Stored> {
+        match self {
+            TxOutcome::Created(s) | TxOutcome::Updated { stored: s, .. } => Some(s),
+            TxOutcome::Deleted(t) => t.as_ref(),
+            TxOutcome::Matched(_) | TxOutcome::Read(_) | TxOutcome::ReadWithheld { .. } => None,
+        }
     }
 }
 
@@ -434,11 +542,102 @@ mod tests {
         assert_eq!(v["contained"][0]["target"][0]["reference"], "Patient/real");
     }
 
-    #[test]
-    fn lock_keys_differ_per_type() {
-        assert_ne!(
-            conditional_lock_key("default", "Patient"),
-            conditional_lock_key("default", "Observation")
+    fn criteria(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn patient(mrn: &str) -> Value {
+        json!({"resourceType": "Patient", "identifier": [{"system": "urn:sys", "value": mrn}]})
+    }
+
+    async fn conditional_create(store: &Store, mrn: &str) -> Result<Vec<TxOutcome>, TxError> {
+        let op = TxOp::Create {
+            rtype: "Patient".into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            resource: patient(mrn),
+            if_none_exist: Some(criteria(&[("identifier", &format!("urn:sys|{mrn}"))])),
+        };
+        store.transaction(std::slice::from_ref(&op)).await
+    }
+
+    /// Issue 16 item 4: conditional creates wait only for those with the same criteria.
+    /// Before, one lock per type made every conditional create of Patients wait for any other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conditional_creates_serialize_per_criteria() {
+        use sqlx::Connection;
+        let url = crate::testing::fresh_postgres_url().await;
+        let store = Store::open(&url, &ward_crypto::Kek::generate().unwrap())
+            .await
+            .unwrap();
+        let a = store.conditional_lock_key(
+            "Patient",
+            &criteria(&[("identifier", "urn:sys|A"), ("family", "X")]),
         );
+        let a_reordered = store.conditional_lock_key(
+            "Patient",
+            &criteria(&[("family", "X"), ("identifier", "urn:sys|A")]),
+        );
+        assert_eq!(a, a_reordered);
+        assert_ne!(
+            a,
+            store.conditional_lock_key("Patient", &criteria(&[("identifier", "urn:sys|B")]))
+        );
+        assert_ne!(
+            a,
+            store.conditional_lock_key(
+                "Group",
+                &criteria(&[("identifier", "urn:sys|A"), ("family", "X")])
+            )
+        );
+
+        // Someone holds the lock of criteria "A": a create with those waits, one with "B" not.
+        let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let key_a = store.conditional_lock_key("Patient", &criteria(&[("identifier", "urn:sys|A")]));
+        sqlx::query("SELECT 1 AS locked FROM pg_advisory_lock($1)")
+            .bind(key_a)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { conditional_create(&store, "A").await }
+        });
+        let other = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            conditional_create(&store, "B"),
+        )
+        .await
+        .expect("a create with other criteria does not wait");
+        assert!(matches!(other.unwrap().as_slice(), [TxOutcome::Created(_)]));
+        assert!(!waiting.is_finished(), "a create with the held criteria waits");
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key_a)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        assert!(matches!(
+            waiting.await.unwrap().unwrap().as_slice(),
+            [TxOutcome::Created(_)]
+        ));
+
+        // Racing creates with the same criteria still make one resource.
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { conditional_create(&store, "C").await })
+            })
+            .collect();
+        let mut created = 0;
+        for r in racers {
+            if matches!(r.await.unwrap().unwrap().as_slice(), [TxOutcome::Created(_)]) {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 1);
+        let _ = holder.close().await;
+        store.close().await;
     }
 }

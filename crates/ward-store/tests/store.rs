@@ -996,11 +996,11 @@ async fn reopen_and_wrong_kek(h: &H) {
         .try_get("n")
         .unwrap();
     assert_eq!(count, 2);
-    // A wrong KEK cannot open the store.
+    // A wrong KEK cannot open the store, and the error says what is wrong.
     let wrong = Kek::generate().unwrap();
     match Store::open(&h.url, &wrong).await {
-        Err(StoreError::Crypto(_)) => {}
-        other => panic!("expected Crypto error, got {other:?}"),
+        Err(e @ StoreError::OtherKek) => assert!(e.to_string().contains("another key-encryption key")),
+        other => panic!("expected OtherKek, got {other:?}"),
     }
 }
 

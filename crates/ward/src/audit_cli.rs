@@ -24,6 +24,9 @@ fn public_key(config: &Config) -> anyhow::Result<Vec<u8>> {
         .to_vec())
 }
 
+/// How long a command waits for another one holding the admin chain.
+const ADMIN_CHAIN_WAIT: Duration = Duration::from_secs(10);
+
 /// Commits one admin record on this deployment's admin chain (`<node>-admin`), so CLI
 /// actions never fork a running server's chain.
 pub async fn record_admin(
@@ -42,7 +45,18 @@ pub async fn record_admin(
         checkpoint_every: config.audit.checkpoint_every,
         checkpoint_interval: Duration::from_secs(config.audit.checkpoint_secs),
     };
-    let (handle, writer) = ward_audit::start_writer(store, node, signer, cfg).await?;
+    // Two commands at once take turns on the admin chain rather than collide on it.
+    let mut waited = Duration::ZERO;
+    let lease = loop {
+        match store.lease_node(&node).await {
+            Err(ward_audit::AuditError::NodeInUse(_)) if waited < ADMIN_CHAIN_WAIT => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                waited += Duration::from_millis(50);
+            }
+            other => break other?,
+        }
+    };
+    let (handle, writer) = ward_audit::start_leased_writer(store, lease, signer, cfg).await?;
     ward_server::audit::record_admin(&handle, action, subject)
         .await
         .context("committing the audit record")?;

@@ -270,8 +270,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns on every handshake of a client that sends an IP address as its server name
+    // (curl, OpenSSL and others do when connecting by IP): client behaviour, not news.
+    if let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
+        filter = filter.add_directive(quiet);
+    }
     // Colour codes only for a terminal: log files and collectors get plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -534,6 +539,23 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                     report.chains.len(),
                     report.unsealed
                 );
+            }
+            if !at.json {
+                for c in report.chains.iter().filter(|c| c.unresolved_intents.count > 0) {
+                    let seqs: Vec<String> = c.unresolved_intents.first.iter().map(i64::to_string).collect();
+                    println!(
+                        "unresolved: node {} has {} intent record(s) without a final record (seq {}{}); \
+                         that node resolves them when it starts",
+                        c.node,
+                        c.unresolved_intents.count,
+                        seqs.join(", "),
+                        if c.unresolved_intents.count > seqs.len() as u64 {
+                            ", ..."
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
             if !report.ok {
                 anyhow::bail!("the audit trail failed verification");

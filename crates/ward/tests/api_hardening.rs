@@ -287,12 +287,17 @@ async fn audit_event_view_is_one_event_per_request(backend: Backend) {
     let (_, c) = json_of(s.get("AuditEvent?action=create&_summary=count", &t)).await;
     assert_eq!(c["total"], 1, "{c}");
 
-    // An intent whose final record the database refuses: the write's outcome is unknown.
+    // An intent whose final record the database refuses: the write's outcome is unknown. (A
+    // failed write: a stored one waits for its final record instead, see write_integrity.rs.)
     let (wid, wsecret) = s.new_client("system/Patient.cruds").await;
     let wt = s.token_for(&wid, &wsecret, None).await;
+    for _ in 0..2 {
+        s.create(&t, &distinctive_patient("DD")).await;
+    }
     refuse_final_create_records(&s, true).await;
     let resp = s
         .post_json("Patient", &wt, &distinctive_patient("OR"))
+        .header("if-none-exist", "family=ZyxwarfieldDD")
         .send()
         .await
         .unwrap();
@@ -333,8 +338,8 @@ async fn audit_event_view_is_one_event_per_request(backend: Backend) {
     s.stop().await;
 }
 
-/// Makes the audit database refuse the final records of creates (their status is not 0; an
-/// intent's is), or lifts that.
+/// Makes the audit database refuse the final records of failed creates (their status is 4xx;
+/// an intent's is 0), or lifts that.
 async fn refuse_final_create_records(s: &TestServer, refuse: bool) {
     use sqlx::Executor;
     let url = s.config.audit_url();
@@ -345,7 +350,7 @@ async fn refuse_final_create_records(s: &TestServer, refuse: bool) {
                 .unwrap();
             let sql = if refuse {
                 "CREATE TRIGGER test_refuse_final BEFORE INSERT ON audit_record \
-                 WHEN NEW.status <> 0 AND NEW.action = 'create' \
+                 WHEN NEW.status >= 400 AND NEW.action = 'create' \
                  BEGIN SELECT RAISE(ABORT, 'refused by test'); END;"
             } else {
                 "DROP TRIGGER test_refuse_final"
@@ -359,7 +364,7 @@ async fn refuse_final_create_records(s: &TestServer, refuse: bool) {
             let sql = if refuse {
                 "CREATE FUNCTION test_refuse_final() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql;
                  CREATE TRIGGER test_refuse_final BEFORE INSERT ON audit_record FOR EACH ROW
-                 WHEN (NEW.status <> 0 AND NEW.action = 'create') EXECUTE FUNCTION test_refuse_final();"
+                 WHEN (NEW.status >= 400 AND NEW.action = 'create') EXECUTE FUNCTION test_refuse_final();"
             } else {
                 "DROP TRIGGER test_refuse_final ON audit_record; DROP FUNCTION test_refuse_final();"
             };

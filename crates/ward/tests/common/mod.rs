@@ -86,6 +86,14 @@ impl TestServer {
         }
     }
 
+    /// [`TestServer::stop`], keeping the deployment's files until the returned guard drops.
+    pub async fn stop_keeping_files(mut self) -> TempDir {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        self._tmp
+    }
+
     /// Registers a client the way `ward client create` does.
     pub async fn new_client(&self, scopes: &str) -> (String, String) {
         let c = ward::clients::create(
@@ -414,4 +422,27 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A raw TLS connection (HTTP/1.1 by ALPN) to a server of the deployment in `dir`, for tests
+/// that must control the bytes or drop the connection at a chosen moment.
+pub async fn raw_tls(dir: &Path, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.join("tls/ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap()
 }
