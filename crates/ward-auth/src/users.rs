@@ -711,7 +711,10 @@ pub async fn create_user(store: &Store, new: NewUser, now: OffsetDateTime) -> Re
 pub async fn disable_user(store: &Store, username: &str) -> Result<String, UserError> {
     let username = normalize_username(username)?;
     let user_id = store.disable_user(&username).await?.ok_or(UserError::NotFound)?;
-    // MERGE: revoke Subject(user_id) here
+    // Every token issued to the user until now stops working on every node within a second
+    // (`Authenticated` checks the revocation list), and every browser session ends.
+    store.revoke(ward_store::RevokedKind::Subject, &user_id).await?;
+    store.delete_user_sessions(&user_id).await?;
     Ok(user_id)
 }
 
