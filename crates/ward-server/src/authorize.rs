@@ -405,10 +405,15 @@ mod tests {
             "patient/Observation.rs patient/Patient.rs openid launch/patient"
         );
         assert_eq!(granted_scopes("system/*.rs", client), "");
-        // Not understood yet: left out, not an error.
+        // A granular scope within the registration is kept as it is (restricted), never widened.
         assert_eq!(
             granted_scopes("patient/Observation.rs?category=laboratory openid", client),
-            "openid"
+            "patient/Observation.rs?category=laboratory openid"
+        );
+        // An unknown word is left out, not an error.
+        assert_eq!(
+            granted_scopes("patient/Observation.rs offline-access", client),
+            "patient/Observation.rs"
         );
     }
 
