@@ -543,6 +543,50 @@ async fn code_is_bound_to_its_client_and_expires(backend: Backend) {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 }
 
+/// A code stolen by another registered client (a public one needs no secret) is worth nothing
+/// to it, and its presentation neither uses the code up nor revokes what the code produced.
+async fn another_client_can_neither_burn_nor_revoke_a_code(backend: Backend) {
+    let e = env(backend).await;
+    let other = e.s.new_client(APP_SCOPES).await;
+    let (code, verifier) = e.code(ASKED).await;
+    let err = e
+        .oauth(&other.0, Some(&other.1))
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier.secret().clone()))
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, oauth2::RequestTokenError::ServerResponse(ref r) if r.error().as_ref() == "invalid_grant"),
+        "{err:?}"
+    );
+    // The app still exchanges its code.
+    let t = e
+        .app_client()
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .expect("the other client's attempt used the app's code up");
+    // The other client replaying the used code revokes nothing of the app's.
+    let err = e
+        .oauth(&other.0, Some(&other.1))
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(PkceCodeVerifier::new("x".repeat(43)))
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, oauth2::RequestTokenError::ServerResponse(ref r) if r.error().as_ref() == "invalid_grant"),
+        "{err:?}"
+    );
+    assert_eq!(e.introspect(&at_of(&t)).await["active"], true);
+    assert!(
+        e.refresh(&rt_of(&t), None).await.is_ok(),
+        "the app's family was revoked"
+    );
+}
+
 /// Two presentations of one code at once: never two sets of tokens, and whatever one of them
 /// got is revoked (the other was a replay).
 async fn concurrent_code_presentations_yield_no_live_tokens(backend: Backend) {
@@ -1311,6 +1355,7 @@ on_both_backends!(
     pkce_is_mandatory_and_s256_only,
     redirect_uri_must_match_exactly,
     code_is_bound_to_its_client_and_expires,
+    another_client_can_neither_burn_nor_revoke_a_code,
     code_replay_revokes_what_it_produced,
     public_clients_use_client_id_and_pkce,
     concurrent_code_presentations_yield_no_live_tokens,
