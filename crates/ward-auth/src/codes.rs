@@ -118,14 +118,24 @@ pub enum TakenCode {
     Replayed { family: Option<String> },
 }
 
-/// Takes (uses up) a code. Unknown and expired codes are `invalid_grant`; a used one is
+/// Takes (uses up) a code issued to `client_id`. Unknown, expired and other clients' codes are
+/// `invalid_grant` (another client's code stays usable by its own); a used one is
 /// [`TakenCode::Replayed`] so the caller revokes what it produced.
-pub async fn take_code(store: &Store, code: &str, now: OffsetDateTime) -> Result<TakenCode, OAuthError> {
+pub async fn take_code(
+    store: &Store,
+    code: &str,
+    client_id: &str,
+    now: OffsetDateTime,
+) -> Result<TakenCode, OAuthError> {
     if code.is_empty() || code.len() > 128 {
         return Err(OAuthError::InvalidGrant);
     }
     let hash = store.grant_tag(CODE_DOMAIN, code);
-    match store.take_code(&hash, unix(now)).await.map_err(store_error)? {
+    match store
+        .take_code(&hash, client_id, unix(now))
+        .await
+        .map_err(store_error)?
+    {
         Take::Fresh(CodeRow {
             grant_json,
             expires_at,

@@ -232,7 +232,7 @@ impl Grants<'_> {
         redirect_uri: Option<&str>,
         verifier: Option<&str>,
     ) -> Result<UserTokens, Refusal> {
-        let (code_hash, grant) = match take_code(self.store, code, self.now).await? {
+        let (code_hash, grant) = match take_code(self.store, code, &client.client_id, self.now).await? {
             TakenCode::Fresh { hash, grant } => (hash, grant),
             TakenCode::Replayed { family } => {
                 // RFC 6749 §4.1.2: a code used twice was stolen or leaked; what it produced goes.

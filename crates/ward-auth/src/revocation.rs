@@ -18,6 +18,10 @@ use crate::token::Claims;
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// Without a successful refresh for this long, every token is refused (fail closed).
 pub const STALE_AFTER: Duration = Duration::from_secs(5);
+/// A revoked subject's tokens are refused if issued up to this long after the revocation
+/// row's time: that time is the revoker's clock (the CLI, another node), and a grant that
+/// checked the subject just before the disable may sign its token a moment after it.
+pub const SUBJECT_MARGIN_SECS: i64 = 60;
 /// Rows read per query.
 const PAGE: i64 = 1000;
 
@@ -98,14 +102,18 @@ impl RevocationList {
     }
 
     /// Whether a token with `claims` must be refused: its subject or client revoked after it
-    /// was issued, its family or its id revoked, or the list too stale to tell.
+    /// was issued (or within [`SUBJECT_MARGIN_SECS`] before), its family or its id revoked, or the list too stale to tell.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
         let k = self.read();
         if k.refreshed.is_none_or(|t| t.elapsed() > STALE_AFTER) {
             return true;
         }
         let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
-        let subject_revoked = |s: &str| k.subjects.get(s).is_some_and(|&at| iat <= at);
+        let subject_revoked = |s: &str| {
+            k.subjects
+                .get(s)
+                .is_some_and(|&at| iat <= at.saturating_add(SUBJECT_MARGIN_SECS))
+        };
         subject_revoked(&claims.sub)
             || subject_revoked(&claims.client_id)
             || claims.fam.as_deref().is_some_and(|f| k.families.contains_key(f))
@@ -172,9 +180,25 @@ mod tests {
             list.is_revoked(&claims("c", "client-1", t - 5, None, "j")),
             "client"
         );
+        // A token signed a moment after the revocation row (a grant in flight when the
+        // subject was disabled, or a node whose clock runs ahead of the revoker's) is refused.
         assert!(
-            !list.is_revoked(&claims("user-1", "c", t + 5, None, "j")),
-            "issued after"
+            list.is_revoked(&claims("user-1", "c", t + 1, None, "j")),
+            "issued in the second after"
+        );
+        assert!(
+            list.is_revoked(&claims("c", "client-1", t + 5, None, "j")),
+            "issued by a node 5 s ahead"
+        );
+        assert!(
+            !list.is_revoked(&claims(
+                "user-1",
+                "c",
+                t + 2 * u64::try_from(SUBJECT_MARGIN_SECS).unwrap() + 1,
+                None,
+                "j"
+            )),
+            "issued well after"
         );
         assert!(
             list.is_revoked(&claims("u", "c", t, Some("fam-1"), "j")),

@@ -103,15 +103,23 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a code used and returns it, unless it was used before (then the family issued
-    /// from it, for revocation). Expiry is the caller's to check.
-    pub async fn take_code(&self, code_hash: &[u8], now: i64) -> Result<Take<CodeRow>, StoreError> {
+    /// Marks a code of `client_id` used and returns it, unless it was used before (then the
+    /// family issued from it, for revocation). Another client's code is `Unknown` and left as
+    /// it was: a client that got hold of it can neither use it up nor revoke what it produced.
+    /// Expiry is the caller's to check.
+    pub async fn take_code(
+        &self,
+        code_hash: &[u8],
+        client_id: &str,
+        now: i64,
+    ) -> Result<Take<CodeRow>, StoreError> {
         let row = sqlx::query(
-            "UPDATE oauth_code SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
-             RETURNING client_id, grant_json, expires_at",
+            "UPDATE oauth_code SET used_at = $2 WHERE code_hash = $1 AND client_id = $3 \
+             AND used_at IS NULL RETURNING client_id, grant_json, expires_at",
         )
         .bind(code_hash.to_vec())
         .bind(now)
+        .bind(client_id.to_owned())
         .fetch_optional(&self.inner.writer)
         .await?;
         if let Some(r) = row {
@@ -123,13 +131,17 @@ impl Store {
         }
         // A replay while the first exchange is still running (no family yet) leaves a mark,
         // so that exchange fails too ([`Store::set_code_family`]).
-        sqlx::query("UPDATE oauth_code SET family = $2 WHERE code_hash = $1 AND family IS NULL")
+        sqlx::query(
+            "UPDATE oauth_code SET family = $2 WHERE code_hash = $1 AND client_id = $3 AND family IS NULL",
+        )
+        .bind(code_hash.to_vec())
+        .bind(REPLAYED.to_owned())
+        .bind(client_id.to_owned())
+        .execute(&self.inner.writer)
+        .await?;
+        let used = sqlx::query("SELECT family FROM oauth_code WHERE code_hash = $1 AND client_id = $2")
             .bind(code_hash.to_vec())
-            .bind(REPLAYED.to_owned())
-            .execute(&self.inner.writer)
-            .await?;
-        let used = sqlx::query("SELECT family FROM oauth_code WHERE code_hash = $1")
-            .bind(code_hash.to_vec())
+            .bind(client_id.to_owned())
             .fetch_optional(&self.inner.writer)
             .await?;
         match used {

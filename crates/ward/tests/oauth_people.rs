@@ -543,6 +543,50 @@ async fn code_is_bound_to_its_client_and_expires(backend: Backend) {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 }
 
+/// A code stolen by another registered client (a public one needs no secret) is worth nothing
+/// to it, and its presentation neither uses the code up nor revokes what the code produced.
+async fn another_client_can_neither_burn_nor_revoke_a_code(backend: Backend) {
+    let e = env(backend).await;
+    let other = e.s.new_client(APP_SCOPES).await;
+    let (code, verifier) = e.code(ASKED).await;
+    let err = e
+        .oauth(&other.0, Some(&other.1))
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier.secret().clone()))
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, oauth2::RequestTokenError::ServerResponse(ref r) if r.error().as_ref() == "invalid_grant"),
+        "{err:?}"
+    );
+    // The app still exchanges its code.
+    let t = e
+        .app_client()
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .expect("the other client's attempt used the app's code up");
+    // The other client replaying the used code revokes nothing of the app's.
+    let err = e
+        .oauth(&other.0, Some(&other.1))
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(PkceCodeVerifier::new("x".repeat(43)))
+        .request_async(&http(e.s.client.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, oauth2::RequestTokenError::ServerResponse(ref r) if r.error().as_ref() == "invalid_grant"),
+        "{err:?}"
+    );
+    assert_eq!(e.introspect(&at_of(&t)).await["active"], true);
+    assert!(
+        e.refresh(&rt_of(&t), None).await.is_ok(),
+        "the app's family was revoked"
+    );
+}
+
 /// Two presentations of one code at once: never two sets of tokens, and whatever one of them
 /// got is revoked (the other was a replay).
 async fn concurrent_code_presentations_yield_no_live_tokens(backend: Backend) {
@@ -925,6 +969,48 @@ async fn refresh_refused_for_disabled_user_or_client(backend: Backend) {
     assert_eq!(e.refresh(&rt_of(&t), None).await.unwrap_err(), "invalid_client");
 }
 
+/// `ward user disable` (the CLI, another process) makes the user's live access token fail at
+/// once: refused by userinfo, FHIR and introspection within about a second; the refresh token
+/// is dead too.
+async fn user_disable_cli_refuses_access_tokens_within_a_second(backend: Backend) {
+    let e = env(backend).await;
+    let t = e.tokens(ASKED).await;
+    let at = at_of(&t);
+    assert_eq!(e.userinfo(&at).await.0, 200, "the token works before the disable");
+    assert_eq!(e.introspect(&at).await["active"], true);
+    // A user token reaches no FHIR data yet (policy issue), but it is authenticated: 403.
+    assert_eq!(e.s.get("Patient/pat-1", &at).send().await.unwrap().status(), 403);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["user", "disable", &e.username, "--json", "--dir"])
+        .arg(&e.s.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // FHIR knows of the disable only through the revocation list (userinfo also looks the
+    // user up): it is the check that must turn within a second.
+    let fhir_status = async || {
+        let resp = e.s.get("Patient/pat-1", &at).send().await.unwrap();
+        resp.status().as_u16()
+    };
+    let start = std::time::Instant::now();
+    let mut refused = false;
+    while start.elapsed() <= std::time::Duration::from_millis(1200) {
+        if fhir_status().await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        refused,
+        "FHIR still accepted the token 1.2 s after ward user disable"
+    );
+    eprintln!("refused {:?} after ward user disable returned", start.elapsed());
+    assert_eq!(e.userinfo(&at).await.0, 401);
+    assert_eq!(e.introspect(&at).await["active"], false);
+    assert_eq!(e.refresh(&rt_of(&t), None).await.unwrap_err(), "invalid_grant");
+}
+
 async fn introspection_answers_only_for_live_tokens_of_the_caller(backend: Backend) {
     let e = env(backend).await;
     let t = e.tokens(ASKED).await;
@@ -1269,6 +1355,7 @@ on_both_backends!(
     pkce_is_mandatory_and_s256_only,
     redirect_uri_must_match_exactly,
     code_is_bound_to_its_client_and_expires,
+    another_client_can_neither_burn_nor_revoke_a_code,
     code_replay_revokes_what_it_produced,
     public_clients_use_client_id_and_pkce,
     concurrent_code_presentations_yield_no_live_tokens,
@@ -1278,6 +1365,7 @@ on_both_backends!(
     refresh_tokens_expire_idle_and_absolutely,
     online_access_ends_with_the_session_lifetime,
     refresh_refused_for_disabled_user_or_client,
+    user_disable_cli_refuses_access_tokens_within_a_second,
     introspection_answers_only_for_live_tokens_of_the_caller,
     revocation_endpoint,
     userinfo_needs_a_user_token_with_openid,
