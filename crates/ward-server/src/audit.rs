@@ -365,22 +365,27 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
     parts.extensions.insert(ctx.clone());
     let fail_closed = !public(&path);
     let may_change = !matches!(parts.method, Method::GET | Method::HEAD);
+    // A request that may change data runs in a task of its own (below), and those tasks are
+    // bounded: when none is free it is refused (503, audited) before anything happens.
+    let slot = if may_change { st.writes.slot() } else { None };
+    let refuse = may_change && slot.is_none();
     let served = serve_audited(
         st.clone(),
         ctx,
         fail_closed,
+        refuse,
         Request::from_parts(parts, body),
         next,
     );
-    if !may_change {
+    let Some(slot) = slot else {
         return served.await;
-    }
-    // A request that may change data runs in a task of its own: if the client goes away,
-    // hyper drops this future but not the task, so a change once started reaches its final
-    // audit record (AU-2).
-    let task = st
-        .writes
-        .spawn(request_id::carried(served).instrument(tracing::Span::current()));
+    };
+    // If the client goes away, hyper drops this future but not the task, so a change once
+    // started reaches its final audit record (AU-2).
+    let task = st.writes.spawn(
+        slot,
+        request_id::carried(served).instrument(tracing::Span::current()),
+    );
     match task.await {
         Ok(resp) => resp,
         Err(e) => {
@@ -395,10 +400,14 @@ async fn serve_audited(
     st: AppState,
     ctx: AuditContext,
     fail_closed: bool,
+    refuse: bool,
     req: Request,
     next: Next,
 ) -> Response {
-    let resp = if fail_closed && !audit_ready(&st) {
+    let resp = if refuse {
+        tracing::warn!("too many write tasks running; request refused");
+        busy()
+    } else if fail_closed && !audit_ready(&st) {
         unavailable()
     } else {
         next.run(req).await
@@ -538,6 +547,19 @@ fn outcome_unknown() -> Response {
         "the change was stored; its audit record is completed when the server restarts",
     )
     .into_response()
+}
+
+/// Every write task is taken (see `writes.rs`).
+fn busy() -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        IssueType::Transient,
+        "too many changes in progress; try again later",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    resp
 }
 
 fn unavailable() -> Response {

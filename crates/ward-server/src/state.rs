@@ -100,6 +100,7 @@ impl AppState {
             token_client_limits,
             capability: serde_json::to_vec(&capability).unwrap_or_default().into(),
             fhir_base: config.fhir_base(),
+            writes: crate::writes::Writes::new(config.server.max_connections),
             config,
             store,
             audit,
@@ -109,7 +110,6 @@ impl AppState {
             validator: Validator::new(),
             limits,
             revocations: ward_auth::RevocationList::new(),
-            writes: crate::writes::Writes::default(),
         }))
     }
 

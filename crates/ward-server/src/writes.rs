@@ -8,14 +8,17 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-#[derive(Default)]
 pub struct Writes {
     tasks: TaskTracker,
+    /// One permit per running write task. A task outlives its connection, so the connection
+    /// caps alone do not bound them: a client could send writes, disconnect and repeat.
+    slots: Arc<Semaphore>,
     intents: Mutex<BTreeSet<i64>>,
     /// Held shared from sending an intent record until its seq is noted as in flight, and
     /// exclusively while reconciliation lists the intents to resolve: no intent is ever
@@ -34,14 +37,51 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A place for one detached write task (see [`Writes::slot`]).
+pub struct Slot {
+    /// Given back when dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Writes::new(512)
+    }
+}
+
 impl Writes {
+    /// At most `max_tasks` write tasks run at once (`server.max_connections`).
+    pub fn new(max_tasks: usize) -> Self {
+        Writes {
+            tasks: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(max_tasks.clamp(1, Semaphore::MAX_PERMITS))),
+            intents: Mutex::default(),
+            gate: tokio::sync::RwLock::default(),
+            held: std::sync::atomic::AtomicUsize::default(),
+        }
+    }
+
+    /// A free place for a write task, or None when all are taken (the request is refused
+    /// with 503 before anything happens).
+    pub fn slot(&self) -> Option<Slot> {
+        Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Slot { _permit: p })
+    }
+
     /// Runs `fut` detached from the caller: dropping the returned handle does not stop it.
-    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    /// The slot is given back when the task ends.
+    pub fn spawn<F>(&self, slot: Slot, fut: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tasks.spawn(fut)
+        self.tasks.spawn(async move {
+            let out = fut.await;
+            drop(slot);
+            out
+        })
     }
 
     fn intents(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
@@ -88,5 +128,37 @@ impl Writes {
     pub async fn drain(&self, limit: Duration) -> bool {
         self.tasks.close();
         tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn write_tasks_are_bounded_and_give_their_slot_back() {
+        let writes = Writes::new(2);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let a = writes.slot().unwrap();
+        let b = writes.slot().unwrap();
+        assert!(writes.slot().is_none(), "a third write task must be refused");
+        let blocked = writes.spawn(a, async move {
+            let _ = rx.await;
+        });
+        drop(writes.spawn(b, async {}));
+        // The finished task gave its slot back; the blocked one still holds its own.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while writes.slot().is_none() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let c = writes.slot().unwrap();
+        assert!(writes.slot().is_none());
+        drop(c);
+        tx.send(()).unwrap();
+        blocked.await.unwrap();
+        assert!(writes.slot().is_some());
     }
 }
