@@ -134,7 +134,7 @@ async fn sign_in_with_chromium(backend: Backend) {
 
     browser.goto(&authorize).await;
     assert!(
-        browser.title().await.starts_with("Sign in"),
+        browser.title_starts_with("Sign in").await,
         "{}",
         browser.source().await
     );
@@ -144,7 +144,7 @@ async fn sign_in_with_chromium(backend: Backend) {
     browser.click("button[type=submit]").await;
 
     assert!(
-        browser.title().await.starts_with("Change your password"),
+        browser.title_starts_with("Change your password").await,
         "{}",
         browser.source().await
     );
@@ -155,7 +155,7 @@ async fn sign_in_with_chromium(backend: Backend) {
     browser.click("button[type=submit]").await;
 
     assert!(
-        browser.title().await.starts_with("Set up your authenticator"),
+        browser.title_starts_with("Set up your authenticator").await,
         "{}",
         browser.source().await
     );
@@ -169,7 +169,7 @@ async fn sign_in_with_chromium(backend: Backend) {
     browser.click("button[type=submit]").await;
 
     assert!(
-        browser.title().await.starts_with("Recovery codes"),
+        browser.title_starts_with("Recovery codes").await,
         "{}",
         browser.source().await
     );
@@ -177,7 +177,7 @@ async fn sign_in_with_chromium(backend: Backend) {
     browser.click("a[href='/oauth2/authorize/continue']").await;
 
     assert!(
-        browser.title().await.starts_with("Allow access?"),
+        browser.title_starts_with("Allow access?").await,
         "{}",
         browser.source().await
     );

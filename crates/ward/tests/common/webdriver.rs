@@ -152,6 +152,18 @@ impl Browser {
             .to_owned()
     }
 
+    /// Whether the page's title starts with `prefix` within 10 s: a click returns before the
+    /// next page has loaded, so the title is polled rather than read once.
+    pub async fn title_starts_with(&self, prefix: &str) -> bool {
+        for _ in 0..100 {
+            if self.title().await.starts_with(prefix) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     pub async fn title(&self) -> String {
         self.call(reqwest::Method::GET, "/title", None)
             .await
