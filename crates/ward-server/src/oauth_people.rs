@@ -148,6 +148,30 @@ async fn read_token_form(
     Ok((req, basic_used))
 }
 
+/// The form of an introspection or revocation request and the client it authenticates
+/// (`allow_public`: a public client may name itself by `client_id`), recorded as the actor.
+async fn token_form_client(
+    st: &AppState,
+    audit: &AuditContext,
+    peer: Option<axum::Extension<ClientAddr>>,
+    headers: &HeaderMap,
+    body: Body,
+    allow_public: bool,
+) -> Result<(ward_store::ClientRecord, zeroize::Zeroizing<String>, bool), Response> {
+    let (req, basic_used) = read_token_form(st, audit, peer, headers, body).await?;
+    let client = ward_auth::client_auth::authenticate(
+        &st.store,
+        &st.secrets,
+        &st.assertions,
+        req.client,
+        allow_public,
+    )
+    .await
+    .map_err(|e| client_refused(&e, basic_used))?;
+    audit.set_actor(&client.client_id, None, "");
+    Ok((client, req.token, basic_used))
+}
+
 /// RFC 7662. The caller authenticates as a confidential client and learns about its own
 /// tokens only; anything not live is `{"active": false}`.
 pub async fn introspect(
@@ -157,19 +181,12 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (req, basic_used) = match read_token_form(&st, &audit, peer, &headers, body).await {
+    let (client, token, basic_used) = match token_form_client(&st, &audit, peer, &headers, body, false).await
+    {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let client =
-        match ward_auth::client_auth::authenticate(&st.store, &st.secrets, &st.assertions, req.client, false)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return client_refused(&e, basic_used),
-        };
-    audit.set_actor(&client.client_id, None, "");
-    match grants(&st).introspect(&client, &req.token).await {
+    match grants(&st).introspect(&client, &token).await {
         Ok(body) => no_cache(Json(body).into_response()),
         Err(e) => oauth_error(&e, basic_used),
     }
@@ -184,19 +201,11 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (req, basic_used) = match read_token_form(&st, &audit, peer, &headers, body).await {
+    let (client, token, basic_used) = match token_form_client(&st, &audit, peer, &headers, body, true).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let client =
-        match ward_auth::client_auth::authenticate(&st.store, &st.secrets, &st.assertions, req.client, true)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return client_refused(&e, basic_used),
-        };
-    audit.set_actor(&client.client_id, None, "");
-    match grants(&st).revoke(&client, &req.token).await {
+    match grants(&st).revoke(&client, &token).await {
         Ok(()) => no_cache(StatusCode::OK.into_response()),
         Err(e) => oauth_error(&e, basic_used),
     }
